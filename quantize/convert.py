@@ -1,0 +1,57 @@
+"""Full-int8 TFLite conversion and the golden interpreter (BUILTIN_REF reference kernels)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .data import center_crop, normalize
+
+
+def to_int8_tflite(model, calibration_u8: np.ndarray) -> bytes:
+    """Convert a Keras model to a full-int8 .tflite (int8 in/out), calibrated on uint8 images
+    (N, H, W, 3); images larger than the model input are center-cropped."""
+    import tensorflow as tf
+    size = model.input_shape[1]
+    calib = normalize(center_crop(calibration_u8, size))
+
+    def representative():
+        for img in calib:
+            yield [img[None]]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def golden_interpreter(tflite: bytes):
+    """A tf.lite.Interpreter on the reference kernels that keeps every intermediate tensor."""
+    import tensorflow as tf
+    interp = tf.lite.Interpreter(
+        model_content=tflite,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
+        experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    return interp
+
+
+def golden_run(interp, x_int8: np.ndarray) -> dict[int, np.ndarray]:
+    """Run one int8 input; return {tensor index: array} for every tensor the interpreter holds."""
+    inp = interp.get_input_details()[0]
+    interp.set_tensor(inp["index"], x_int8)
+    interp.invoke()
+    out = {}
+    for d in interp.get_tensor_details():
+        try:
+            out[d["index"]] = interp.get_tensor(d["index"])
+        except ValueError:
+            pass  # tensors without data (e.g. optional inputs)
+    return out
+
+
+def quantize_input(images_u8: np.ndarray, scale: float, zero_point: int, size: int) -> np.ndarray:
+    """Host-side preprocessing: center crop, standardize, quantize to the model's int8 input."""
+    f = normalize(center_crop(images_u8, size))
+    return np.clip(np.round(f / scale) + zero_point, -128, 127).astype(np.int8)

@@ -1,0 +1,142 @@
+"""CIFAR-10 loading and the seed's preprocessing.
+
+Sources, in the order `load_cifar10` tries them:
+  * an image-folder tree `<root>/{train,test}/<class>/*.jpg|png` (e.g. ../shared/datasets/cifar10-jpeg),
+  * the official CIFAR-10 python batches (`data_batch_1..5`, `test_batch`),
+  * Keras' downloader (only when online).
+Decoded arrays are cached as .npz so a tree of 60,000 JPEGs is decoded once.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+           "dog", "frog", "horse", "ship", "truck")
+# Per-channel statistics of the CIFAR-10 training set (RGB, on 0..1 pixels).
+MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
+STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+class DatasetError(RuntimeError):
+    """A data set path that does not hold what it should."""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MOBILENET_ACCEL_CACHE") or Path.home() / ".cache" / "mobilenet-accel"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def normalize(images_u8: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 standardized per channel (the seed's preprocessing)."""
+    return (images_u8.astype(np.float32) / 255.0 - MEAN) / STD
+
+
+def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+    h, w = images.shape[1:3]
+    if size > h or size > w:
+        raise ValueError(f"crop {size} larger than image {h}x{w}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[:, top:top + size, left:left + size]
+
+
+def _decode(path: Path) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if arr.shape != (32, 32, 3):
+        raise DatasetError(f"{path}: expected a 32x32 RGB image, got {arr.shape}")
+    return arr
+
+
+def load_image_folder(split_dir: Path, limit_per_class: int | None = None,
+                      progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Decode `<split_dir>/<class>/*` into (uint8 NHWC, int64 labels) in Keras' class order."""
+    split_dir = Path(split_dir)
+    files, labels = [], []
+    for label, cls in enumerate(CLASSES):
+        cls_dir = split_dir / cls
+        if not cls_dir.is_dir():
+            raise DatasetError(f"{split_dir}: missing class folder '{cls}'")
+        names = sorted(p for p in cls_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if not names:
+            raise DatasetError(f"{cls_dir}: no images")
+        names = names[:limit_per_class] if limit_per_class else names
+        files += names
+        labels += [label] * len(names)
+    from tqdm import tqdm
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        images = list(tqdm(pool.map(_decode, files, chunksize=256), total=len(files),
+                           desc=f"decode {split_dir.name}", unit="img", disable=not progress))
+    return np.stack(images), np.asarray(labels, np.int64)
+
+
+def load_python_batches(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read the official `cifar-10-batches-py` files."""
+    def read(name):
+        path = Path(root) / name
+        try:
+            with open(path, "rb") as f:
+                d = pickle.load(f, encoding="bytes")
+            x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            return x, np.asarray(d[b"labels"], np.int64)
+        except (OSError, KeyError, ValueError, pickle.UnpicklingError) as e:
+            raise DatasetError(f"{path}: not a CIFAR-10 python batch ({e})") from e
+    parts = [read(f"data_batch_{i}") for i in range(1, 6)]
+    return {"train": (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])),
+            "test": read("test_batch")}
+
+
+def _is_image_folder(root: Path) -> bool:
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+def load_cifar10(root: str | Path | None = None, progress: bool = True
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Return {"train": (x, y), "test": (x, y)} with x uint8 (N, 32, 32, 3)."""
+    if root is None:
+        import keras
+        try:
+            (xtr, ytr), (xte, yte) = keras.datasets.cifar10.load_data()
+        except Exception as e:  # noqa: BLE001 - the downloader raises many kinds
+            raise DatasetError("no CIFAR-10 path given and Keras' download failed "
+                               f"({e}); pass --data PATH") from e
+        return {"train": (xtr, ytr.ravel().astype(np.int64)), "test": (xte, yte.ravel().astype(np.int64))}
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: no such data set path")
+    if (root / "data_batch_1").exists():
+        return load_python_batches(root)
+    if not _is_image_folder(root):
+        raise DatasetError(f"{root}: neither an image folder (train/, test/) nor CIFAR-10 python batches")
+    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+    cached = cache_dir() / f"cifar10-{key}.npz"
+    if cached.exists():
+        with np.load(cached) as z:
+            return {"train": (z["xtr"], z["ytr"]), "test": (z["xte"], z["yte"])}
+    xtr, ytr = load_image_folder(root / "train", progress=progress)
+    xte, yte = load_image_folder(root / "test", progress=progress)
+    tmp = cached.with_suffix(".tmp.npz")
+    np.savez(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte)
+    tmp.replace(cached)
+    return {"train": (xtr, ytr), "test": (xte, yte)}
+
+
+def default_dataset_path() -> Path | None:
+    """../shared/datasets/cifar10-jpeg next to the checkout, or $CIFAR10_PATH, if present."""
+    env = os.environ.get("CIFAR10_PATH")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here.parent / "shared" / "datasets" / "cifar10-jpeg",):
+        if _is_image_folder(cand):
+            return cand
+    return None
