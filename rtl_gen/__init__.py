@@ -1,0 +1,1 @@
+"""Amaranth generators of the MobileNet accelerator: engines, buffers, AXI DMA, registers."""

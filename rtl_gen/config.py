@@ -1,0 +1,67 @@
+"""The one typed hardware configuration. Every generated artifact (RTL, firmware layout,
+register header, performance model) is derived from an `AccelConfig`."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+
+class ConfigError(ValueError):
+    """An impossible hardware configuration."""
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    # Pointwise MAC array: `pw_out` output channels x `pw_in` input channels per cycle.
+    pw_out: int = 16
+    pw_in: int = 8
+    # Depthwise engine: channels processed in parallel, each with a 3x3 window per cycle.
+    dw_lanes: int = 8
+    # AXI4 master toward DDR.
+    bus_bytes: int = 8              # data width in bytes (64-bit bus)
+    addr_width: int = 32
+    id_width: int = 4
+    max_burst: int = 16             # beats per burst (AXI4 INCR allows up to 256)
+    max_outstanding: int = 4        # read bursts in flight
+    # On-chip buffers, in bytes.
+    act_buffer_bytes: int = 64 * 1024
+    weight_buffer_bytes: int = 32 * 1024
+    # Target clock for synthesis and for time figures in reports.
+    clock_mhz: float = 50.0
+
+    def __post_init__(self):
+        for f in ("pw_out", "pw_in", "dw_lanes", "bus_bytes", "max_burst", "max_outstanding"):
+            v = getattr(self, f)
+            if not _pow2(v):
+                raise ConfigError(f"{f} must be a power of two, got {v}")
+        if not 4 <= self.bus_bytes <= 64:
+            raise ConfigError(f"bus_bytes must be 4..64 (32- to 512-bit AXI), got {self.bus_bytes}")
+        if self.max_burst > 256:
+            raise ConfigError(f"max_burst must be <= 256 (AXI4 INCR), got {self.max_burst}")
+        if self.max_burst * self.bus_bytes > 4096:
+            raise ConfigError("one burst must not exceed the 4 KiB AXI boundary")
+        if not 16 <= self.addr_width <= 64:
+            raise ConfigError(f"addr_width must be 16..64, got {self.addr_width}")
+        if self.act_buffer_bytes < 1024 or self.weight_buffer_bytes < 1024:
+            raise ConfigError("buffers must be at least 1 KiB")
+        if self.clock_mhz <= 0:
+            raise ConfigError(f"clock_mhz must be > 0, got {self.clock_mhz}")
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.pw_out * self.pw_in
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AccelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
