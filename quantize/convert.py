@@ -9,9 +9,13 @@ from .data import center_crop, normalize
 def to_int8_tflite(model, calibration_u8: np.ndarray) -> bytes:
     """Convert a Keras model to a full-int8 .tflite (int8 in/out), calibrated on uint8 images
     (N, H, W, 3); images larger than the model input are center-cropped."""
+    return to_int8_tflite_from_float(
+        model, normalize(center_crop(calibration_u8, model.input_shape[1])))
+
+
+def to_int8_tflite_from_float(model, calib: np.ndarray) -> bytes:
+    """Full-int8 conversion calibrated on float inputs exactly as the model sees them."""
     import tensorflow as tf
-    size = model.input_shape[1]
-    calib = normalize(center_crop(calibration_u8, size))
 
     def representative():
         for img in calib:

@@ -183,8 +183,9 @@ def softmax(x: np.ndarray, p: SoftmaxParams) -> np.ndarray:
 
 
 def run_op(op: Op, x: np.ndarray) -> np.ndarray:
-    """Run one op on its int8 activation input."""
+    """Run one op on its int8 activation input (any batch size)."""
     i, y = op.inputs[0], op.outputs[0]
+    out_shape = (x.shape[0],) + tuple(y.shape[1:])  # batch-aware: accuracy runs whole batches
     if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         w, b = op.inputs[1].data, op.inputs[2].data if len(op.inputs) > 2 and op.inputs[2] else None
         fn = conv2d_acc if op.kind == "CONV_2D" else depthwise_acc
@@ -193,16 +194,15 @@ def run_op(op: Op, x: np.ndarray) -> np.ndarray:
     if op.kind == "FULLY_CONNECTED":
         w, b = op.inputs[1].data, op.inputs[2].data if len(op.inputs) > 2 and op.inputs[2] else None
         acc = fully_connected_acc(x.reshape(-1, w.shape[1]), i.zp, w, b)
-        return requant_for(op).apply(acc).reshape(y.shape)
+        return requant_for(op).apply(acc).reshape(out_shape)
     if op.kind == "PAD":
         return pad(x, op.inputs[1].data, y.zp)
     if op.kind == "MEAN":
-        out = mean_hw(x, i.zp, i.scale[0], y.zp, y.scale[0])
-        return out.reshape(y.shape)
+        return mean_hw(x, i.zp, i.scale[0], y.zp, y.scale[0]).reshape(out_shape)
     if op.kind == "SOFTMAX":
         return softmax(x, softmax_params(i.scale[0], op.options.get("beta", 1.0)))
     if op.kind == "RESHAPE":
-        return x.reshape(y.shape)
+        return x.reshape(out_shape)
     raise UnsupportedModelError(f"{op.describe()}: no reference kernel")
 
 
