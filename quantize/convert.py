@@ -1,6 +1,10 @@
 """Full-int8 TFLite conversion and the golden interpreter (BUILTIN_REF reference kernels)."""
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
+
 import numpy as np
 
 from .data import center_crop, normalize
@@ -21,6 +25,14 @@ def to_int8_tflite_from_float(model, calib: np.ndarray) -> bytes:
         for img in calib:
             yield [img[None]]
 
+    # The converter narrates on stdout and through absl; a CLI's output should stay readable.
+    tf.get_logger().setLevel("ERROR")
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _convert(tf, model, representative)
+
+
+def _convert(tf, model, representative) -> bytes:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = representative
@@ -33,10 +45,12 @@ def to_int8_tflite_from_float(model, calib: np.ndarray) -> bytes:
 def golden_interpreter(tflite: bytes):
     """A tf.lite.Interpreter on the reference kernels that keeps every intermediate tensor."""
     import tensorflow as tf
-    interp = tf.lite.Interpreter(
-        model_content=tflite,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
-        experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+        warnings.simplefilter("ignore")
+        interp = tf.lite.Interpreter(
+            model_content=tflite,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
+            experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     return interp
 

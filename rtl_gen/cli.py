@@ -1,0 +1,157 @@
+"""gen-accel: from a width multiplier (or an int8 .tflite) to a verified accelerator build.
+
+    gen-accel --alpha 0.25 --out build/
+
+Writes into DIR: the int8 model, its layer table, the bit-exactness verdict of the numpy
+reference against TFLite (BUILTIN_REF) on real CIFAR-10 test images, and the hardware config.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("gen-accel")
+
+
+class UsageError(ValueError):
+    """Bad arguments, reported as one line and exit status 2."""
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="gen-accel", description=__doc__.split("\n\n")[0])
+    p.add_argument("--alpha", type=float, default=0.25, help="width multiplier (default 0.25)")
+    p.add_argument("--input-size", type=int, default=28, help="input resolution (default 28)")
+    p.add_argument("--model", type=Path, help="use this int8 .tflite instead of the seed network")
+    p.add_argument("--weights", type=Path, help="Keras weights (.weights.h5) for the seed network")
+    p.add_argument("--config", type=Path, help="hardware config JSON (AccelConfig fields)")
+    p.add_argument("--check-images", type=int, default=8,
+                   help="real test images run through reference and TFLite (default 8)")
+    p.add_argument("--out", type=Path, default=Path("build"), help="output folder (default build/)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def load_config(path: Path | None):
+    from .config import AccelConfig, ConfigError
+    if path is None:
+        return AccelConfig()
+    try:
+        return AccelConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such config file") from None
+    except (json.JSONDecodeError, TypeError) as e:
+        raise UsageError(f"{path}: not a valid config JSON ({e})") from None
+    except ConfigError as e:
+        raise UsageError(f"{path}: {e}") from None
+
+
+def obtain_model(args):
+    """(tflite bytes, provenance dict) from --model or from the seed network."""
+    from quantize.model import ModelSpec
+    if args.model is not None:
+        if not args.model.is_file():
+            raise UsageError(f"{args.model}: no such model file")
+        return args.model.read_bytes(), {"source": str(args.model)}
+    try:
+        spec = ModelSpec(args.alpha, args.input_size)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.weights is not None and not args.weights.is_file():
+        raise UsageError(f"{args.weights}: no such weights file")
+    from quantize.pipeline import build_int8_model
+    log.info("building %s and converting to int8 ...", spec.name)
+    m = build_int8_model(spec, str(args.weights) if args.weights else None)
+    if not m.trained:
+        log.warning("no trained weights shipped for alpha %g: using BN-calibrated random "
+                    "weights (bit-exactness holds, accuracy is chance)", spec.alpha)
+    return m.tflite, {"source": "seed", "alpha": spec.alpha, "input_size": spec.input_size,
+                      "trained": m.trained}
+
+
+def check_reference(graph, tflite: bytes, n: int) -> dict:
+    """Run n real test images through our reference and TFLite; compare every layer."""
+    import numpy as np
+
+    from quantize import assets
+    from quantize.convert import golden_interpreter, golden_run, quantize_input
+    from quantize.pipeline import _fit
+    from quantize.reference import run_graph
+    from quantize.verify import compare_layers
+    images, labels = assets.sample_test_images()
+    n = min(n, len(images))
+    g = graph.input
+    if len(g.shape) != 4 or g.shape[3] != 3:
+        return {"images": 0, "note": f"input shape {g.shape} is not an RGB image; skipped"}
+    xs = quantize_input(_fit(images[:n], g.shape[1]), g.scale[0], g.zp, g.shape[1])
+    interp = golden_interpreter(tflite)
+    bad_layers, correct = {}, 0
+    from tqdm import tqdm
+    for x, y in tqdm(list(zip(xs, labels[:n])), desc="reference vs TFLite", unit="img",
+                     disable=not log.isEnabledFor(logging.INFO)):
+        ours = run_graph(graph, x[None])
+        for d in compare_layers(graph, ours, golden_run(interp, x[None])):
+            if d.mismatches:
+                bad_layers.setdefault(d.op_index, 0)
+                bad_layers[d.op_index] += d.mismatches
+        correct += int(np.argmax(ours[graph.output.index]) == y)
+    return {"images": n, "layers": len(graph.ops), "bit_exact": not bad_layers,
+            "mismatching_layers": bad_layers, "top1_on_sample": correct / max(n, 1)}
+
+
+def run(args) -> Path:
+    from quantize.summary import layer_table, layer_table_markdown
+    from quantize.tflite_graph import load_graph
+
+    from .build_dir import BuildDir
+    if args.check_images < 0:
+        raise UsageError(f"--check-images must be >= 0, got {args.check_images}")
+    cfg = load_config(args.config)
+    out = BuildDir(args.out)  # validates the output path before the slow work
+    with out:
+        t0 = time.time()
+        tflite, provenance = obtain_model(args)
+        graph = load_graph(tflite)
+        out.write_bytes("model.tflite", tflite)
+        rows = layer_table(graph)
+        out.write_json("layers.json", rows)
+        out.write_text("layers.md", layer_table_markdown(rows))
+        out.write_text("config.json", cfg.to_json() + "\n")
+        verdict = check_reference(graph, tflite, args.check_images)
+        out.write_json("reference_check.json", verdict)
+        if verdict.get("images") and not verdict["bit_exact"]:
+            raise RuntimeError(f"numpy reference differs from TFLite on layers "
+                               f"{sorted(verdict['mismatching_layers'])}")
+        path = out.commit({"tool": "gen-accel", "model": provenance,
+                           "total_macs": sum(r["macs"] for r in rows),
+                           "seconds": round(time.time() - t0, 2)})
+    log.info("wrote %s (%d layers, %s MACs, reference bit-exact on %d images)", path,
+             len(rows), f"{sum(r['macs'] for r in rows):,}", verdict.get("images", 0))
+    return path
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from quantize.tflite_graph import UnsupportedModelError
+
+    from .build_dir import OutputError
+    try:
+        run(args)
+    except (UsageError, UnsupportedModelError, OutputError) as e:
+        print(f"gen-accel: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"gen-accel: failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

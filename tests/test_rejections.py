@@ -1,0 +1,109 @@
+"""Models the flow cannot map are rejected with a message naming the layer; bad input to the
+CLI gives a one-line error, a non-zero exit, and no build folder that looks complete."""
+import numpy as np
+import pytest
+
+from quantize.convert import to_int8_tflite_from_float
+from quantize.tflite_graph import UnsupportedModelError, load_graph
+from rtl_gen import cli
+
+
+def _int8(build, shape):
+    import keras
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(shape)
+    model = keras.Model(inp, build(inp))
+    calib = np.random.default_rng(0).normal(0, 1, (8, *shape)).astype(np.float32)
+    return to_int8_tflite_from_float(model, calib)
+
+
+@pytest.fixture(scope="module")
+def residual_tflite():
+    from keras import layers
+
+    def net(x):
+        y = layers.Conv2D(4, 1, name="proj")(x)
+        y = layers.Add(name="residual_add")([y, layers.Conv2D(4, 3, padding="same")(y)])
+        return layers.Conv2D(2, 1)(y)
+    return _int8(net, (6, 6, 3))
+
+
+def test_residual_add_rejected_naming_layer(residual_tflite):
+    with pytest.raises(UnsupportedModelError, match=r"layer 2 '.*residual_add.*'.*op ADD is not supported"):
+        load_graph(residual_tflite)
+
+
+def test_5x5_depthwise_rejected():
+    from keras import layers
+    tfl = _int8(lambda x: layers.Conv2D(2, 1)(
+        layers.DepthwiseConv2D(5, padding="same", name="dw5")(x)), (8, 8, 4))
+    with pytest.raises(UnsupportedModelError, match=r"'.*dw5.*'.*depthwise kernel 5x5"):
+        load_graph(tfl)
+
+
+def test_float_model_rejected():
+    import keras
+    import tensorflow as tf
+    from keras import layers
+    inp = keras.Input((4, 4, 3))
+    model = keras.Model(inp, layers.Conv2D(2, 1)(inp))
+    tfl = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with pytest.raises(UnsupportedModelError, match="float32; only full-int8"):
+        load_graph(tfl)
+
+
+@pytest.mark.parametrize("data,msg", [
+    (b"", "not a TFLite flatbuffer"),
+    (b"garbage that is long enough", "not a TFLite flatbuffer"),
+])
+def test_corrupt_bytes_rejected(data, msg):
+    with pytest.raises(UnsupportedModelError, match=msg):
+        load_graph(data)
+
+
+def test_truncated_model_rejected(residual_tflite):
+    with pytest.raises(UnsupportedModelError, match="corrupt TFLite flatbuffer|not supported"):
+        load_graph(residual_tflite[: len(residual_tflite) // 3])
+
+
+def _cli(argv, capsys):
+    code = cli.main(argv + ["-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+def test_cli_rejects_unsupported_model(tmp_path, residual_tflite, capsys):
+    model = tmp_path / "res.tflite"
+    model.write_bytes(residual_tflite)
+    code, err = _cli(["--model", str(model), "--out", str(tmp_path / "build")], capsys)
+    assert code == 2
+    assert err.startswith("gen-accel: error: layer 2") and "ADD" in err
+    assert not (tmp_path / "build").exists()
+    assert not list(tmp_path.glob(".build.partial-*"))
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--model", "/nonexistent/m.tflite"], "no such model file"),
+    (["--alpha", "0"], "alpha must be > 0"),
+    (["--alpha", "-1"], "alpha must be > 0"),
+    (["--check-images", "-1"], "--check-images must be >= 0"),
+])
+def test_cli_bad_arguments(tmp_path, capsys, args, msg):
+    code, err = _cli(args + ["--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and msg in err and err.startswith("gen-accel: error:")
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_output_is_a_file(tmp_path, capsys):
+    f = tmp_path / "build"
+    f.write_text("not a dir")
+    code, err = _cli(["--out", str(f)], capsys)
+    assert code == 2 and "not a directory" in err
+    assert f.read_text() == "not a dir"
+
+
+def test_cli_corrupt_model_file(tmp_path, capsys):
+    m = tmp_path / "bad.tflite"
+    m.write_bytes(b"\x00" * 100)
+    code, err = _cli(["--model", str(m), "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and "not a TFLite flatbuffer" in err
