@@ -1,0 +1,1 @@
+"""Simulation models and harness helpers for the accelerator RTL."""
