@@ -1,0 +1,1 @@
+"""Compiler from an int8 graph to the accelerator's layer program and DDR image."""

@@ -1,0 +1,248 @@
+"""Compile a parsed int8 graph into the layer program and the DDR image.
+
+DDR map (addresses relative to `base`, every region 64-byte aligned):
+    program   descriptors, END-terminated
+    params    per layer: weights (engine stream order) then 16-byte channel records
+    input     the int8 input, written by the host (im2col'd when the first layer is a 3x3 conv)
+    act       one region per layer output, so every intermediate tensor can be read back and
+              checked after a single run (DDR is plentiful; on-chip buffers are not)
+The output tensor is the last layer's region.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from quantize.reference import mean_multiplier, requant_for, same_padding, softmax_params
+from quantize import fixedpoint as fx
+from quantize.tflite_graph import Graph, Op, UnsupportedModelError
+from rtl_gen.config import AccelConfig
+
+from . import layout as L
+from .program import DESCRIPTOR_BYTES, Descriptor, Flags, Opcode
+
+
+@dataclass
+class TensorPlacement:
+    """Where one activation tensor lives in DDR and how it is laid out."""
+    tensor: int            # graph tensor index
+    addr: int
+    shape: tuple[int, ...]  # logical NHWC (or N, C) shape
+    c_pad: int              # channels as stored
+    zero_point: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape[:-1])) * self.c_pad
+
+
+@dataclass
+class Firmware:
+    cfg: AccelConfig
+    base: int
+    descriptors: list[Descriptor]
+    image: bytearray
+    regions: dict[str, tuple[int, int]]          # name -> (addr, bytes)
+    tensors: dict[int, TensorPlacement]           # graph tensor index -> placement
+    layer_ops: list[int] = field(default_factory=list)  # descriptor i came from graph op
+    input_tensor: int = 0
+    output_tensor: int = 0
+    im2col: tuple | None = None  # (stride, pads, zero_point) when the host makes patches
+
+    @property
+    def program_addr(self) -> int:
+        return self.regions["program"][0]
+
+
+class _Allocator:
+    def __init__(self, base: int):
+        self.next = base
+
+    def take(self, nbytes: int) -> int:
+        addr = self.next
+        self.next = L.round_up(addr + max(nbytes, 1), L.ALIGN)
+        return addr
+
+
+def _fold_pads(graph: Graph) -> tuple[dict[int, tuple[int, int, int, int]], dict[int, int]]:
+    """PAD ops whose only consumer is a VALID 3x3 conv/depthwise fold into that op's pads
+    (exact: the pad value is the zero point, which contributes nothing). Returns
+    ({consumer op index: (top, left, bottom, right)}, {PAD output tensor: PAD input tensor})."""
+    consumers: dict[int, list[Op]] = {}
+    for op in graph.ops:
+        for t in op.inputs:
+            if t is not None and t.data is None:
+                consumers.setdefault(t.index, []).append(op)
+    pads_into, pad_source = {}, {}
+    for op in graph.ops:
+        if op.kind != "PAD":
+            continue
+        users = consumers.get(op.outputs[0].index, [])
+        if (len(users) == 1 and users[0].kind in ("CONV_2D", "DEPTHWISE_CONV_2D")
+                and users[0].options["padding"] == "VALID" and users[0].inputs[1].shape[1] == 3):
+            p = op.inputs[1].data
+            pads_into[users[0].index] = (int(p[1][0]), int(p[2][0]), int(p[1][1]), int(p[2][1]))
+            pad_source[op.outputs[0].index] = op.inputs[0].index
+    return pads_into, pad_source
+
+
+def _pads(op: Op, extra=(0, 0, 0, 0)) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of a 3x3 conv, including folded PAD ops."""
+    h, w = op.inputs[0].shape[1:3]
+    s = op.options["stride"][0]
+    if op.options["padding"] == "SAME":
+        _, t, b = same_padding(h, 3, s)
+        _, l, r = same_padding(w, 3, s)
+    else:
+        t = l = b = r = 0
+    return t + extra[0], l + extra[1], b + extra[2], r + extra[3]
+
+
+def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0) -> Firmware:
+    ca = L.channel_align(cfg)
+    pads_into, pad_source = _fold_pads(graph)
+    ops = [op for op in graph.ops if op.outputs[0].index not in pad_source]
+
+    alloc = _Allocator(base)
+    program_addr = alloc.take((len(ops) + 1) * DESCRIPTOR_BYTES)
+    chunks: list[tuple[int, bytes]] = []
+    descriptors: list[Descriptor] = []
+    tensors: dict[int, TensorPlacement] = {}
+
+    # Parameters first, so the activation regions form one contiguous block after them.
+    params_start = alloc.next
+    weight_regions = {}
+    for op in ops:
+        weight_regions[op.index] = _place_params(op, cfg, alloc, chunks)
+    params_end = alloc.next
+
+    first = ops[0]
+    x = graph.input
+    im2col = None
+    if first.kind == "CONV_2D" and first.inputs[1].shape[1] == 3 and _source(first, pad_source) == x.index:
+        pads = _pads(first, pads_into.get(first.index, (0, 0, 0, 0)))
+        im2col = (first.options["stride"][0], pads, x.zp)
+        oh, ow = first.outputs[0].shape[1:3]
+        k = 9 * x.shape[3]
+        tensors[x.index] = TensorPlacement(x.index, 0, (1, oh, ow, k), L.round_up(k, ca), x.zp)
+    else:
+        tensors[x.index] = TensorPlacement(x.index, 0, x.shape, L.round_up(x.shape[-1], ca), x.zp)
+    input_addr = alloc.take(tensors[x.index].nbytes)
+    tensors[x.index].addr = input_addr
+
+    act_start = alloc.next
+    for op in ops:
+        src = _source(op, pad_source)
+        if src not in tensors:
+            raise UnsupportedModelError(f"{op.describe()}: input is not produced by a mapped layer")
+        y = op.outputs[0]
+        if op.kind == "RESHAPE":
+            t_in = tensors[src]
+            tensors[y.index] = TensorPlacement(y.index, t_in.addr, y.shape, t_in.c_pad, t_in.zero_point)
+            continue
+        c_pad = L.round_up(y.shape[-1], ca)
+        place = TensorPlacement(y.index, 0, y.shape, c_pad, y.zp)
+        place.addr = alloc.take(place.nbytes)
+        tensors[y.index] = place
+        d = _descriptor(op, cfg, tensors[src], place, weight_regions[op.index],
+                        pads_into.get(op.index, (0, 0, 0, 0)), im2col is not None and op is first)
+        d.layer = len(descriptors)
+        descriptors.append(d)
+    act_end = alloc.next
+
+    layer_ops = [op.index for op in ops if op.kind != "RESHAPE"]
+    descriptors.append(Descriptor(opcode=Opcode.END, layer=len(descriptors)))
+    image = bytearray(alloc.next - base)
+    program = b"".join(d.pack() for d in descriptors)
+    image[program_addr - base: program_addr - base + len(program)] = program
+    for addr, data in chunks:
+        image[addr - base: addr - base + len(data)] = data
+    out = tensors[graph.output.index]
+    regions = {"program": (program_addr, len(program)), "params": (params_start, params_end - params_start),
+               "input": (input_addr, tensors[x.index].nbytes),
+               "activations": (act_start, act_end - act_start), "output": (out.addr, out.nbytes)}
+    return Firmware(cfg, base, descriptors, image, regions, tensors, layer_ops,
+                    x.index, graph.output.index, im2col)
+
+
+def _source(op: Op, pad_source: dict[int, int]) -> int:
+    t = op.inputs[0].index
+    return pad_source.get(t, t)
+
+
+def _place_params(op: Op, cfg: AccelConfig, alloc: _Allocator, chunks):
+    """Lay out weights and channel records of a weighted op; returns (w_addr, w_bytes, p_addr)."""
+    if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        return 0, 0, 0
+    ca = L.channel_align(cfg)
+    w = op.inputs[1].data
+    bias = op.inputs[2].data if len(op.inputs) > 2 and op.inputs[2] is not None else None
+    rq = requant_for(op)
+    if op.kind == "DEPTHWISE_CONV_2D":
+        c_pad = L.round_up(w.shape[3], ca)
+        wbytes = L.depthwise_weights(w, cfg, c_pad)
+    else:
+        # (Cout, K): K = Cin for 1x1 and dense, 9*Cin in (kh, kw, c) order for an im2col'd 3x3.
+        w2d = w.reshape(w.shape[0], -1)
+        c_pad = L.round_up(w2d.shape[0], ca)
+        wbytes = L.pointwise_weights(w2d, cfg, c_pad, L.round_up(w2d.shape[1], ca))
+    w_addr = alloc.take(len(wbytes))
+    chunks.append((w_addr, wbytes))
+    params = L.channel_params(bias, rq.multiplier, rq.shift, c_pad)
+    p_addr = alloc.take(len(params))
+    chunks.append((p_addr, params))
+    return w_addr, len(wbytes), p_addr
+
+
+def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlacement,
+                weights, extra_pads, first_im2col: bool) -> Descriptor:
+    x, y = op.inputs[0], op.outputs[0]
+    in_shape, out_shape = src.shape, dst.shape
+    d = Descriptor(input_addr=src.addr, output_addr=dst.addr, input_zp=src.zero_point,
+                   output_zp=y.zp, in_c=src.c_pad, out_c=dst.c_pad, real_c=y.shape[-1])
+    d.weight_addr, d.weight_bytes, d.param_addr = weights
+    if len(in_shape) == 4:
+        d.in_h, d.in_w = in_shape[1:3]
+    else:
+        d.in_h = d.in_w = 1
+    if len(out_shape) == 4:
+        d.out_h, d.out_w = out_shape[1:3]
+    else:
+        d.out_h = d.out_w = 1
+    if op.kind in ("CONV_2D", "FULLY_CONNECTED"):
+        d.opcode = Opcode.CONV
+        rq = requant_for(op)
+        d.act_min, d.act_max = rq.act_min, rq.act_max
+        if op.kind == "CONV_2D":
+            k, s = op.inputs[1].shape[1], op.options["stride"][0]
+            if k == 3 and not first_im2col:
+                raise UnsupportedModelError(f"{op.describe()}: a 3x3 convolution is only supported "
+                                            "as the first layer (its input is im2col'd by the host)")
+            if k == 1 and s != 1:
+                raise UnsupportedModelError(f"{op.describe()}: strided 1x1 convolution is not supported")
+            d.kernel, d.stride = k, s
+            if first_im2col:
+                d.flags |= Flags.IM2COL
+    elif op.kind == "DEPTHWISE_CONV_2D":
+        d.opcode, d.kernel, d.stride = Opcode.DWCONV, 3, op.options["stride"][0]
+        d.pad_top, d.pad_left, d.pad_bottom, d.pad_right = _pads(op, extra_pads)
+        rq = requant_for(op)
+        d.act_min, d.act_max = rq.act_min, rq.act_max
+    elif op.kind == "MEAN":
+        m, s = fx.quantize_multiplier(float(np.float32(x.scale[0])) / float(np.float32(y.scale[0])))
+        d.opcode = Opcode.MEAN
+        d.multiplier, d.shift = mean_multiplier(m, s, in_shape[1] * in_shape[2])
+        d.out_h = d.out_w = 1
+    elif op.kind == "SOFTMAX":
+        p = softmax_params(x.scale[0], op.options.get("beta", 1.0))
+        d.opcode = Opcode.SOFTMAX
+        d.multiplier, d.shift, d.aux = p.input_multiplier, p.input_left_shift, p.diff_min
+    elif op.kind == "PAD":
+        pads = op.inputs[1].data
+        d.opcode = Opcode.PAD
+        d.pad_top, d.pad_bottom = int(pads[1][0]), int(pads[1][1])
+        d.pad_left, d.pad_right = int(pads[2][0]), int(pads[2][1])
+    else:
+        raise UnsupportedModelError(f"{op.describe()}: no accelerator mapping")
+    return d

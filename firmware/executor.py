@@ -1,0 +1,108 @@
+"""Functional model of the accelerator: runs a layer program out of a DDR image, reading
+every weight, parameter and activation through the byte layouts in `layout.py`.
+
+It shares only the integer kernels with the numpy reference, so agreement with TFLite on
+every layer proves the compiler's encoding (descriptors, tiling orders, padding, addresses)
+before any RTL runs; the RTL is then checked against the same DDR image.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from quantize import fixedpoint as fx
+from quantize.reference import SoftmaxParams, conv2d_acc, depthwise_acc, softmax
+from rtl_gen.config import AccelConfig
+
+from . import layout as L
+from .program import DESCRIPTOR_BYTES, Descriptor, DescriptorError, Flags, Opcode
+
+
+class Memory:
+    """A DDR image addressed from `base`."""
+
+    def __init__(self, image: bytearray, base: int = 0):
+        self.data, self.base = image, base
+
+    def read(self, addr: int, n: int) -> bytes:
+        o = addr - self.base
+        if o < 0 or o + n > len(self.data):
+            raise DescriptorError(f"access {addr:#x}+{n} outside DDR image")
+        return bytes(self.data[o: o + n])
+
+    def write(self, addr: int, data: bytes) -> None:
+        o = addr - self.base
+        if o < 0 or o + len(data) > len(self.data):
+            raise DescriptorError(f"write {addr:#x}+{len(data)} outside DDR image")
+        self.data[o: o + len(data)] = data
+
+    def fmap(self, addr: int, h: int, w: int, c: int) -> np.ndarray:
+        return np.frombuffer(self.read(addr, h * w * c), np.int8).reshape(1, h, w, c)
+
+
+def _requant(acc, mem: Memory, d: Descriptor, c: int) -> np.ndarray:
+    _, mult, shift = L.unpack_channel_params(mem.read(d.param_addr, c * L.PARAM_BYTES), c)
+    out = fx.multiply_by_quantized_multiplier(acc, mult, shift) + d.output_zp
+    return np.clip(out, d.act_min, d.act_max).astype(np.int8)
+
+
+def _bias(mem: Memory, d: Descriptor, c: int) -> np.ndarray:
+    return L.unpack_channel_params(mem.read(d.param_addr, c * L.PARAM_BYTES), c)[0]
+
+
+def run_layer(mem: Memory, d: Descriptor, cfg: AccelConfig) -> None:
+    if d.opcode == Opcode.CONV:
+        x = mem.fmap(d.input_addr, d.in_h, d.in_w, d.in_c)
+        w = L.unpack_pointwise_weights(mem.read(d.weight_addr, d.weight_bytes), cfg, d.out_c, d.in_c)
+        acc = conv2d_acc(x, d.input_zp, w[:, None, None, :], _bias(mem, d, d.out_c))
+        y = _requant(acc, mem, d, d.out_c)
+    elif d.opcode == Opcode.DWCONV:
+        x = mem.fmap(d.input_addr, d.in_h, d.in_w, d.in_c)
+        xp = np.pad(x, ((0, 0), (d.pad_top, d.pad_bottom), (d.pad_left, d.pad_right), (0, 0)),
+                    constant_values=d.input_zp)
+        w = L.unpack_depthwise_weights(mem.read(d.weight_addr, d.weight_bytes), cfg, d.in_c)
+        acc = depthwise_acc(xp, d.input_zp, w[None], _bias(mem, d, d.out_c), (d.stride, d.stride), "VALID")
+        y = _requant(acc, mem, d, d.out_c)
+    elif d.opcode == Opcode.MEAN:
+        x = mem.fmap(d.input_addr, d.in_h, d.in_w, d.in_c).astype(np.int64)
+        count = d.in_h * d.in_w
+        total = x.sum(axis=(1, 2)) - d.input_zp * count
+        y = np.clip(fx.multiply_by_quantized_multiplier(fx.wrap_int32(total), d.multiplier, d.shift)
+                    + d.output_zp, -128, 127).astype(np.int8)
+    elif d.opcode == Opcode.SOFTMAX:
+        x = np.frombuffer(mem.read(d.input_addr, d.in_c), np.int8)[None, : d.real_c]
+        y = L.pad_channels(softmax(x, SoftmaxParams(d.multiplier, d.shift, d.aux)), d.out_c, -128)
+    elif d.opcode == Opcode.PAD:
+        x = mem.fmap(d.input_addr, d.in_h, d.in_w, d.in_c)
+        y = np.pad(x, ((0, 0), (d.pad_top, d.pad_bottom), (d.pad_left, d.pad_right), (0, 0)),
+                   constant_values=d.input_zp)
+    else:
+        raise DescriptorError(f"layer {d.layer}: unknown opcode {d.opcode}")
+    mem.write(d.output_addr, np.ascontiguousarray(y).tobytes())
+
+
+def execute(mem: Memory, program_addr: int, cfg: AccelConfig, max_layers: int = 4096) -> int:
+    """Run descriptors from program_addr until END; returns the number of layers run."""
+    for i in range(max_layers):
+        d = Descriptor.unpack(mem.read(program_addr + i * DESCRIPTOR_BYTES, DESCRIPTOR_BYTES))
+        if d.opcode == Opcode.END:
+            return i
+        run_layer(mem, d, cfg)
+    raise DescriptorError(f"no END descriptor within {max_layers} layers")
+
+
+def host_input(fw, x: np.ndarray) -> bytes:
+    """The bytes the host writes to the input region for one int8 NHWC image."""
+    x = np.asarray(x, np.int8).reshape(fw.tensors[fw.input_tensor].shape if fw.im2col is None
+                                       else (-1,) + x.shape[-3:])
+    place = fw.tensors[fw.input_tensor]
+    if fw.im2col is not None:
+        stride, pads, zp = fw.im2col
+        x = L.im2col_3x3(x[0], stride, pads, zp)[None]
+    return L.pad_channels(x, place.c_pad, place.zero_point).tobytes()
+
+
+def read_tensor(fw, mem: Memory, tensor: int) -> np.ndarray:
+    """A tensor read back from DDR in its logical (unpadded) shape."""
+    p = fw.tensors[tensor]
+    raw = np.frombuffer(mem.read(p.addr, p.nbytes), np.int8)
+    return raw.reshape(p.shape[:-1] + (p.c_pad,))[..., : p.shape[-1]]

@@ -1,0 +1,88 @@
+"""Byte layouts shared by the compiler, the host driver model and the RTL: how weights,
+per-channel parameters and feature maps sit in DDR.
+
+- Feature maps: NHWC int8, channels padded to `channel_align(cfg)`; padded channels hold the
+  tensor's zero point (they are real zeros) and meet zero weights downstream.
+- Pointwise weights (CONV, dense, im2col'd 3x3): for each tile of pw_out output channels, for
+  each group of pw_in inputs, a pw_out x pw_in block (output channel major): exactly the order
+  the MAC array consumes them, so the DMA streams them straight in.
+- Depthwise weights: for each group of dw_lanes channels, 9 taps x dw_lanes bytes (tap major).
+- Channel parameters: 16 bytes per (padded) output channel: bias, multiplier, shift (int32
+  each) and a zero word. Padded channels get all zeros, so they produce the zero point.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rtl_gen.config import AccelConfig
+
+PARAM_BYTES = 16
+ALIGN = 64  # every region starts on a 64-byte line (a whole number of bus beats)
+
+
+def round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def channel_align(cfg: AccelConfig) -> int:
+    return max(cfg.pw_in, cfg.pw_out, cfg.dw_lanes)
+
+
+def pad_channels(x: np.ndarray, c_pad: int, zero_point: int) -> np.ndarray:
+    extra = c_pad - x.shape[-1]
+    if extra < 0:
+        raise ValueError(f"cannot pad {x.shape[-1]} channels down to {c_pad}")
+    widths = [(0, 0)] * (x.ndim - 1) + [(0, extra)]
+    return np.pad(x, widths, constant_values=zero_point).astype(np.int8)
+
+
+def pointwise_weights(w2d: np.ndarray, cfg: AccelConfig, cout_pad: int, k_pad: int) -> bytes:
+    """w2d: (Cout, K) int8 -> tiled stream order."""
+    w = np.zeros((cout_pad, k_pad), np.int8)
+    w[: w2d.shape[0], : w2d.shape[1]] = w2d
+    tiles = w.reshape(cout_pad // cfg.pw_out, cfg.pw_out, k_pad // cfg.pw_in, cfg.pw_in)
+    return tiles.transpose(0, 2, 1, 3).tobytes()
+
+
+def unpack_pointwise_weights(raw: bytes, cfg: AccelConfig, cout_pad: int, k_pad: int) -> np.ndarray:
+    tiles = np.frombuffer(raw, np.int8).reshape(cout_pad // cfg.pw_out, k_pad // cfg.pw_in,
+                                                cfg.pw_out, cfg.pw_in)
+    return tiles.transpose(0, 2, 1, 3).reshape(cout_pad, k_pad)
+
+
+def depthwise_weights(w: np.ndarray, cfg: AccelConfig, c_pad: int) -> bytes:
+    """w: (1, 3, 3, C) int8 -> per lane group, 9 taps x dw_lanes."""
+    taps = np.zeros((9, c_pad), np.int8)
+    taps[:, : w.shape[3]] = w.reshape(9, -1)
+    return taps.reshape(9, c_pad // cfg.dw_lanes, cfg.dw_lanes).transpose(1, 0, 2).tobytes()
+
+
+def unpack_depthwise_weights(raw: bytes, cfg: AccelConfig, c_pad: int) -> np.ndarray:
+    g = np.frombuffer(raw, np.int8).reshape(c_pad // cfg.dw_lanes, 9, cfg.dw_lanes)
+    return g.transpose(1, 0, 2).reshape(3, 3, c_pad)
+
+
+def channel_params(bias, multiplier, shift, c_pad: int) -> bytes:
+    rec = np.zeros((c_pad, 4), "<i4")
+    n = len(multiplier)
+    rec[:n, 0] = bias if bias is not None else 0
+    rec[:n, 1] = multiplier
+    rec[:n, 2] = shift
+    return rec.tobytes()
+
+
+def unpack_channel_params(raw: bytes, c_pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rec = np.frombuffer(raw, "<i4").reshape(c_pad, 4).astype(np.int64)
+    return rec[:, 0], rec[:, 1], rec[:, 2]
+
+
+def im2col_3x3(x: np.ndarray, stride: int, pads: tuple[int, int, int, int], zero_point: int
+               ) -> np.ndarray:
+    """(H, W, C) -> (OH, OW, 9*C) patches in TFLite filter order (kh, kw, c); out-of-image
+    taps take the zero point so they contribute nothing."""
+    t, l, b, r = pads
+    xp = np.pad(x, ((t, b), (l, r), (0, 0)), constant_values=zero_point)
+    oh = (xp.shape[0] - 3) // stride + 1
+    ow = (xp.shape[1] - 3) // stride + 1
+    cols = [xp[i: i + stride * oh: stride, j: j + stride * ow: stride] for i in range(3) for j in range(3)]
+    return np.concatenate(cols, axis=-1)
