@@ -1,0 +1,187 @@
+"""Depthwise engine: 3x3 depthwise convolution (depth multiplier 1), stride 1 or 2, TFLite
+SAME padding, `dw_lanes` channels in parallel, producing int32 accumulators.
+
+Protocol, one channel group at a time:
+
+1. one `tile` beat: the feature map's height, width, stride, input zero point, and the
+   group's 3x3 weights and biases (accepted only once the previous group has drained);
+2. height*width `pixels` beats, one pixel's dw_lanes channels each, in raster order;
+3. the engine emits the out_h*out_w output pixels on `acc` in raster order, each the
+   dw_lanes accumulators bias + sum((x - zp) * w) over the in-image taps.
+
+How: each input pixel is read once. A line-buffer memory keeps, per column, the two
+previous rows, so with the incoming pixel it yields a full 3-pixel column per cycle, which is
+shifted into a 3x3 window. The engine walks the grid of input positions extended by one
+padding row below and one padding column to the right (SAME padding never needs more at the
+bottom/right); the padding positions consume no input. The window ending at grid position
+(r, c) covers rows r-2..r and columns c-2..c, and belongs to an output exactly when its top
+left corner is (oy*s - p, ox*s - p), p being the top/left padding (1 at stride 1; at stride 2,
+1 for odd sizes and 0 for even ones). Taps outside the image are masked to zero rather than
+stored as padding, so stale line-buffer contents from a previous group never matter.
+
+Cycles per group, with the streams never stalling: (H+1)*(W+1) grid positions plus 5 to
+drain the pipeline before the next group's weights may be loaded (`tile_cycles`).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
+
+from .config import AccelConfig
+from .pointwise import ACC_SHAPE, StallPipe
+
+TAPS = 9
+
+# What travels down the pipeline with a grid position: whether the window ending there is an
+# output, and which of its tap rows (r-2, r-1, r) and columns (c-2, c-1, c) lie in the image.
+_FLAGS = data.StructLayout({"valid": 1, "emit": 1, "rows": 3, "cols": 3})
+
+
+def pixel_layout(cfg: AccelConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(8), cfg.dw_lanes)
+
+
+def acc_layout(cfg: AccelConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(ACC_SHAPE, cfg.dw_lanes)
+
+
+def tile_layout(cfg: AccelConfig, max_width: int) -> data.StructLayout:
+    """Everything one channel group needs. `weights[kh*3 + kw][lane]` matches a row of
+    TFLite's (1, 3, 3, C) depthwise filter, so a group's taps are contiguous channels."""
+    dim = unsigned(bits_for(max_width))
+    return data.StructLayout({
+        "height": dim,      # >= 1
+        "width": dim,       # 1..max_width
+        "stride2": 1,       # 0: stride 1, 1: stride 2
+        "input_zp": signed(8),
+        "weights": data.ArrayLayout(pixel_layout(cfg), TAPS),
+        "bias": acc_layout(cfg),
+    })
+
+
+def _window_ends_output(pos, size, stride2):
+    """Whether a window whose last row (column) is grid index `pos` starts at oy*s - p."""
+    return Mux(stride2, Mux(size[0], pos[0], ~pos[0] & (pos >= 2)), pos >= 1)
+
+
+class DepthwiseEngine(wiring.Component):
+    """Streaming 3x3 depthwise convolution over one channel group at a time.
+
+    Ports: `tile` (parameters and weights of a group), `pixels` (input feature map),
+    `acc` (int32 accumulators, wrapping modulo 2**32). `acc.valid` rises `latency` = 5
+    cycles after the grid position that completes the output's window is consumed.
+    Pipeline: position counters and line-buffer read; 3x3 window shift and line-buffer
+    write; masked products; row sums; bias plus total into the output register. It
+    advances as a whole and freezes only while an output waits on `acc.ready`.
+    """
+
+    latency = 5
+
+    def __init__(self, cfg: AccelConfig, max_width: int = 224):
+        self.cfg, self.max_width = cfg, max_width
+        super().__init__({
+            "tile": In(stream.Signature(tile_layout(cfg, max_width))),
+            "pixels": In(stream.Signature(pixel_layout(cfg))),
+            "acc": Out(stream.Signature(acc_layout(cfg))),
+        })
+
+    @classmethod
+    def tile_cycles(cls, height: int, width: int) -> int:
+        """Cycles between the starts of consecutive groups when no stream stalls."""
+        return (height + 1) * (width + 1) + cls.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.cfg.dw_lanes
+        en = Signal()
+        pipe = StallPipe(m, en)
+
+        # Current group and the walk over its (H+1) x (W+1) grid.
+        tile = Signal(self.tile.payload.shape())
+        busy = Signal()
+        height, width = tile.height, tile.width
+        row = Signal(len(height) + 1)     # the grid goes one past the last row and column
+        col = Signal(len(width) + 1)
+
+        pad = (row == height) | (col == width)
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(busy & en & (pad | self.pixels.valid)),
+            self.pixels.ready.eq(busy & en & ~pad),
+        ]
+        with m.If(advance):
+            with m.If(col == width):
+                m.d.sync += [col.eq(0), row.eq(row + 1)]
+                with m.If(row == height):
+                    m.d.sync += busy.eq(0)
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+
+        # Line buffer: entry c holds column c of the previous row ([0]) and the one before ([1]).
+        lines = Memory(shape=data.ArrayLayout(pixel_layout(self.cfg), 2),
+                       depth=self.max_width + 1, init=[])
+        m.submodules.lines = lines
+        rd, wr = lines.read_port(), lines.write_port()
+        m.d.comb += [rd.addr.eq(col), rd.en.eq(en)]
+
+        # Stage 1: the line-buffer column arrives; push the rows down one entry.
+        s1 = pipe.stage(Cat(advance,
+                            _window_ends_output(row, height, tile.stride2) &
+                            _window_ends_output(col, width, tile.stride2),
+                            Cat(row >= 2, row >= 1, row < height),
+                            Cat(col >= 2, col >= 1, col < width)),
+                        shape=_FLAGS, name="s1")
+        x1 = pipe.stage(self.pixels.payload, name="s1_x")
+        col1 = pipe.stage(col, name="s1_col")
+        m.d.comb += [
+            wr.addr.eq(col1),
+            wr.data[0].eq(x1),
+            wr.data[1].eq(rd.data[0]),
+            wr.en.eq(en & s1.valid),
+        ]
+
+        # Stage 2: the 3x3 window, win[i][j] = pixel (r-2+i, c-2+j).
+        win = [[Signal(pixel_layout(self.cfg), name=f"win{i}{j}") for j in range(3)]
+               for i in range(3)]
+        with m.If(en & s1.valid):
+            for i, newest in enumerate((rd.data[1], rd.data[0], x1)):
+                m.d.sync += [win[i][0].eq(win[i][1]), win[i][1].eq(win[i][2]),
+                             win[i][2].eq(newest)]
+        s2 = pipe.stage(s1, name="s2")
+
+        # Stage 3: products of the in-image taps, 9 x 8 -> 17 bits signed.
+        s3_valid = pipe.stage(s2.valid & s2.emit, name="s3_valid")
+        prod = [[[pipe.stage(Mux(s2.rows[i] & s2.cols[j],
+                                 (win[i][j][k] - tile.input_zp) * tile.weights[3 * i + j][k], 0),
+                             name=f"s3_p{i}{j}_{k}")
+                  for k in range(lanes)] for j in range(3)] for i in range(3)]
+
+        # Stage 4: row sums.
+        s4_valid = pipe.stage(s3_valid, name="s4_valid")
+        rows = [[pipe.stage(prod[i][0][k] + prod[i][1][k] + prod[i][2][k], name=f"s4_r{i}_{k}")
+                 for k in range(lanes)] for i in range(3)]
+
+        # Output register.
+        out_valid = Signal()
+        out = Signal(acc_layout(self.cfg))
+        m.d.comb += [
+            en.eq(~out_valid | self.acc.ready),
+            self.acc.valid.eq(out_valid),
+            self.acc.payload.eq(out),
+        ]
+        with m.If(self.acc.ready):
+            m.d.sync += out_valid.eq(0)
+        with m.If(en & s4_valid):
+            m.d.sync += out_valid.eq(1)
+            m.d.sync += [out[k].eq(tile.bias[k] + rows[0][k] + rows[1][k] + rows[2][k])
+                         for k in range(lanes)]
+
+        # A new group's weights may only be loaded once nothing of the previous one is in flight.
+        drained = ~busy & ~(s1.valid | s2.valid | s3_valid | s4_valid)
+        m.d.comb += self.tile.ready.eq(drained)
+        with m.If(self.tile.valid & drained):
+            m.d.sync += [tile.eq(self.tile.payload), busy.eq(1), row.eq(0), col.eq(0)]
+        return m
