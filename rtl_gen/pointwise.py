@@ -4,9 +4,10 @@ One engine serves every matrix-shaped layer of MobileNet:
 
 * 1x1 convolutions: each output pixel is a dot product over the input channels;
 * the dense layer: a 1x1 convolution on a 1x1 image;
-* the first 3x3 stride-2 convolution: through `im2col`, each output pixel's 3x3xC input
-  patch becomes the "input channels" of a 1x1 convolution whose weights are the conv
-  filters flattened as `w.reshape(Cout, -1)` (TFLite's (Cout, KH, KW, Cin) order).
+* the first 3x3 stride-2 convolution: the host im2col's the input image
+  (`firmware.layout.im2col_3x3`, out-of-image taps holding the zero point), so each output
+  pixel's 3x3xC patch becomes the "input channels" of a 1x1 convolution whose weights are
+  the conv filters flattened as `w.reshape(Cout, -1)` (TFLite's (Cout, KH, KW, Cin) order).
 
 Schedule (driven by the sequencer; the engine itself only sees steps): the input channels
 are padded to a multiple of `pw_in` and the output channels to a multiple of `pw_out`.
@@ -24,13 +25,10 @@ activations equal the input zero point.
 """
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
-
-from quantize.reference import same_padding
 
 from .config import AccelConfig
 
@@ -56,19 +54,6 @@ def weight_layout(cfg: AccelConfig) -> data.ArrayLayout:
 
 def acc_layout(cfg: AccelConfig) -> data.ArrayLayout:
     return data.ArrayLayout(ACC_SHAPE, cfg.pw_out)
-
-
-def im2col(x: np.ndarray, input_zp: int, kernel: int = 3, stride: int = 2) -> np.ndarray:
-    """SAME-padded patches of an (H, W, C) int8 image as an (OH, OW, kernel*kernel*C) array in
-    (kh, kw, c) order, so that a 1x1 convolution of them with `w.reshape(Cout, -1)` equals the
-    KxK convolution. Out-of-image taps hold the zero point, which contributes (zp - zp) * w = 0."""
-    h, w, c = x.shape
-    (oh, top, bottom), (ow, left, right) = (same_padding(h, kernel, stride),
-                                            same_padding(w, kernel, stride))
-    xp = np.pad(x, ((top, bottom), (left, right), (0, 0)), constant_values=input_zp)
-    rows = [xp[i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
-            for i in range(kernel) for j in range(kernel)]
-    return np.concatenate(rows, axis=-1).astype(x.dtype)
 
 
 class StallPipe:

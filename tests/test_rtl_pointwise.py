@@ -4,9 +4,10 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from quantize.reference import conv2d_acc, fully_connected_acc
+from firmware.layout import im2col_3x3
+from quantize.reference import conv2d_acc, fully_connected_acc, same_padding
 from rtl_gen.config import AccelConfig
-from rtl_gen.pointwise import PointwiseEngine, im2col
+from rtl_gen.pointwise import PointwiseEngine
 
 CFG = AccelConfig(pw_out=4, pw_in=4, dw_lanes=2)
 # Other array shapes: a deeper adder tree, and none at all.
@@ -110,7 +111,8 @@ def first_conv_layer(cfg, rng, kind="rand"):
     x, wt = int8(rng, (h, w, 3), kind), int8(rng, (cout, 3, 3, 3), kind)
     zp = {"min": 127, "max": -128}.get(kind, int(rng.integers(-128, 128)))
     bias = rng.integers(-2**20, 2**20, cout)
-    patches = im2col(x, zp)
+    (_, top, bottom), (_, left, right) = same_padding(h, 3, 2), same_padding(w, 3, 2)
+    patches = im2col_3x3(x, 2, (top, left, bottom, right), zp)
     return Layer(patches.reshape(-1, 27), zp, wt.reshape(cout, -1), bias,
                  conv2d_acc(x[None], zp, wt, bias, (2, 2), "SAME"))
 
@@ -203,17 +205,6 @@ def test_sustained_throughput(cfg):
     check(outputs, expected)
     assert latency == {1: 3, 4: 5, 8: 6}[cfg.pw_in]    # log2(pw_in) + 3
     assert cycles == sum(layer.steps(cfg) for layer in layers) + latency
-
-
-def test_im2col_matches_conv():
-    rng = np.random.default_rng(7)
-    for h, w, stride in [(1, 1, 2), (4, 4, 2), (5, 3, 2), (6, 7, 1)]:
-        x = rng.integers(-128, 128, (h, w, 3)).astype(np.int8)
-        wt = rng.integers(-128, 128, (5, 3, 3, 3)).astype(np.int8)
-        zp = int(rng.integers(-128, 128))
-        patches = im2col(x, zp, 3, stride).astype(np.int64) - zp
-        got = patches @ wt.reshape(5, -1).T.astype(np.int64)
-        np.testing.assert_array_equal(got, conv2d_acc(x[None], zp, wt, None, (stride,) * 2)[0])
 
 
 def test_converts_to_verilog():
