@@ -1,0 +1,114 @@
+"""Global average pool (TFLite MEAN over H and W), bit-exact with `quantize.reference.mean_hw`."""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .requant import Requantizer, wrap32
+
+
+class MeanUnit(wiring.Component):
+    """Per-channel mean of an int8 NHWC feature map, `lanes` channels per beat.
+
+    Input: pixel by pixel, each pixel as ceil(channels / lanes) beats in channel order (lanes past
+    `channels` in a pixel's last beat are ignored). Each beat is taken in the cycle it is offered,
+    one per clock. Per channel the unit keeps sum(x - input_zp), which equals TFLite's
+    total - input_zp * count without a multiplier, in a memory of ceil(max_channels / lanes)
+    rows read-modify-written one beat behind (a transparent read port forwards the row just
+    written, so one group per pixel works too).
+
+    After the last beat it streams the rows through a `Requantizer` with the 1/count-folded
+    multiplier and shift (`reference.mean_multiplier`, computed by the host) and clamps to
+    [-128, 127]: ceil(channels / lanes) output beats, the first Requantizer.LATENCY + 2 cycles
+    after the last input beat when not back-pressured. Then it is ready for the next map.
+    channels, pixels and the quantization inputs must hold from the first beat to the last output.
+    """
+
+    def __init__(self, lanes: int = 8, max_channels: int = 1024, max_pixels: int = 256):
+        if lanes < 1 or lanes & (lanes - 1):
+            raise ValueError(f"lanes must be a power of two, got {lanes}")
+        self.lanes = lanes
+        self.depth = -(-max_channels // lanes)
+        self.max_pixels = max_pixels
+        # |sum(x - zp)| <= 255 * pixels; wider than 32 bits it wraps like TFLite's int32 total.
+        self.sum_shape = signed((255 * max_pixels).bit_length() + 1)
+        beat = data.ArrayLayout(signed(8), lanes)
+        super().__init__({
+            "i_stream": In(stream.Signature(beat)),
+            "o_stream": Out(stream.Signature(beat)),
+            "channels": In(range(1, max_channels + 1)),
+            "pixels": In(range(1, max_pixels + 1)),
+            "input_zp": In(signed(8)),
+            "output_zp": In(signed(8)),
+            "multiplier": In(signed(32)),
+            "shift": In(signed(6)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+
+        m.submodules.requant = requant = Requantizer(lanes)
+        m.d.comb += [
+            requant.output_zp.eq(self.output_zp),
+            requant.act_min.eq(-128),
+            requant.act_max.eq(127),
+            self.o_stream.valid.eq(requant.o_stream.valid),
+            requant.o_stream.ready.eq(self.o_stream.ready),
+        ]
+        for k, lane in enumerate(requant.lanes_of(requant.o_stream.payload)):
+            m.d.comb += self.o_stream.payload[k].eq(lane)
+
+        m.submodules.sums = sums = Memory(shape=data.ArrayLayout(self.sum_shape, lanes),
+                                          depth=self.depth, init=[])
+        wr = sums.write_port()
+        rd = sums.read_port(transparent_for=(wr,))
+
+        groups = (self.channels + lanes - 1) >> (lanes.bit_length() - 1)
+        group = Signal(range(self.depth))
+        pixel = Signal(range(self.max_pixels))
+        last_group = group == groups - 1
+
+        # Read-modify-write, one cycle behind the accepted beat.
+        beat = Signal(data.ArrayLayout(signed(9), lanes))
+        beat_group = Signal(range(self.depth))
+        beat_first = Signal()
+        beat_valid = Signal()
+        m.d.sync += beat_valid.eq(0)
+        m.d.comb += [wr.addr.eq(beat_group), wr.en.eq(beat_valid)]
+        for k in range(lanes):
+            m.d.comb += wr.data[k].eq(Mux(beat_first, 0, rd.data[k]) + beat[k])
+
+        m.d.comb += rd.addr.eq(group)
+        with m.FSM():
+            with m.State("ACCUMULATE"):
+                m.d.comb += self.i_stream.ready.eq(1)
+                with m.If(self.i_stream.valid):
+                    m.d.sync += [beat_valid.eq(1), beat_group.eq(group), beat_first.eq(pixel == 0),
+                                 group.eq(Mux(last_group, 0, group + 1))]
+                    m.d.sync += [beat[k].eq(self.i_stream.payload[k] - self.input_zp)
+                                 for k in range(lanes)]
+                    with m.If(last_group):
+                        m.d.sync += pixel.eq(pixel + 1)
+                        with m.If(pixel == self.pixels - 1):
+                            m.d.sync += pixel.eq(0)
+                            m.next = "FETCH"
+            with m.State("FETCH"):
+                # Row 0 is read now (forwarded if the last beat's write targets it).
+                m.next = "DRAIN"
+            with m.State("DRAIN"):
+                # The read address runs one row ahead so each accepted row is followed by the next.
+                m.d.comb += requant.i_stream.valid.eq(1)
+                for k, lane in enumerate(requant.lanes_of(requant.i_stream.payload)):
+                    m.d.comb += [lane.acc.eq(wrap32(rd.data[k])),
+                                 lane.multiplier.eq(self.multiplier),
+                                 lane.shift.eq(self.shift)]
+                with m.If(requant.i_stream.ready):
+                    m.d.comb += rd.addr.eq(group + 1)
+                    m.d.sync += group.eq(group + 1)
+                    with m.If(last_group):
+                        m.d.sync += group.eq(0)
+                        m.next = "ACCUMULATE"
+        return m

@@ -1,0 +1,137 @@
+"""Per-channel int32 -> int8 requantization, bit-exact with TFLite's MultiplyByQuantizedMultiplier.
+
+The module also holds the gemmlowp primitives as Amaranth expression builders
+(`srdhm_of_product`, `rounding_divide_by_pot`, ...). `MeanUnit` and `SoftmaxUnit` build on the
+same expressions, so one proof of equivalence with `quantize.fixedpoint` covers all three units.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+
+def wrap32(v) -> Value:
+    """C int32 overflow: keep the low 32 bits as two's complement (narrower values keep theirs)."""
+    return Value.cast(v)[:32].as_signed()
+
+
+def srdhm_of_product(product, overflow) -> Value:
+    """gemmlowp SaturatingRoundingDoublingHighMul, given product = a * b (signed 64) and
+    overflow = (a == b == INT32_MIN).
+
+    gemmlowp adds 2^30 (or 1 - 2^30 when negative) and divides by 2^31 truncating toward zero.
+    For a negative sum, truncation is floor((s + 2^31 - 1) / 2^31), and
+    (ab + 1 - 2^30) + (2^31 - 1) = ab + 2^30, so both signs reduce to the single
+    floor((ab + 2^30) / 2^31): one adder and a wire shift instead of two nudges and a divide.
+    """
+    high = wrap32((Value.cast(product) + (1 << 30)) >> 31)
+    return Mux(overflow, Const(INT32_MAX, signed(32)), high)
+
+
+def rounding_divide_by_pot(x, exponent) -> Value:
+    """gemmlowp RoundingDivideByPOT (round half away from zero) for exponent 0..32.
+
+    Remainder > (mask >> 1) + (x < 0) is the same as adding 2^(e-1) - (x < 0) before an
+    arithmetic shift, which needs no mask or comparator. `exponent` is an int or an unsigned
+    Value; the half is derived by shifting 2^31 right, so no wide left shifter is built.
+    """
+    x = Value.cast(x)
+    if isinstance(exponent, int):
+        if exponent == 0:
+            return x
+        nudge = (1 << (exponent - 1)) - x[-1]
+    else:
+        half = Const(1 << 31, 32) >> (32 - exponent).as_unsigned()
+        nudge = half - ((x < 0) & (exponent != 0))
+    return wrap32((x + nudge) >> exponent)
+
+
+def clamp(x, lo, hi) -> Value:
+    return Mux(x < lo, lo, Mux(x > hi, hi, x))
+
+
+LANE_LAYOUT = data.StructLayout({
+    "acc": signed(32),          # int32 accumulator (bias included)
+    "multiplier": signed(32),   # quantized multiplier of this channel, Q0.31
+    "shift": signed(6),         # its exponent: > 0 shifts left before, < 0 rounds right after
+})
+
+
+class Requantizer(wiring.Component):
+    """Pipelined requantizer: `lanes` channels per beat, one beat per clock.
+
+    Per lane: clamp(MultiplyByQuantizedMultiplier(acc, multiplier, shift) + output_zp,
+    act_min, act_max) as int8. With lanes == 1 the payloads are `LANE_LAYOUT` and `signed(8)`;
+    otherwise arrays of them. output_zp/act_min/act_max are per-layer settings, held stable while
+    beats are in flight.
+
+    Stages (registered): 1 left shift, 2 the 32x32 product alone (maps onto DSP blocks with their
+    input and output registers), 3 SRDHM rounding, 4 rounding right shift + zero point + clamp.
+    A beat accepted in cycle t is valid on the output in cycle t + LATENCY. The pipeline stalls
+    as a whole when the output is not taken.
+    """
+
+    LATENCY = 4
+
+    def __init__(self, lanes: int = 1):
+        if lanes < 1:
+            raise ValueError(f"lanes must be >= 1, got {lanes}")
+        self.lanes = lanes
+        in_layout = LANE_LAYOUT if lanes == 1 else data.ArrayLayout(LANE_LAYOUT, lanes)
+        out_layout = signed(8) if lanes == 1 else data.ArrayLayout(signed(8), lanes)
+        super().__init__({
+            "i_stream": In(stream.Signature(in_layout)),
+            "o_stream": Out(stream.Signature(out_layout)),
+            "output_zp": In(signed(8)),
+            "act_min": In(signed(8)),
+            "act_max": In(signed(8)),
+        })
+
+    def lanes_of(self, payload) -> list:
+        """Per-lane views of an input or output payload, for any `lanes`."""
+        return [payload] if self.lanes == 1 else [payload[k] for k in range(self.lanes)]
+
+    def elaborate(self, platform):
+        m = Module()
+        advance = ~self.o_stream.valid | self.o_stream.ready
+        m.d.comb += self.i_stream.ready.eq(advance)
+
+        valid = [Signal(name=f"valid{s}") for s in (1, 2, 3)]
+        with m.If(advance):
+            m.d.sync += [
+                valid[0].eq(self.i_stream.valid),
+                valid[1].eq(valid[0]),
+                valid[2].eq(valid[1]),
+                self.o_stream.valid.eq(valid[2]),
+            ]
+
+        for k, (lane, out) in enumerate(zip(self.lanes_of(self.i_stream.payload),
+                                            self.lanes_of(self.o_stream.payload))):
+            a = Signal(signed(32), name=f"a{k}")
+            mult = Signal(signed(32), name=f"mult{k}")
+            product = Signal(signed(64), name=f"product{k}")
+            overflow = Signal(name=f"overflow{k}")
+            high = Signal(signed(32), name=f"high{k}")
+            # A right shift of up to 32 travels with the data to stage 4.
+            right = [Signal(range(33), name=f"right{s}_{k}") for s in (1, 2, 3)]
+
+            shift = lane.shift
+            left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
+            with m.If(advance):
+                m.d.sync += [
+                    a.eq(wrap32(lane.acc << left)),
+                    mult.eq(lane.multiplier),
+                    right[0].eq(Mux(shift < 0, -shift, 0)),
+                    product.eq(a * mult),
+                    overflow.eq((a == INT32_MIN) & (mult == INT32_MIN)),
+                    right[1].eq(right[0]),
+                    high.eq(srdhm_of_product(product, overflow)),
+                    right[2].eq(right[1]),
+                    out.eq(clamp(rounding_divide_by_pot(high, right[2]) + self.output_zp,
+                                 self.act_min, self.act_max)),
+                ]
+        return m

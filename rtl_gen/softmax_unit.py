@@ -1,0 +1,196 @@
+"""int8 softmax, bit-exact with `quantize.reference.softmax` (TFLite reference kernel, gemmlowp
+fixed point), as a small sequential datapath around one shared 32x32 multiplier."""
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .requant import INT32_MAX, INT32_MIN, clamp, rounding_divide_by_pot, srdhm_of_product, wrap32
+
+# gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl, Q0.31.
+EXP_CONSTANT_TERM = 1895147668     # exp(-1/8)
+EXP_ONE_THIRD = 715827883          # 1/3
+# gemmlowp exp_on_negative_values barrel shifter: exp(-2^k) for k = -2 .. 4, Q0.31.
+EXP_BARREL = (1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242)
+# gemmlowp one_over_one_plus_x_for_x_in_0_1, Q2.29.
+RECIP_48_OVER_17 = 1515870810
+RECIP_NEG_32_OVER_17 = -1010580540
+RECIP_ONE = 1 << 29
+
+SCALED_DIFF_FRAC_BITS = 26         # Q5.26 input of exp_on_negative_values
+QUARTER_BITS = SCALED_DIFF_FRAC_BITS - 2   # 1/4 in Q5.26
+ACCUMULATION_INTEGER_BITS = 12     # Q12.19 sum of exponentials
+
+
+def saturating_left_shift(x, exponent: int):
+    """gemmlowp SaturatingRoundingMultiplyByPOT for a positive constant exponent."""
+    threshold = (1 << (31 - exponent)) - 1
+    return Mux(x > threshold, INT32_MAX, Mux(x < -threshold, INT32_MIN, wrap32(x << exponent)))
+
+
+def count_leading_zeros(x):
+    """Leading zeros of a 32-bit pattern, 32 for zero (a priority encoder)."""
+    n = Const(32, 6)
+    for bit in range(32):   # later (higher) bits take precedence
+        n = Mux(x[bit], 31 - bit, n)
+    return n
+
+
+class SoftmaxUnit(wiring.Component):
+    """Softmax of `length` (1..max_length) int8 logits into int8 probabilities (scale 1/256,
+    zero point -128), following reference_ops::Softmax step by step.
+
+    It runs once per inference on ~10 values, so area wins over speed: every gemmlowp
+    SaturatingRoundingDoublingHighMul goes through one registered 32x32 multiplier, each
+    multiply taking an issue state and a write-back state of a micro-sequenced FSM.
+
+    Phases and cycles (n = length): load n cycles (one logit per clock; the maximum is tracked
+    on the fly), exponentials 27 per logit, reciprocal of the sum 15, output 3 per logit when
+    the consumer is ready. That is 31 n + 15 cycles, e.g. 325 for 10 logits.
+
+    input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
+    (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector.
+    """
+
+    def __init__(self, max_length: int = 16):
+        # The sum of exponentials is at least 2^19 (the maximum logit contributes exactly that)
+        # and at most max_length * 2^19; up to 256 logits the final rounding shift,
+        # 35 - clz(sum), stays within 0..32 where rounding_divide_by_pot is defined.
+        if not 1 <= max_length <= 256:
+            raise ValueError(f"max_length must be 1..256, got {max_length}")
+        self.max_length = max_length
+        # The loaded logits and their exponentials (Q0.31), kept for the output pass.
+        self.logits = Memory(shape=signed(8), depth=max_length, init=[])
+        self.exps = Memory(shape=signed(32), depth=max_length, init=[])
+        super().__init__({
+            "i_stream": In(stream.Signature(signed(8))),
+            "o_stream": Out(stream.Signature(signed(8))),
+            "length": In(range(1, max_length + 1)),
+            "input_multiplier": In(signed(32)),
+            "input_left_shift": In(range(32)),
+            "diff_min": In(signed(32)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+
+        m.submodules.logits = logits = self.logits
+        m.submodules.exps = exps = self.exps
+        logit_wr, logit_rd = logits.write_port(), logits.read_port(domain="comb")
+        exp_wr, exp_rd = exps.write_port(), exps.read_port(domain="comb")
+
+        index = Signal(range(self.max_length))
+        last = index == self.length - 1
+        m.d.comb += [logit_wr.addr.eq(index), logit_rd.addr.eq(index),
+                     exp_wr.addr.eq(index), exp_rd.addr.eq(index)]
+
+        # The one multiplier: operands chosen per state, product registered every cycle.
+        mul_a, mul_b = Signal(signed(32)), Signal(signed(32))
+        product, overflow = Signal(signed(64)), Signal()
+        m.d.sync += [product.eq(mul_a * mul_b),
+                     overflow.eq((mul_a == INT32_MIN) & (mul_b == INT32_MIN))]
+        high = srdhm_of_product(product, overflow)
+
+        maximum = Signal(signed(8))
+        diff = logit_rd.data - maximum
+        in_range = diff >= self.diff_min
+
+        # Working registers of exp_on_negative_values; the reciprocal reuses two of them.
+        x, x2, x3, t = (Signal(signed(32), name=n) for n in ("x", "x2", "x3", "t"))
+        half_denominator, recip = x, x2
+        barrel_bits = Signal(len(EXP_BARREL))
+        input_is_zero = Signal()
+        total = Signal(signed(32))
+        out_exponent = Signal(range(33))
+
+        def multiplies(name, ops, after):
+            """Chain of (a, b, write-back statements) multiplies: issue and write-back states."""
+            names = [f"{name}_{n}" for n in range(len(ops))] + [after]
+            for n, (a, b, writeback) in enumerate(ops):
+                with m.State(names[n]):
+                    m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
+                    m.next = names[n] + "_WB"
+                with m.State(names[n] + "_WB"):
+                    m.d.sync += writeback
+                    m.next = names[n + 1]
+
+        # exp_on_negative_values(a, 5) with a = SRDHM(diff << left_shift, input_multiplier).
+        # a mod 1/4 - 1/4 lies in [-2^24, -1]: its rescale from Q5.26 to Q0.31 (<< 5) never
+        # saturates; adding 1/8 (2^28) centres the polynomial. Bits 24..30 of the remainder
+        # select the barrel multipliers exp(-2^k).
+        a_mod_quarter_minus_quarter = high[:QUARTER_BITS] - (1 << QUARTER_BITS)
+        exp_ops = [
+            (wrap32(diff << self.input_left_shift), self.input_multiplier, [
+                input_is_zero.eq(high == 0),
+                barrel_bits.eq(wrap32(a_mod_quarter_minus_quarter - high)[QUARTER_BITS:31]),
+                x.eq((a_mod_quarter_minus_quarter << (31 - SCALED_DIFF_FRAC_BITS)) + (1 << 28)),
+            ]),
+            (x, x, [x2.eq(high)]),
+            (x2, x, [x3.eq(high)]),
+            (x2, x2, [t.eq(wrap32(rounding_divide_by_pot(high, 2) + x3))]),
+            (t, EXP_ONE_THIRD, [t.eq(wrap32(x + rounding_divide_by_pot(wrap32(high + x2), 1)))]),
+            (EXP_CONSTANT_TERM, t, [t.eq(wrap32(EXP_CONSTANT_TERM + high))]),
+        ] + [(t, c, [t.eq(Mux(barrel_bits[k], high, t))]) for k, c in enumerate(EXP_BARREL)]
+
+        # one_over_one_plus_x_for_x_in_0_1: a first guess and three Newton-Raphson steps.
+        recip_ops = [(half_denominator, RECIP_NEG_32_OVER_17,
+                      [recip.eq(wrap32(RECIP_48_OVER_17 + high))])]
+        for _ in range(3):
+            recip_ops += [(half_denominator, recip, [t.eq(wrap32(RECIP_ONE - high))]),
+                          (recip, t, [recip.eq(wrap32(recip + saturating_left_shift(high, 2)))])]
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += [self.i_stream.ready.eq(1),
+                             logit_wr.data.eq(self.i_stream.payload),
+                             logit_wr.en.eq(self.i_stream.valid)]
+                m.d.sync += total.eq(0)
+                with m.If(self.i_stream.valid):
+                    with m.If((index == 0) | (self.i_stream.payload > maximum)):
+                        m.d.sync += maximum.eq(self.i_stream.payload)
+                    m.d.sync += index.eq(Mux(last, 0, index + 1))
+                    with m.If(last):
+                        m.next = "EXP_0"
+
+            multiplies("EXP", exp_ops, after="EXP_STORE")
+            with m.State("EXP_STORE"):
+                exp = Mux(input_is_zero, INT32_MAX, t)
+                contribution = rounding_divide_by_pot(exp, ACCUMULATION_INTEGER_BITS)
+                m.d.comb += [exp_wr.data.eq(exp), exp_wr.en.eq(1)]
+                m.d.sync += [total.eq(wrap32(total + Mux(in_range, contribution, 0))),
+                             index.eq(Mux(last, 0, index + 1))]
+                with m.If(last):
+                    m.next = "RECIP_SETUP"
+                with m.Else():
+                    m.next = "EXP_0"
+
+            with m.State("RECIP_SETUP"):
+                # GetReciprocal normalises the sum (>= 2^19) to 2^31 (1 + x), x in [0, 1), so
+                # RoundingHalfSum(x, INT32_MAX) = (x + INT32_MAX + 1) / 2 is just the normalised
+                # sum halved: (1 + x) / 2 in Q0.31.
+                headroom = count_leading_zeros(total)
+                m.d.sync += [half_denominator.eq((total.as_unsigned() << headroom)[1:32]),
+                             # (ACCUMULATION_INTEGER_BITS - headroom) + 31 - 8
+                             out_exponent.eq(ACCUMULATION_INTEGER_BITS + 23 - headroom)]
+                m.next = "RECIP_0"
+            multiplies("RECIP", recip_ops, after="OUT")
+
+            with m.State("OUT"):
+                m.d.comb += [mul_a.eq(saturating_left_shift(recip, 1)), mul_b.eq(exp_rd.data)]
+                m.next = "OUT_WB"
+            with m.State("OUT_WB"):
+                probability = rounding_divide_by_pot(high, out_exponent) - 128
+                m.d.sync += [self.o_stream.payload.eq(Mux(in_range, clamp(probability, -128, 127),
+                                                          -128)),
+                             self.o_stream.valid.eq(1)]
+                m.next = "OUT_SEND"
+            with m.State("OUT_SEND"):
+                with m.If(self.o_stream.ready):
+                    m.d.sync += [self.o_stream.valid.eq(0), index.eq(Mux(last, 0, index + 1))]
+                    with m.If(last):
+                        m.next = "LOAD"
+                    with m.Else():
+                        m.next = "OUT"
+        return m
