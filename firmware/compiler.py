@@ -189,7 +189,7 @@ def _place_params(op: Op, cfg: AccelConfig, alloc: _Allocator, chunks):
         wbytes = L.pointwise_weights(w2d, cfg, c_pad, L.round_up(w2d.shape[1], ca))
     w_addr = alloc.take(len(wbytes))
     chunks.append((w_addr, wbytes))
-    params = L.channel_params(bias, rq.multiplier, rq.shift, c_pad)
+    params = L.channel_params(bias, rq.multiplier, rq.shift, c_pad, rq.float_scale)
     p_addr = alloc.take(len(params))
     chunks.append((p_addr, params))
     return w_addr, len(wbytes), p_addr
@@ -214,6 +214,8 @@ def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlace
         d.opcode = Opcode.CONV
         rq = requant_for(op)
         d.act_min, d.act_max = rq.act_min, rq.act_max
+        if rq.float_scale is not None:
+            d.flags |= Flags.FLOAT_REQUANT
         if op.kind == "CONV_2D":
             k, s = op.inputs[1].shape[1], op.options["stride"][0]
             if k == 3 and not first_im2col:

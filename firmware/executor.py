@@ -40,9 +40,15 @@ class Memory:
 
 
 def _requant(acc, mem: Memory, d: Descriptor, c: int) -> np.ndarray:
-    _, mult, shift = L.unpack_channel_params(mem.read(d.param_addr, c * L.PARAM_BYTES), c)
-    out = fx.multiply_by_quantized_multiplier(acc, mult, shift) + d.output_zp
-    return np.clip(out, d.act_min, d.act_max).astype(np.int8)
+    raw = mem.read(d.param_addr, c * L.PARAM_BYTES)
+    if d.flags & Flags.FLOAT_REQUANT:
+        _, mant, exp = L.unpack_float_params(raw, c)
+        scaled = np.array([[fx.round_scaled_double(a, mant[i], exp[i]) for i, a in enumerate(row)]
+                           for row in acc.reshape(-1, c)], np.int64).reshape(acc.shape)
+    else:
+        _, mult, shift = L.unpack_channel_params(raw, c)
+        scaled = fx.multiply_by_quantized_multiplier(acc, mult, shift)
+    return np.clip(scaled + d.output_zp, d.act_min, d.act_max).astype(np.int8)
 
 
 def _bias(mem: Memory, d: Descriptor, c: int) -> np.ndarray:

@@ -9,11 +9,14 @@ per-channel parameters and feature maps sit in DDR.
 - Depthwise weights: for each group of dw_lanes channels, 9 taps x dw_lanes bytes (tap major).
 - Channel parameters: 16 bytes per (padded) output channel: bias, multiplier, shift (int32
   each) and a zero word. Padded channels get all zeros, so they produce the zero point.
+  With the FLOAT_REQUANT flag (dense layers: TFLite scales those in double precision) the
+  last three words are the scale's 53-bit mantissa (low 32, high 21 bits) and its exponent.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from quantize import fixedpoint as fx
 from rtl_gen.config import AccelConfig
 
 PARAM_BYTES = 16
@@ -62,18 +65,33 @@ def unpack_depthwise_weights(raw: bytes, cfg: AccelConfig, c_pad: int) -> np.nda
     return g.transpose(1, 0, 2).reshape(3, 3, c_pad)
 
 
-def channel_params(bias, multiplier, shift, c_pad: int) -> bytes:
-    rec = np.zeros((c_pad, 4), "<i4")
+def channel_params(bias, multiplier, shift, c_pad: int, float_scale=None) -> bytes:
+    rec = np.zeros((c_pad, 4), "<u4")
     n = len(multiplier)
-    rec[:n, 0] = bias if bias is not None else 0
-    rec[:n, 1] = multiplier
-    rec[:n, 2] = shift
+    rec[:n, 0] = np.asarray(bias if bias is not None else np.zeros(n), np.int64) & 0xFFFFFFFF
+    if float_scale is None:
+        rec[:n, 1] = np.asarray(multiplier, np.int64) & 0xFFFFFFFF
+        rec[:n, 2] = np.asarray(shift, np.int64) & 0xFFFFFFFF
+    else:
+        for c, s in enumerate(float_scale):
+            mant, exp = fx.double_parts(float(s))
+            rec[c, 1:] = mant & 0xFFFFFFFF, mant >> 32, exp & 0xFFFFFFFF
     return rec.tobytes()
 
 
 def unpack_channel_params(raw: bytes, c_pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bias, multiplier, shift) as int64; with FLOAT_REQUANT read (bias, mantissa, exponent)
+    through `unpack_float_params`."""
     rec = np.frombuffer(raw, "<i4").reshape(c_pad, 4).astype(np.int64)
     return rec[:, 0], rec[:, 1], rec[:, 2]
+
+
+def unpack_float_params(raw: bytes, c_pad: int) -> tuple[np.ndarray, list[int], list[int]]:
+    rec = np.frombuffer(raw, "<u4").reshape(c_pad, 4).astype(np.int64)
+    bias = np.where(rec[:, 0] >= 1 << 31, rec[:, 0] - (1 << 32), rec[:, 0])
+    mant = [int(lo) | int(hi) << 32 for lo, hi in rec[:, 1:3]]
+    exp = [int(e) - (1 << 32) if e >= 1 << 31 else int(e) for e in rec[:, 3]]
+    return bias, mant, exp
 
 
 def im2col_3x3(x: np.ndarray, stride: int, pads: tuple[int, int, int, int], zero_point: int

@@ -24,7 +24,8 @@ class Opcode(IntEnum):
 
 
 class Flags:
-    IM2COL = 1 << 0   # input holds host-made 3x3 patches (first conv)
+    IM2COL = 1 << 0         # input holds host-made 3x3 patches (first conv)
+    FLOAT_REQUANT = 1 << 1  # channel records hold double scales (dense layers), see layout.py
 
 
 # (field, word, bit offset, width, signed): the single source of the binary format.

@@ -161,3 +161,30 @@ def get_reciprocal(x, x_integer_digits: int) -> tuple[np.ndarray, np.ndarray]:
     num_bits_over_unit = x_integer_digits - headroom_plus_one
     shifted_sum_minus_one = wrap_int32(((x & 0xFFFFFFFF) << headroom_plus_one) - (1 << 31))
     return one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one), num_bits_over_unit
+
+
+def double_parts(real: float) -> tuple[int, int]:
+    """real = mantissa * 2^exponent exactly, with a 53-bit integer mantissa (0 for 0.0)."""
+    if real == 0.0:
+        return 0, 0
+    f, e = math.frexp(real)
+    return int(f * (1 << 53)), e - 53
+
+
+def round_scaled_double(acc, mantissa: int, exponent: int) -> int:
+    """std::round(double(acc) * double(scale)) with integers only: the exact product is rounded
+    to 53 significant bits (round-half-even, as the FPU does), then to an integer (half away
+    from zero). This is the algorithm the FULLY_CONNECTED requantizer implements in RTL."""
+    acc = int(acc)
+    p = abs(acc) * mantissa
+    if p == 0:
+        return 0
+    drop = max(p.bit_length() - 53, 0)
+    q = p >> drop
+    if drop:
+        rem, half = p & ((1 << drop) - 1), 1 << (drop - 1)
+        if rem > half or (rem == half and q & 1):
+            q += 1
+    t = drop + exponent
+    mag = q << t if t >= 0 else (q + (1 << (-t - 1))) >> (-t)
+    return -mag if acc < 0 else mag

@@ -16,12 +16,15 @@ from .tflite_graph import Graph, Op, UnsupportedModelError
 # ---------------------------------------------------------------------------- parameters
 
 
-def per_channel_multipliers(input_scale, filter_scales, output_scale) -> tuple[np.ndarray, np.ndarray]:
-    """PopulateConvolutionQuantizationParams: double(in) * double(w[c]) / double(out)."""
+def effective_scales(input_scale, filter_scales, output_scale) -> np.ndarray:
+    """double(in) * double(w[c]) / double(out), as PopulateConvolutionQuantizationParams."""
     s_in = float(np.float32(input_scale))
     s_out = float(np.float32(output_scale))
-    pairs = [fx.quantize_multiplier(s_in * float(np.float32(ws)) / s_out)
-             for ws in np.ravel(filter_scales)]
+    return np.array([s_in * float(np.float32(ws)) / s_out for ws in np.ravel(filter_scales)])
+
+
+def per_channel_multipliers(input_scale, filter_scales, output_scale) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [fx.quantize_multiplier(s) for s in effective_scales(input_scale, filter_scales, output_scale)]
     return (np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64))
 
 
@@ -39,26 +42,36 @@ def activation_range(activation: str, scale: float, zero_point: int) -> tuple[in
 
 @dataclass(frozen=True)
 class Requant:
-    """Everything the per-channel requantization stage needs (one entry per output channel)."""
+    """Everything the per-channel requantization stage needs (one entry per output channel).
+
+    CONV_2D and DEPTHWISE use the fixed-point multiplier (double rounding). FULLY_CONNECTED
+    under BUILTIN_REF scales in double precision instead: out = std::round(acc * scale[c]),
+    with scale = double(in) * double(w[c]) / double(out); `float_scale` holds those doubles."""
     multiplier: np.ndarray
     shift: np.ndarray
     output_zp: int
     act_min: int
     act_max: int
+    float_scale: np.ndarray | None = None
 
     def apply(self, acc: np.ndarray) -> np.ndarray:
-        out = fx.multiply_by_quantized_multiplier(acc, self.multiplier, self.shift) + self.output_zp
-        return np.clip(out, self.act_min, self.act_max).astype(np.int8)
+        if self.float_scale is not None:
+            raw = acc.astype(np.float64) * self.float_scale
+            scaled = (np.sign(raw) * np.floor(np.abs(raw) + 0.5)).astype(np.int64)  # std::round
+        else:
+            scaled = fx.multiply_by_quantized_multiplier(acc, self.multiplier, self.shift)
+        return np.clip(scaled + self.output_zp, self.act_min, self.act_max).astype(np.int8)
 
 
 def requant_for(op: Op) -> Requant:
     x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
     m, s = per_channel_multipliers(x.scale[0], w.scale, y.scale[0])
     n_out = w.shape[0] if op.kind != "DEPTHWISE_CONV_2D" else w.shape[3]
+    scales = effective_scales(x.scale[0], w.scale, y.scale[0])
     if m.size == 1:
-        m, s = np.repeat(m, n_out), np.repeat(s, n_out)
+        m, s, scales = np.repeat(m, n_out), np.repeat(s, n_out), np.repeat(scales, n_out)
     lo, hi = activation_range(op.options.get("activation", "NONE"), y.scale[0], y.zp)
-    return Requant(m, s, y.zp, lo, hi)
+    return Requant(m, s, y.zp, lo, hi, scales if op.kind == "FULLY_CONNECTED" else None)
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
