@@ -2,8 +2,10 @@
 
     gen-accel --alpha 0.25 --out build/
 
-Writes into DIR: the int8 model, its layer table, the bit-exactness verdict of the numpy
-reference against TFLite (BUILTIN_REF) on real CIFAR-10 test images, and the hardware config.
+Writes into DIR: the int8 model, its layer table, the hardware config, the firmware (layer
+program, DDR image, memory map, C header) and the bit-exactness verdict, against TFLite
+(BUILTIN_REF) on real CIFAR-10 test images, of the numpy reference and of the compiled
+program run on the functional model.
 """
 from __future__ import annotations
 
@@ -73,10 +75,13 @@ def obtain_model(args):
                       "trained": m.trained}
 
 
-def check_reference(graph, tflite: bytes, n: int) -> dict:
-    """Run n real test images through our reference and TFLite; compare every layer."""
+def check_against_tflite(graph, tflite: bytes, fw, n: int) -> dict:
+    """Run n real test images through TFLite (BUILTIN_REF), the numpy reference and the
+    compiled program on the functional model; compare every layer of both with TFLite."""
     import numpy as np
+    from tqdm import tqdm
 
+    from firmware.executor import Memory, execute, host_input, read_tensor
     from quantize import assets
     from quantize.convert import golden_interpreter, golden_run, quantize_input
     from quantize.pipeline import _fit
@@ -89,21 +94,44 @@ def check_reference(graph, tflite: bytes, n: int) -> dict:
         return {"images": 0, "note": f"input shape {g.shape} is not an RGB image; skipped"}
     xs = quantize_input(_fit(images[:n], g.shape[1]), g.scale[0], g.zp, g.shape[1])
     interp = golden_interpreter(tflite)
-    bad_layers, correct = {}, 0
-    from tqdm import tqdm
-    for x, y in tqdm(list(zip(xs, labels[:n])), desc="reference vs TFLite", unit="img",
+    bad = {"reference": {}, "firmware": {}}
+    correct = 0
+    for x, y in tqdm(list(zip(xs, labels[:n])), desc="check vs TFLite", unit="img",
                      disable=not log.isEnabledFor(logging.INFO)):
+        golden = golden_run(interp, x[None])
         ours = run_graph(graph, x[None])
-        for d in compare_layers(graph, ours, golden_run(interp, x[None])):
-            if d.mismatches:
-                bad_layers.setdefault(d.op_index, 0)
-                bad_layers[d.op_index] += d.mismatches
+        mem = Memory(bytearray(fw.image), fw.base)
+        mem.write(fw.regions["input"][0], host_input(fw, x[None]))
+        execute(mem, fw.program_addr, fw.cfg)
+        from_ddr = {t: read_tensor(fw, mem, t) for t in fw.tensors if t != fw.input_tensor}
+        for name, run in (("reference", ours), ("firmware", from_ddr)):
+            for d in compare_layers(graph, run, golden):
+                if d.mismatches:
+                    bad[name][d.op_index] = bad[name].get(d.op_index, 0) + d.mismatches
         correct += int(np.argmax(ours[graph.output.index]) == y)
-    return {"images": n, "layers": len(graph.ops), "bit_exact": not bad_layers,
-            "mismatching_layers": bad_layers, "top1_on_sample": correct / max(n, 1)}
+    return {"images": n, "layers": len(graph.ops),
+            "bit_exact": not bad["reference"] and not bad["firmware"],
+            "mismatching_layers": bad, "top1_on_sample": correct / max(n, 1)}
+
+
+def write_firmware(out, fw, graph) -> None:
+    from firmware import header
+    out.write_bytes("firmware/program.bin", b"".join(d.pack() for d in fw.descriptors))
+    out.write_bytes("firmware/ddr_image.bin", bytes(fw.image))
+    out.write_json("firmware/memory_map.json", {
+        "base": fw.base, "regions": {k: {"addr": a, "bytes": n} for k, (a, n) in fw.regions.items()},
+        "tensors": [{"tensor": p.tensor, "name": graph.tensors[p.tensor].name, "addr": p.addr,
+                     "shape": list(p.shape), "stored_channels": p.c_pad, "zero_point": p.zero_point}
+                    for p in fw.tensors.values()],
+        "im2col_input": fw.im2col is not None})
+    g = graph.input
+    out.write_text("firmware/mnet_accel.h", header.render(fw, {
+        "input_scale": float(g.scale[0]), "input_zero_point": g.zp,
+        "num_classes": int(graph.output.shape[-1])}))
 
 
 def run(args) -> Path:
+    from firmware.compiler import compile_graph
     from quantize.summary import layer_table, layer_table_markdown
     from quantize.tflite_graph import load_graph
 
@@ -121,15 +149,16 @@ def run(args) -> Path:
         out.write_json("layers.json", rows)
         out.write_text("layers.md", layer_table_markdown(rows))
         out.write_text("config.json", cfg.to_json() + "\n")
-        verdict = check_reference(graph, tflite, args.check_images)
-        out.write_json("reference_check.json", verdict)
+        fw = compile_graph(graph, cfg)
+        write_firmware(out, fw, graph)
+        verdict = check_against_tflite(graph, tflite, fw, args.check_images)
+        out.write_json("tflite_check.json", verdict)
         if verdict.get("images") and not verdict["bit_exact"]:
-            raise RuntimeError(f"numpy reference differs from TFLite on layers "
-                               f"{sorted(verdict['mismatching_layers'])}")
+            raise RuntimeError(f"differs from TFLite on layers {verdict['mismatching_layers']}")
         path = out.commit({"tool": "gen-accel", "model": provenance,
                            "total_macs": sum(r["macs"] for r in rows),
                            "seconds": round(time.time() - t0, 2)})
-    log.info("wrote %s (%d layers, %s MACs, reference bit-exact on %d images)", path,
+    log.info("wrote %s (%d layers, %s MACs; reference and firmware bit-exact vs TFLite on %d images)", path,
              len(rows), f"{sum(r['macs'] for r in rows):,}", verdict.get("images", 0))
     return path
 
