@@ -1,0 +1,83 @@
+"""Float and int8 accuracy of a trained seed network on the CIFAR-10 test set, and export of
+the checkpoint into the package assets.
+
+    python -m quantize.evaluate --alpha 0.25 --weights runs/a0.25/model.weights.h5 --export
+
+int8 accuracy comes from the bit-exact numpy reference run on whole batches (fast); a sample
+of images is cross-checked against TFLite's BUILTIN_REF interpreter on every layer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import assets
+from .convert import golden_interpreter, golden_run, quantize_input
+from .data import center_crop, default_dataset_path, load_cifar10, normalize
+from .model import ModelSpec
+from .pipeline import build_int8_model
+from .reference import run_op
+from .tflite_graph import load_graph
+from .verify import assert_bit_exact
+
+
+def int8_predictions(graph, x_int8: np.ndarray, batch: int = 250) -> np.ndarray:
+    preds = []
+    for i in tqdm(range(0, len(x_int8), batch), desc="int8 reference", unit="batch"):
+        v = x_int8[i: i + batch]
+        for op in graph.ops:
+            v = run_op(op, v)
+        preds.append(np.argmax(v.reshape(len(v), -1), axis=1))
+    return np.concatenate(preds)
+
+
+def evaluate(spec: ModelSpec, weights: Path, data, crosscheck: int = 20) -> dict:
+    m = build_int8_model(spec, str(weights))
+    xte, yte = data["test"]
+    crop = center_crop(xte, spec.input_size)
+    float_pred = np.argmax(m.keras_model.predict(normalize(crop), batch_size=500, verbose=0), axis=1)
+    graph = load_graph(m.tflite)
+    x8 = quantize_input(xte, graph.input.scale[0], graph.input.zp, spec.input_size)
+    int8_pred = int8_predictions(graph, x8)
+    interp = golden_interpreter(m.tflite)
+    for x in x8[:crosscheck]:
+        from .reference import run_graph
+        assert_bit_exact(graph, run_graph(graph, x[None]), golden_run(interp, x[None]))
+    return {"alpha": spec.alpha, "input_size": spec.input_size, "test_images": int(len(yte)),
+            "float_accuracy": float(np.mean(float_pred == yte)),
+            "int8_accuracy": float(np.mean(int8_pred == yte)),
+            "int8_float_agreement": float(np.mean(int8_pred == float_pred)),
+            "tflite_crosschecked_images": crosscheck}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--alpha", type=float, required=True)
+    p.add_argument("--input-size", type=int, default=28)
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--data", type=Path, default=None)
+    p.add_argument("--export", action="store_true", help="copy weights + accuracy into assets/")
+    p.add_argument("--training-result", type=Path, help="training result.json to record")
+    args = p.parse_args(argv)
+    spec = ModelSpec(args.alpha, args.input_size)
+    result = evaluate(spec, args.weights, load_cifar10(args.data or default_dataset_path()))
+    if args.training_result and args.training_result.is_file():
+        result["training"] = json.loads(args.training_result.read_text())
+    print(json.dumps(result, indent=1))
+    if args.export:
+        dst = assets.weights_path(spec.alpha, spec.input_size)
+        shutil.copyfile(args.weights, dst)
+        dst.with_name(dst.name.replace(".weights.h5", ".accuracy.json")).write_text(
+            json.dumps(result, indent=1) + "\n")
+        print(f"exported {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
