@@ -1,0 +1,296 @@
+"""The programmable accelerator: one AXI4 master toward DDR, one AXI4-Lite register port,
+an interrupt, and the engines of `rtl_gen` around three on-chip buffers, driven by the
+`Sequencer` through a layer program in DDR (`firmware.program`).
+
+Datapath (one layer at a time; the sequencer runs the phases one after another):
+
+    DDR --ReadDMA--> loader --> activation buffer --act reader--> PointwiseEngine (+ weights)
+                            \\-> weight buffer --weight reader--/  DepthwiseEngine (taps, pixels)
+                             \\-> descriptor and channel-record registers   MeanUnit, SoftmaxUnit
+    engines' int32 results --AccSerializer--> Requantizer (lanes) | FloatRequantizer (dense)
+    requantized bytes, MEAN, SOFTMAX, -128 padding --writer--> output buffer
+    output buffer --store reader--> WriteDMA --> DDR
+
+The activation input and output buffers hold `cfg.act_buffer_bytes` each, the weight buffer
+`cfg.weight_buffer_bytes`; `sequencer.check_fits` tells on the host whether a program fits.
+Buffer words are sized so that every chunk moved is one aligned piece of a word
+(`sequencer.Geometry`, `buffers`).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from firmware.program import Flags, Opcode
+
+from .axi import AXI4LiteSignature, AXI4Signature
+from .buffers import BufferReader, BufferWriter, chunk_at
+from .config import AccelConfig
+from .depthwise import DepthwiseEngine
+from .dma import AxiDMA
+from .float_requant import FLOAT_LANE_LAYOUT, FloatRequantizer
+from .mean_unit import MeanUnit
+from .pointwise import PointwiseEngine
+from .regs import RegisterFile
+from .requant import LANE_LAYOUT, Requantizer
+from .sequencer import Geometry, Limits, LoadDest, Sequencer, descriptor_layout
+from .softmax_unit import SoftmaxUnit
+
+REGS_ADDR_WIDTH = 12
+
+# One 16-byte channel record (`firmware.layout.channel_params`): the bias, then either the
+# quantized multiplier and shift or, with FLOAT_REQUANT, the scale's mantissa and exponent.
+RECORD_LAYOUT = data.StructLayout({"bias": signed(32), "word1": 32, "word2": 32, "word3": 32})
+
+
+def _requant_layout(lanes: int):
+    return LANE_LAYOUT if lanes == 1 else data.ArrayLayout(LANE_LAYOUT, lanes)
+
+
+class AccSerializer(wiring.Component):
+    """Feeds one engine result (up to `Geometry.records` int32 lanes) to the requantizers:
+    `Geometry.lanes` lanes per beat to the fixed-point Requantizer, or one lane per beat to
+    the FloatRequantizer, each lane with its channel's record.
+
+    Ports: ``acc`` (in stream, the result), ``records`` (in, the channel records of the tile
+    or group), ``count`` (in, lanes used: pw_out or dw_lanes), ``float_mode`` (in),
+    ``fixed`` and ``float`` (out streams). ``acc`` is taken with the last beat.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        g = Geometry(cfg)
+        self.n, self.lanes = g.records, g.lanes
+        super().__init__({
+            "acc": In(stream.Signature(data.ArrayLayout(signed(32), self.n))),
+            "records": In(data.ArrayLayout(RECORD_LAYOUT, self.n)),
+            "count": In(range(self.n + 1)),
+            "float_mode": In(1),
+            "fixed": Out(stream.Signature(_requant_layout(self.lanes))),
+            "float": Out(stream.Signature(FLOAT_LANE_LAYOUT)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n, lanes = self.n, self.lanes
+        beat = Signal(range(n))
+        beats = Mux(self.float_mode, self.count, self.count >> exact_log2(lanes))
+        last = beat == beats - 1
+        ready = Mux(self.float_mode, self.float.ready, self.fixed.ready)
+
+        m.d.comb += [
+            self.fixed.valid.eq(self.acc.valid & ~self.float_mode),
+            self.float.valid.eq(self.acc.valid & self.float_mode),
+            self.acc.ready.eq(ready & last),
+        ]
+        with m.If(self.acc.valid & ready):
+            m.d.sync += beat.eq(Mux(last, 0, beat + 1))
+
+        acc_groups = data.View(data.ArrayLayout(data.ArrayLayout(signed(32), lanes), n // lanes),
+                               self.acc.payload.as_value())
+        rec_groups = data.View(data.ArrayLayout(data.ArrayLayout(RECORD_LAYOUT, lanes), n // lanes),
+                               self.records.as_value())
+        out = self.fixed.payload
+        for k in range(lanes):
+            lane = out if lanes == 1 else out[k]
+            rec = rec_groups[beat][k]
+            m.d.comb += [lane.acc.eq(acc_groups[beat][k]), lane.multiplier.eq(rec.word1),
+                         lane.shift.eq(rec.word2[:6])]
+        rec = self.records[beat]
+        m.d.comb += [self.float.payload.acc.eq(self.acc.payload[beat]),
+                     self.float.payload.mantissa.eq(Cat(rec.word1, rec.word2[:21])),
+                     self.float.payload.exponent.eq(rec.word3[:12])]
+        return m
+
+
+class Accelerator(wiring.Component):
+    """The accelerator top level; see the module docstring for the datapath.
+
+    Ports: ``m_axi`` (AXI4 manager, Verilog ``m_axi__*``), ``s_axi`` (AXI4-Lite subordinate,
+    ``s_axi__*``, the `rtl_gen.regs` register map), ``irq`` (level: STATUS.DONE & IRQ_EN).
+    A run ends with DONE (and the interrupt) whether it succeeded or not; STATUS.ERROR and
+    ERROR_CODE (`sequencer.ErrorCode`) tell which.
+    """
+
+    def __init__(self, cfg: AccelConfig = AccelConfig(), limits: Limits = Limits()):
+        self.cfg, self.limits = cfg, limits
+        self.geometry = Geometry(cfg)
+        super().__init__({
+            "m_axi": Out(AXI4Signature.from_config(cfg)),
+            "s_axi": In(AXI4LiteSignature(addr_width=REGS_ADDR_WIDTH)),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, g, limits = self.cfg, self.geometry, self.limits
+        bus = cfg.bus_bytes
+
+        m.submodules.regs = regs = RegisterFile(n_layers=limits.max_layers,
+                                                addr_width=REGS_ADDR_WIDTH)
+        m.submodules.dma = dma = AxiDMA(cfg)
+        m.submodules.seq = seq = Sequencer(cfg, limits)
+        wiring.connect(m, wiring.flipped(self.s_axi), regs.s_axi)
+        wiring.connect(m, dma.m_axi, wiring.flipped(self.m_axi))
+        wiring.connect(m, seq.rd_cmd, dma.rd_cmd)
+        wiring.connect(m, seq.wr_cmd, dma.wr_cmd)
+        wiring.connect(m, seq.layer_cycles, regs.layer_cycles)
+        m.d.comb += [
+            self.irq.eq(regs.irq),
+            seq.start.eq(regs.start),
+            seq.prog_addr.eq(regs.prog_addr),
+            regs.busy.eq(seq.busy), regs.done.eq(seq.done), regs.error.eq(seq.error),
+            regs.error_code.eq(seq.error_code), regs.layer_count.eq(seq.layer_count),
+            seq.rd_done.eq(dma.rd_done), seq.rd_error.eq(dma.rd_error),
+            seq.wr_done.eq(dma.wr_done), seq.wr_error.eq(dma.wr_error),
+            dma.error_clear.eq(seq.dma_error_clear),
+        ]
+
+        desc = Signal(descriptor_layout())
+        records = Signal(data.ArrayLayout(RECORD_LAYOUT, g.record_slots))
+        m.d.comb += seq.desc.eq(desc)
+        op = desc.opcode
+        is_conv, is_dw = op == Opcode.CONV, op == Opcode.DWCONV
+        is_mean, is_softmax = op == Opcode.MEAN, op == Opcode.SOFTMAX
+
+        # ---- buffers ----------------------------------------------------------------------
+        m.submodules.act_in = act_in = Memory(shape=8 * g.act_word, depth=g.act_depth, init=[])
+        m.submodules.act_out = act_out = Memory(shape=8 * g.act_word, depth=g.act_depth, init=[])
+        m.submodules.weights = weights = Memory(shape=8 * g.weight_word, depth=g.weight_depth,
+                                                init=[])
+        act_in_wr = act_in.write_port(granularity=8 * bus)
+        weights_wr = weights.write_port(granularity=8 * bus)
+        act_out_wr = act_out.write_port(granularity=8)
+
+        def reader(name, mem, word, depth, walk):
+            r = BufferReader(word_bytes=word, depth=depth)
+            m.submodules[name] = r
+            port = mem.read_port()
+            m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en), r.mem_data.eq(port.data)]
+            wiring.connect(m, walk, r.cmd)
+            return r
+
+        act_rd = reader("act_reader", act_in, g.act_word, g.act_depth, seq.act_walk)
+        weight_rd = reader("weight_reader", weights, g.weight_word, g.weight_depth,
+                           seq.weight_walk)
+        store_rd = reader("store_reader", act_out, g.act_word, g.act_depth, seq.store_walk)
+        m.submodules.writer = writer = BufferWriter(word_bytes=g.act_word, depth=g.act_depth,
+                                                    lanes=g.lanes)
+        wiring.connect(m, seq.out_walk, writer.cmd)
+        m.d.comb += [act_out_wr.addr.eq(writer.mem_addr), act_out_wr.data.eq(writer.mem_data),
+                     act_out_wr.en.eq(writer.mem_en),
+                     seq.weight_idle.eq(weight_rd.idle), seq.out_idle.eq(writer.idle)]
+
+        # ---- loader: DMA read words into a buffer or a register ----------------------------
+        beat = Signal(range(max(g.act_capacity, g.weight_capacity) // bus + 1))
+        word = dma.rd_data.payload
+        arrived = dma.rd_data.valid
+        m.d.comb += dma.rd_data.ready.eq(1)
+        with m.If(seq.rd_cmd.valid & dma.rd_cmd.ready):
+            m.d.sync += beat.eq(0)
+        with m.Elif(arrived):
+            m.d.sync += beat.eq(beat + 1)
+        for port, word_bytes, dest in ((act_in_wr, g.act_word, LoadDest.ACTIVATIONS),
+                                       (weights_wr, g.weight_word, LoadDest.WEIGHTS)):
+            per_word = word_bytes // bus
+            m.d.comb += [port.addr.eq(beat >> exact_log2(per_word)),
+                         port.data.eq(Cat([word] * per_word))]
+            select = beat[:exact_log2(per_word)] if per_word > 1 else 0
+            with m.If(arrived & (seq.load_dest == dest)):
+                m.d.comb += port.en.eq(1 << select)
+        for reg, dest in ((desc, LoadDest.DESCRIPTOR), (records, LoadDest.RECORDS)):
+            with m.If(arrived & (seq.load_dest == dest)):
+                m.d.sync += reg.as_value().word_select(beat, 8 * bus).eq(word)
+
+        # ---- engines ------------------------------------------------------------------------
+        m.submodules.pointwise = pw = PointwiseEngine(cfg)
+        m.submodules.depthwise = dw = DepthwiseEngine(cfg, max_width=limits.max_width)
+        m.submodules.mean = mean = MeanUnit(lanes=g.lanes, max_channels=limits.max_channels,
+                                            max_pixels=g.mean_pixels)
+        m.submodules.softmax = softmax = SoftmaxUnit(max_length=limits.max_classes)
+
+        # Activation reader -> the unit of the current layer, each taking its chunk.
+        item = act_rd.data.payload
+        act_sinks = ((is_conv, pw.act, None), (is_dw, dw.pixels, cfg.dw_lanes),
+                     (is_mean, mean.i_stream, g.lanes), (is_softmax, softmax.i_stream, 1))
+        for active, sink, nbytes in act_sinks:
+            m.d.comb += sink.valid.eq(act_rd.data.valid & active)
+            with m.If(active):
+                m.d.comb += act_rd.data.ready.eq(sink.ready)
+            if nbytes is not None:
+                m.d.comb += sink.payload.eq(chunk_at(item.word, item.addr, nbytes))
+        m.d.comb += [pw.act.payload.data.eq(chunk_at(item.word, item.addr, cfg.pw_in)),
+                     pw.act.payload.first.eq(item.first), pw.act.payload.last.eq(item.last),
+                     pw.input_zp.eq(desc.input_zp)]
+
+        # Weight reader -> the pointwise weight stream, or the depthwise taps (9 beats,
+        # shifted in so that tap 0 ends at the bottom).
+        taps = Signal(data.ArrayLayout(data.ArrayLayout(signed(8), cfg.dw_lanes), 9))
+        w_item = weight_rd.data.payload
+        tap = chunk_at(w_item.word, w_item.addr, cfg.dw_lanes)
+        m.d.comb += [pw.weight.valid.eq(weight_rd.data.valid & is_conv),
+                     pw.weight.payload.eq(chunk_at(w_item.word, w_item.addr, g.block)),
+                     weight_rd.data.ready.eq(Mux(is_conv, pw.weight.ready, 1))]
+        with m.If(weight_rd.data.valid & ~is_conv):
+            m.d.sync += taps.eq(Cat(taps.as_value()[8 * cfg.dw_lanes:], tap))
+
+        # Per-tile / per-group parameters.
+        m.d.comb += [pw.bias.valid.eq(1)]
+        m.d.comb += [pw.bias.payload[o].eq(records[o].bias) for o in range(cfg.pw_out)]
+        tile = dw.tile.payload
+        m.d.comb += [dw.tile.valid.eq(seq.tile_valid), seq.tile_ready.eq(dw.tile.ready),
+                     tile.height.eq(desc.in_h), tile.width.eq(desc.in_w),
+                     tile.stride2.eq(desc.stride == 2), tile.input_zp.eq(desc.input_zp),
+                     tile.weights.eq(taps)]
+        m.d.comb += [tile.bias[k].eq(records[k].bias) for k in range(cfg.dw_lanes)]
+        m.d.comb += [mean.channels.eq(desc.in_c), mean.pixels.eq(seq.in_pixels),
+                     mean.input_zp.eq(desc.input_zp), mean.output_zp.eq(desc.output_zp),
+                     mean.multiplier.eq(desc.multiplier), mean.shift.eq(desc.shift),
+                     softmax.length.eq(desc.real_c), softmax.input_multiplier.eq(desc.multiplier),
+                     softmax.input_left_shift.eq(desc.shift), softmax.diff_min.eq(desc.aux)]
+
+        # ---- requantization ----------------------------------------------------------------
+        is_float = (desc.flags & Flags.FLOAT_REQUANT) != 0
+        m.submodules.serializer = ser = AccSerializer(cfg)
+        m.submodules.requant = rq = Requantizer(g.lanes)
+        m.submodules.float_requant = frq = FloatRequantizer()
+        for engine, active, n in ((pw, is_conv, cfg.pw_out), (dw, is_dw, cfg.dw_lanes)):
+            with m.If(active):
+                m.d.comb += [ser.acc.valid.eq(engine.acc.valid), ser.count.eq(n),
+                             engine.acc.ready.eq(ser.acc.ready)]
+                m.d.comb += [ser.acc.payload[k].eq(engine.acc.payload[k]) for k in range(n)]
+        m.d.comb += [ser.records.eq(records.as_value()), ser.float_mode.eq(is_float)]
+        wiring.connect(m, ser.fixed, rq.i_stream)
+        wiring.connect(m, ser.float, frq.i_stream)
+        for unit in (rq, frq):
+            m.d.comb += [unit.output_zp.eq(desc.output_zp), unit.act_min.eq(desc.act_min),
+                         unit.act_max.eq(desc.act_max)]
+
+        # ---- output writer source -------------------------------------------------------------
+        def feed(src, values):
+            m.d.comb += [writer.data.valid.eq(src.valid), src.ready.eq(writer.data.ready)]
+            m.d.comb += [writer.data.payload[k].eq(v) for k, v in enumerate(values)]
+
+        with m.If(seq.pad_phase):
+            m.d.comb += [writer.data.valid.eq(1), writer.data.payload[0].eq(-128)]
+        with m.Elif(is_softmax):
+            feed(softmax.o_stream, [softmax.o_stream.payload])
+        with m.Elif(is_mean):
+            feed(mean.o_stream, [mean.o_stream.payload[k] for k in range(g.lanes)])
+        with m.Elif(is_float):
+            feed(frq.o_stream, [frq.o_stream.payload])
+        with m.Else():
+            feed(rq.o_stream, rq.lanes_of(rq.o_stream.payload))
+
+        # ---- store: output buffer -> WriteDMA, bytes past the layer's output zeroed ----------
+        s_item = store_rd.data.payload
+        s_word = chunk_at(s_item.word, s_item.addr, bus)
+        m.d.comb += [
+            dma.wr_data.valid.eq(store_rd.data.valid),
+            store_rd.data.ready.eq(dma.wr_data.ready),
+            dma.wr_data.payload.eq(Cat(Mux(s_item.addr + k < seq.out_bytes,
+                                           s_word[8 * k:8 * k + 8], 0) for k in range(bus))),
+        ]
+        return m

@@ -1,0 +1,179 @@
+"""On-chip buffer access: address walks that read a memory into a stream or write a stream
+into a memory, plus the sub-word helpers the layer datapaths use to pick their lanes.
+
+Every buffer is an `amaranth.lib.memory.Memory` of `word_bytes`-byte words. The accelerator
+only ever moves aligned chunks whose size is a power of two no larger than a word (a pixel's
+pw_in channels, a dw_lanes group, a requantized beat, a bus word, one byte), so a chunk never
+straddles two words: a reader delivers the whole word plus the chunk's byte address, and the
+consumer selects its chunk with `chunk_at`; a writer drives the word with the chunk repeated
+and a byte-enable mask.
+
+Addresses follow a two-level walk, which covers every access pattern of the layer program:
+``addr = base + i * outer_stride + j * inner_step`` for i < outer, j < inner (j fastest).
+E.g. a 1x1 convolution reads pixel p's K channel groups as (outer=P, outer_stride=C,
+inner=K, inner_step=pw_in) and writes tile t's results as (base=t*pw_out, outer=P,
+outer_stride=C_out, inner=pw_out/lanes, inner_step=lanes).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+
+def walk_layout(max_bytes: int) -> data.StructLayout:
+    """A two-level address walk over a buffer of up to `max_bytes` bytes (counts >= 1)."""
+    n = range(max_bytes + 1)
+    return data.StructLayout({"base": n, "outer": n, "outer_stride": n,
+                              "inner": n, "inner_step": n})
+
+
+def chunk_at(word, addr, nbytes: int):
+    """The `nbytes`-byte chunk of `word` holding byte address `addr` (aligned to nbytes)."""
+    word_bytes = len(word) // 8
+    if nbytes == word_bytes:
+        return word
+    return word.word_select(addr[exact_log2(nbytes):exact_log2(word_bytes)], 8 * nbytes)
+
+
+class _Walk:
+    """The counters of one walk: `load` starts it, `step` moves to the next address;
+    `last_inner` / `last` flag the final inner step and the final address."""
+
+    def __init__(self, m: Module, layout: data.StructLayout, name: str):
+        self._m = m
+        self.cmd = Signal(layout, name=f"{name}_cmd")
+        width = Shape.cast(layout.members["base"]).width
+        self.addr = Signal(width + 1, name=f"{name}_addr")
+        self.row = Signal(width + 1, name=f"{name}_row")    # base + i * outer_stride
+        self.i = Signal(width, name=f"{name}_i")
+        self.j = Signal(width, name=f"{name}_j")
+        self.last_inner = self.j == self.cmd.inner - 1
+        self.last = self.last_inner & (self.i == self.cmd.outer - 1)
+
+    def load(self, cmd):
+        self._m.d.sync += [self.cmd.eq(cmd), self.addr.eq(cmd.base), self.row.eq(cmd.base),
+                           self.i.eq(0), self.j.eq(0)]
+
+    def step(self):
+        c = self.cmd
+        with self._m.If(self.last_inner):
+            self._m.d.sync += [self.j.eq(0), self.i.eq(self.i + 1),
+                               self.row.eq(self.row + c.outer_stride),
+                               self.addr.eq(self.row + c.outer_stride)]
+        with self._m.Else():
+            self._m.d.sync += [self.j.eq(self.j + 1), self.addr.eq(self.addr + c.inner_step)]
+
+
+def read_item_layout(word_bytes: int, max_bytes: int) -> data.StructLayout:
+    return data.StructLayout({
+        "word": 8 * word_bytes,     # the buffer word holding the item
+        "addr": range(max_bytes),   # the item's byte address (its low bits pick the chunk)
+        "first": 1,                 # first item of an inner loop
+        "last": 1,                  # last item of an inner loop
+    })
+
+
+class BufferReader(wiring.Component):
+    """Streams a walk's items out of a memory through its synchronous read port.
+
+    Ports: ``cmd`` (walk, taken only when the previous walk has been issued), ``data``
+    (stream of `read_item_layout`), ``mem_addr``/``mem_en``/``mem_data`` (to be wired to a
+    read port of the buffer), ``idle`` (no walk running and no item waiting).
+
+    The read port's enable doubles as the output register's: the port only reads when the
+    output slot is free or being taken, so a stalled item stays on ``mem_data`` and the
+    stream runs at one item per clock with no skid buffer.
+    """
+
+    def __init__(self, *, word_bytes: int, depth: int):
+        self.word_bytes, self.depth = word_bytes, depth
+        self.max_bytes = word_bytes * depth
+        super().__init__({
+            "cmd": In(stream.Signature(walk_layout(self.max_bytes))),
+            "data": Out(stream.Signature(read_item_layout(word_bytes, self.max_bytes))),
+            "mem_addr": Out(range(depth)), "mem_en": Out(1), "mem_data": In(8 * word_bytes),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        walk = _Walk(m, self.cmd.payload.shape(), "walk")
+        running = Signal()
+        out = self.data
+        take = ~out.valid | out.ready
+        issue = running & take
+
+        m.d.comb += [
+            self.cmd.ready.eq(~running),
+            self.mem_en.eq(take),
+            self.mem_addr.eq(walk.addr >> exact_log2(self.word_bytes)),
+            out.payload.word.eq(self.mem_data),
+            self.idle.eq(~running & ~out.valid),
+        ]
+        with m.If(take):
+            m.d.sync += [out.valid.eq(issue), out.payload.addr.eq(walk.addr),
+                         out.payload.first.eq(walk.j == 0), out.payload.last.eq(walk.last_inner)]
+        with m.If(issue):
+            walk.step()
+            with m.If(walk.last):
+                m.d.sync += running.eq(0)
+        with m.If(self.cmd.valid & ~running):
+            walk.load(self.cmd.payload)
+            m.d.sync += running.eq(1)
+        return m
+
+
+def write_command_layout(max_bytes: int) -> data.StructLayout:
+    return data.StructLayout({"walk": walk_layout(max_bytes), "narrow": 1})
+
+
+class BufferWriter(wiring.Component):
+    """Writes a stream of `lanes`-byte items into a memory along a walk.
+
+    Ports: ``cmd`` (walk and ``narrow``: write only byte 0 of each item, for the one-value
+    units; otherwise all `lanes` bytes), ``data`` (stream of lanes int8, always taken while a
+    walk runs), ``mem_addr``/``mem_data``/``mem_en`` (to a write port of the buffer with byte
+    granularity: ``mem_en`` has one bit per byte), ``idle``. The walk's inner_step must be the
+    item size (1 when narrow, else `lanes`) so items land side by side.
+    """
+
+    def __init__(self, *, word_bytes: int, depth: int, lanes: int):
+        if word_bytes % lanes:
+            raise ValueError(f"{lanes}-byte items do not tile {word_bytes}-byte words")
+        self.word_bytes, self.depth, self.lanes = word_bytes, depth, lanes
+        self.max_bytes = word_bytes * depth
+        super().__init__({
+            "cmd": In(stream.Signature(write_command_layout(self.max_bytes))),
+            "data": In(stream.Signature(data.ArrayLayout(8, lanes))),
+            "mem_addr": Out(range(depth)), "mem_data": Out(8 * word_bytes),
+            "mem_en": Out(word_bytes), "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        wb, lanes = self.word_bytes, self.lanes
+        walk = _Walk(m, walk_layout(self.max_bytes), "walk")
+        narrow = Signal()
+        running = Signal()
+        write = self.data.valid & running
+        offset = walk.addr[:exact_log2(wb)]
+        item = self.data.payload.as_value()
+
+        m.d.comb += [
+            self.cmd.ready.eq(~running),
+            self.data.ready.eq(running),
+            self.idle.eq(~running),
+            self.mem_addr.eq(walk.addr >> exact_log2(wb)),
+            self.mem_data.eq(Mux(narrow, Cat([item[:8]] * wb), Cat([item] * (wb // lanes)))),
+            self.mem_en.eq(Mux(write, Mux(narrow, 1, (1 << lanes) - 1) << offset, 0)),
+        ]
+        with m.If(write):
+            walk.step()
+            with m.If(walk.last):
+                m.d.sync += running.eq(0)
+        with m.If(self.cmd.valid & ~running):
+            walk.load(self.cmd.payload.walk)
+            m.d.sync += [narrow.eq(self.cmd.payload.narrow), running.eq(1)]
+        return m

@@ -1,0 +1,534 @@
+"""The layer sequencer: fetches the layer program from DDR one descriptor at a time, checks
+it, and runs each layer through the datapath of `rtl_gen.accelerator` by issuing DMA commands
+and buffer walks, in this order:
+
+    FETCH descriptor -> DECODE (check word, layer index) -> SIZE -> VALIDATE
+    -> load the input feature map into the activation buffer
+    -> CONV:    per tile of pw_out outputs: load its weights and channel records, run
+       DWCONV:  load all 9 x C weights; per group of dw_lanes: load records, taps, tile, run
+       MEAN / SOFTMAX: run (SOFTMAX then pads its output to out_c with -128)
+    -> store the output buffer to DDR -> record the layer's cycles -> next descriptor
+
+Everything is sequential (one phase at a time), which keeps every handshake trivially safe:
+a phase starts only when the units it commands are idle. Overlapping the loads with compute
+(double buffering) is the obvious next step and needs no change to the checks or formats.
+
+A run always ends, with DONE, and with ERROR plus an `ErrorCode` when something is wrong:
+the DMA answers every command even after an AXI error (see `rtl_gen.dma`), and every
+descriptor is validated before any count derived from it drives a loop. The same rules run
+on the host (`check_fits`), written once in `layer_checks` for both integers and Amaranth
+values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from types import SimpleNamespace
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from firmware.layout import PARAM_BYTES, channel_align
+from firmware.program import CHECK_MAGIC, DESCRIPTOR_BYTES, FIELDS, Descriptor, Flags, Opcode
+
+from .buffers import walk_layout, write_command_layout
+from .config import AccelConfig, ConfigError
+from .dma import dma_command_layout
+from .regs import layer_cycles_signature
+
+
+class ErrorCode(IntEnum):
+    """Value of the ERROR_CODE register after a run that ended with STATUS.ERROR."""
+    NONE = 0
+    BAD_DESCRIPTOR = 1       # check word mismatch, or the layer field is not its position
+    BAD_OPCODE = 2           # no such opcode
+    UNSUPPORTED = 3          # a valid layer this hardware does not run (PAD, 3x3 CONV
+                             # without IM2COL, depthwise kernel != 3 or stride > 2)
+    UNSUPPORTED_PADDING = 4  # depthwise pads other than the engine's TFLite SAME padding
+    BAD_SHAPE = 5            # inconsistent sizes (zero, unaligned channels, out != f(in))
+    TOO_LARGE = 6            # a feature map, weight tile or dimension beyond the buffers
+    BAD_ALIGNMENT = 7        # a DDR address not aligned to the bus width
+    AXI_READ_ERROR = 8       # SLVERR/DECERR on a read (descriptor, input, weights, records)
+    AXI_WRITE_ERROR = 9      # SLVERR/DECERR on an output write
+
+
+class LoadDest(IntEnum):
+    """Where the loader puts the words of the current DMA read."""
+    DESCRIPTOR = 0
+    ACTIVATIONS = 1
+    WEIGHTS = 2
+    RECORDS = 3
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes of the fixed-capacity units, beyond the buffers of `AccelConfig`. The defaults
+    cover MobileNet up to 224x224 inputs and ImageNet-sized channel counts."""
+    max_width: int = 224      # depthwise line buffer: feature map width and height
+    max_channels: int = 1024  # MEAN per-channel sums
+    max_classes: int = 256    # SOFTMAX logits (the SoftmaxUnit's ceiling)
+    max_layers: int = 64      # per-layer cycle registers
+
+
+class Geometry:
+    """Word sizes and capacities of the on-chip buffers, derived from the config.
+
+    Every chunk moved in or out of a buffer is a power of two no larger than its word, so
+    no access straddles two words (see `rtl_gen.buffers`).
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        ca = channel_align(cfg)
+        self.cfg = cfg
+        self.channel_align = ca
+        # Activation buffers: pixels' channel groups and bus words.
+        self.act_word = max(ca, cfg.bus_bytes)
+        self.act_depth = cfg.act_buffer_bytes // self.act_word
+        self.act_capacity = self.act_word * self.act_depth
+        # Weight buffer: one pointwise step's pw_out x pw_in block, a depthwise tap, bus words.
+        self.block = cfg.pw_out * cfg.pw_in
+        self.weight_word = max(self.block, cfg.bus_bytes, cfg.dw_lanes)
+        self.weight_depth = cfg.weight_buffer_bytes // self.weight_word
+        self.weight_capacity = self.weight_word * self.weight_depth
+        # Requantizer lanes: both engines' outputs split into whole beats.
+        self.lanes = min(cfg.pw_out, cfg.dw_lanes)
+        # Channel records held at once (a pointwise tile or a depthwise group).
+        self.records = max(cfg.pw_out, cfg.dw_lanes)
+        # Loaded as whole bus words.
+        self.record_slots = max(self.records, cfg.bus_bytes // PARAM_BYTES)
+        # The MEAN unit counts pixels up to a full activation buffer.
+        self.mean_pixels = self.act_capacity // ca
+
+
+def check_config(cfg: AccelConfig) -> None:
+    """Configurations the accelerator cannot be built for. Every DMA read must start on a
+    bus word: a pointwise tile's weights (pw_out * C bytes) and a tile's or a group's
+    channel records (16 bytes each) must be whole bus words."""
+    ca = channel_align(cfg)
+    if (cfg.pw_out * ca) % cfg.bus_bytes:
+        raise ConfigError(f"bus_bytes={cfg.bus_bytes} must divide pw_out * channel_align = "
+                          f"{cfg.pw_out * ca} (a pointwise tile's weights start on a bus word)")
+    if (PARAM_BYTES * min(cfg.pw_out, cfg.dw_lanes)) % cfg.bus_bytes:
+        raise ConfigError(f"bus_bytes={cfg.bus_bytes} must divide {PARAM_BYTES} * "
+                          "min(pw_out, dw_lanes) (channel records are loaded per tile)")
+
+
+def descriptor_layout() -> data.FlexibleLayout:
+    """The 64-byte descriptor as a bit layout, built from `firmware.program.FIELDS`."""
+    fields = {name: data.Field(signed(width) if is_signed else unsigned(width), 32 * word + lo)
+              for name, word, lo, width, is_signed in FIELDS}
+    fields["check"] = data.Field(unsigned(32), 32 * 15)
+    return data.FlexibleLayout(8 * DESCRIPTOR_BYTES, fields)
+
+
+def _mux(cond, a, b):
+    return (a if cond else b) if isinstance(cond, bool) else Mux(cond, a, b)
+
+
+def _not(x):
+    return x == 0
+
+
+def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
+    """[(ErrorCode, failed)] in priority order for a non-END descriptor `d`.
+
+    `d` has the descriptor fields plus `in_pixels`, `out_pixels`, `in_bytes`, `out_bytes`
+    and `weight_product` (out_c * in_c). The expressions use only operators that mean the
+    same on Python integers (host check) and Amaranth values (the sequencer's VALIDATE
+    state), so hardware and host cannot disagree.
+    """
+    g = Geometry(cfg)
+    ca, bus = g.channel_align, cfg.bus_bytes
+    op = d.opcode
+    conv, dw = op == Opcode.CONV, op == Opcode.DWCONV
+    mean, softmax, pad = op == Opcode.MEAN, op == Opcode.SOFTMAX, op == Opcode.PAD
+    s1, s2 = d.stride == 1, d.stride == 2
+    im2col = (d.flags & Flags.IM2COL) != 0
+
+    def misaligned(x, n):
+        return (x & (n - 1)) != 0
+
+    def dw_out(size):
+        return _mux(s1, size, (size + 1) >> 1)
+
+    zero = ((d.in_h == 0) | (d.in_w == 0) | (d.in_c == 0) |
+            (d.out_h == 0) | (d.out_w == 0) | (d.out_c == 0))
+    unit_out = (d.out_h != 1) | (d.out_w != 1)
+    return [
+        (ErrorCode.BAD_OPCODE, _not(conv | dw | mean | softmax | pad)),
+        (ErrorCode.UNSUPPORTED,
+         pad |
+         (conv & _not(((d.kernel == 1) & s1) | (im2col & (d.kernel == 3)))) |
+         (dw & ((d.kernel != 3) | _not(s1 | s2)))),
+        # The engine's SAME padding: 1 before at stride 1 or an odd size, 0 before at stride 2
+        # and an even size; always 1 after.
+        (ErrorCode.UNSUPPORTED_PADDING,
+         dw & ((d.pad_top != _mux(s1, 1, d.in_h & 1)) | (d.pad_left != _mux(s1, 1, d.in_w & 1)) |
+               (d.pad_bottom != 1) | (d.pad_right != 1))),
+        (ErrorCode.BAD_SHAPE,
+         zero | misaligned(d.in_c, ca) | misaligned(d.out_c, ca) |
+         (conv & ((d.out_h != d.in_h) | (d.out_w != d.in_w) |
+                  (d.weight_bytes != d.weight_product))) |
+         (dw & ((d.out_c != d.in_c) | (d.out_h != dw_out(d.in_h)) | (d.out_w != dw_out(d.in_w)) |
+                (d.weight_bytes != 9 * d.in_c))) |
+         (mean & ((d.out_c != d.in_c) | unit_out)) |
+         (softmax & ((d.in_h != 1) | (d.in_w != 1) | unit_out | (d.real_c == 0) |
+                     (d.real_c > d.in_c) | (d.real_c > d.out_c)))),
+        (ErrorCode.TOO_LARGE,
+         (d.in_bytes > g.act_capacity) | (d.out_bytes > g.act_capacity) |
+         (conv & (cfg.pw_out * d.in_c > g.weight_capacity)) |
+         (dw & ((9 * d.in_c > g.weight_capacity) |
+                (d.in_h > limits.max_width) | (d.in_w > limits.max_width))) |
+         (mean & ((d.in_c > limits.max_channels) | (d.in_pixels > g.mean_pixels))) |
+         (softmax & (d.real_c > limits.max_classes))),
+        (ErrorCode.BAD_ALIGNMENT,
+         misaligned(d.input_addr, bus) | misaligned(d.output_addr, bus) |
+         ((conv | dw) & (misaligned(d.weight_addr, bus) | misaligned(d.param_addr, bus)))),
+    ]
+
+
+def descriptor_error(desc: Descriptor, cfg: AccelConfig, limits: Limits = Limits()):
+    """The `ErrorCode` the sequencer stops with on this descriptor, or None if it runs."""
+    if desc.opcode == Opcode.END:
+        return None
+    d = SimpleNamespace(**vars(desc))
+    d.in_pixels, d.out_pixels = desc.in_h * desc.in_w, desc.out_h * desc.out_w
+    d.in_bytes, d.out_bytes = d.in_pixels * desc.in_c, d.out_pixels * desc.out_c
+    d.weight_product = desc.out_c * desc.in_c
+    for code, failed in layer_checks(d, cfg, limits):
+        if failed:
+            return code
+    return None
+
+
+class ProgramError(ValueError):
+    """A compiled program the accelerator would refuse; the message names the layer."""
+
+
+def check_fits(firmware, cfg: AccelConfig | None = None, limits: Limits = Limits()) -> None:
+    """Raise `ProgramError` naming the first layer the accelerator built for `cfg` (default:
+    the firmware's own) would stop on, e.g. a feature map larger than an activation buffer.
+    Tiling such layers through DDR is not implemented yet."""
+    cfg = cfg or firmware.cfg
+    check_config(cfg)
+    if len(firmware.descriptors) - 1 > limits.max_layers:
+        raise ProgramError(f"{len(firmware.descriptors) - 1} layers, more than the "
+                           f"{limits.max_layers} per-layer cycle registers")
+    g = Geometry(cfg)
+    for d in firmware.descriptors:
+        code = descriptor_error(d, cfg, limits)
+        if code is not None:
+            sizes = (f"input {d.in_h}x{d.in_w}x{d.in_c} = {d.in_h * d.in_w * d.in_c} B, output "
+                     f"{d.out_h}x{d.out_w}x{d.out_c} = {d.out_h * d.out_w * d.out_c} B, "
+                     f"activation buffers {g.act_capacity} B, weight buffer "
+                     f"{g.weight_capacity} B")
+            kind = Opcode(d.opcode).name if d.opcode in set(Opcode) else f"opcode {d.opcode}"
+            raise ProgramError(f"layer {d.layer} ({kind}): the accelerator "
+                               f"would stop with {code.name} ({sizes})")
+
+
+class _Derived:
+    """The descriptor view plus the sequencer's registered products, for `layer_checks`."""
+
+    def __init__(self, desc, **derived):
+        self._desc, self._derived = desc, derived
+
+    def __getattr__(self, name):
+        return self._derived[name] if name in self._derived else getattr(self._desc, name)
+
+
+class Sequencer(wiring.Component):
+    """Control FSM of the accelerator; the datapath it drives lives in `Accelerator`.
+
+    Ports:
+      start, prog_addr (in): from the register file; START is ignored while busy.
+      busy, done, error (out): done pulses at the end of every run, error with it on failure;
+        error_code holds the `ErrorCode` of the last run; layer_count the layers it completed.
+      layer_cycles (out): cycles of layer i, from its descriptor fetch to its output written.
+      rd_cmd/rd_done/rd_error, wr_cmd/wr_done/wr_error, dma_error_clear: the AxiDMA.
+      load_dest (out): `LoadDest` of the words of the current read.
+      desc (in): the descriptor register filled by the loader.
+      act_walk, weight_walk, out_walk, store_walk (out): buffer reader/writer commands.
+      weight_idle, out_idle (in): the weight reader and the output writer have finished.
+      tile_valid/tile_ready: hand the loaded depthwise group to the DepthwiseEngine.
+      pad_phase (out): the output writer takes SOFTMAX's -128 padding.
+      in_pixels, out_bytes (out): sizes of the current layer, for the MEAN unit and the store.
+    """
+
+    def __init__(self, cfg: AccelConfig, limits: Limits = Limits()):
+        check_config(cfg)
+        self.cfg, self.limits = cfg, limits
+        g = self.geometry = Geometry(cfg)
+        command = stream.Signature(dma_command_layout(cfg))
+        super().__init__({
+            "start": In(1), "prog_addr": In(cfg.addr_width),
+            "busy": Out(1), "done": Out(1), "error": Out(1),
+            "error_code": Out(8), "layer_count": Out(16),
+            "layer_cycles": Out(layer_cycles_signature(limits.max_layers)),
+            "rd_cmd": Out(command), "rd_done": In(1), "rd_error": In(1),
+            "wr_cmd": Out(command), "wr_done": In(1), "wr_error": In(1),
+            "dma_error_clear": Out(1),
+            "load_dest": Out(LoadDest),
+            "desc": In(descriptor_layout()),
+            "act_walk": Out(stream.Signature(walk_layout(g.act_capacity))),
+            "weight_walk": Out(stream.Signature(walk_layout(g.weight_capacity))),
+            "out_walk": Out(stream.Signature(write_command_layout(g.act_capacity))),
+            "store_walk": Out(stream.Signature(walk_layout(g.act_capacity))),
+            "weight_idle": In(1), "out_idle": In(1),
+            "tile_valid": Out(1), "tile_ready": In(1),
+            "pad_phase": Out(1),
+            "in_pixels": Out(32), "out_bytes": Out(48),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, g = self.cfg, self.geometry
+        bus = cfg.bus_bytes
+        d = self.desc
+        op = d.opcode
+        is_float = (d.flags & Flags.FLOAT_REQUANT) != 0
+
+        layer = Signal(16)
+        desc_addr = Signal(cfg.addr_width)
+        cycles = Signal(32)
+        code = Signal(8)
+        in_pixels, out_pixels = self.in_pixels, Signal(32)
+        in_bytes, out_bytes = Signal(48), self.out_bytes
+        weight_product = Signal(32)
+        # Loop state of the tiles (CONV) or channel groups (DWCONV) of a layer.
+        index = Signal(16)
+        weight_addr = Signal(cfg.addr_width)
+        param_addr = Signal(cfg.addr_width)
+        out_base = Signal(range(g.act_capacity + 1))
+        tap_base = Signal(range(g.weight_capacity + 1))
+
+        m.d.comb += [self.error_code.eq(code), self.layer_count.eq(layer)]
+        m.d.sync += cycles.eq(cycles + 1)
+
+        words = [d.as_value()[32 * i:32 * (i + 1)] for i in range(16)]
+        expected_check = CHECK_MAGIC
+        for w in words[:15]:
+            expected_check = expected_check ^ w
+        checks = layer_checks(_Derived(d, in_pixels=in_pixels, out_pixels=out_pixels,
+                                       in_bytes=in_bytes, out_bytes=out_bytes,
+                                       weight_product=weight_product), cfg, self.limits)
+        failure = ErrorCode.NONE
+        for c, failed in reversed(checks):
+            failure = Mux(failed, c, failure)
+
+        def fail(c):
+            m.d.sync += code.eq(c)
+            m.next = "ERROR"
+
+        def fetch_next():
+            m.d.sync += cycles.eq(0)
+            m.next = "FETCH"
+
+        def round_up(x, n):
+            return ((x + (n - 1)) >> exact_log2(n)) << exact_log2(n)
+
+        def load(name, addr, length, dest, then):
+            """DMA read `length` bytes at `addr` into `dest`; on completion call `then`."""
+            with m.State(name):
+                m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(addr),
+                             self.rd_cmd.payload.length.eq(length), self.load_dest.eq(dest)]
+                with m.If(self.rd_cmd.ready):
+                    m.next = f"{name}_WAIT"
+            with m.State(f"{name}_WAIT"):
+                m.d.comb += self.load_dest.eq(dest)
+                with m.If(self.rd_done):
+                    with m.If(self.rd_error):
+                        fail(ErrorCode.AXI_READ_ERROR)
+                    with m.Else():
+                        then()
+
+        def walk(port, narrow=None, base=0, outer=1, outer_stride=0, inner=1, inner_step=1):
+            """Offer a walk on `port` (with `narrow` for the output writer); returns ready."""
+            p = port.payload
+            if narrow is not None:
+                m.d.comb += p.narrow.eq(narrow)
+                p = p.walk
+            m.d.comb += [port.valid.eq(1), p.base.eq(base), p.outer.eq(outer),
+                         p.outer_stride.eq(outer_stride), p.inner.eq(inner),
+                         p.inner_step.eq(inner_step)]
+            return port.ready
+
+        def goto(state):
+            def then():
+                m.next = state
+            return then
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += self.dma_error_clear.eq(1)
+                    m.d.sync += [layer.eq(0), desc_addr.eq(self.prog_addr), code.eq(0)]
+                    with m.If(self.prog_addr[:exact_log2(bus)] != 0):
+                        fail(ErrorCode.BAD_ALIGNMENT)
+                    with m.Else():
+                        fetch_next()
+
+            load("FETCH", desc_addr, DESCRIPTOR_BYTES, LoadDest.DESCRIPTOR, goto("DECODE"))
+
+            with m.State("DECODE"):
+                with m.If((d.check != expected_check) | (d.layer != layer)):
+                    fail(ErrorCode.BAD_DESCRIPTOR)
+                with m.Elif(op == Opcode.END):
+                    m.next = "FINISH"
+                with m.Else():
+                    m.d.sync += [in_pixels.eq(d.in_h * d.in_w), out_pixels.eq(d.out_h * d.out_w),
+                                 weight_product.eq(d.out_c * d.in_c)]
+                    m.next = "SIZE"
+
+            with m.State("SIZE"):
+                m.d.sync += [in_bytes.eq(in_pixels * d.in_c), out_bytes.eq(out_pixels * d.out_c)]
+                m.next = "VALIDATE"
+
+            with m.State("VALIDATE"):
+                m.d.sync += [index.eq(0), weight_addr.eq(d.weight_addr),
+                             param_addr.eq(d.param_addr), out_base.eq(0), tap_base.eq(0)]
+                with m.If(failure != ErrorCode.NONE):
+                    fail(failure)
+                with m.Else():
+                    m.next = "LOAD_INPUT"
+
+            def dispatch():
+                with m.Switch(op):
+                    with m.Case(Opcode.CONV):
+                        m.next = "CONV_WEIGHTS"
+                    with m.Case(Opcode.DWCONV):
+                        m.next = "DW_WEIGHTS"
+                    with m.Case(Opcode.MEAN):
+                        m.next = "MEAN_RUN"
+                    with m.Default():
+                        m.next = "SOFTMAX_RUN"
+
+            load("LOAD_INPUT", d.input_addr, round_up(in_bytes, g.act_word),
+                 LoadDest.ACTIVATIONS, dispatch)
+
+            # ---- CONV: per tile of pw_out output channels -----------------------------------
+            steps = d.in_c >> exact_log2(cfg.pw_in)
+            load("CONV_WEIGHTS", weight_addr, d.in_c * cfg.pw_out, LoadDest.WEIGHTS,
+                 goto("CONV_RECORDS"))
+            load("CONV_RECORDS", param_addr, PARAM_BYTES * cfg.pw_out, LoadDest.RECORDS,
+                 goto("CONV_RUN"))
+            with m.State("CONV_RUN"):
+                ready = [
+                    walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=steps,
+                         inner_step=cfg.pw_in),
+                    walk(self.weight_walk, outer=in_pixels, inner=steps, inner_step=g.block),
+                    walk(self.out_walk, is_float, base=out_base, outer=in_pixels, outer_stride=d.out_c,
+                             inner=Mux(is_float, cfg.pw_out, cfg.pw_out // g.lanes),
+                             inner_step=Mux(is_float, 1, g.lanes)),
+                ]
+                with m.If(ready[0] & ready[1] & ready[2]):
+                    m.next = "CONV_WAIT"
+            with m.State("CONV_WAIT"):
+                with m.If(self.out_idle):
+                    m.d.sync += [index.eq(index + 1),
+                                 weight_addr.eq(weight_addr + d.in_c * cfg.pw_out),
+                                 param_addr.eq(param_addr + PARAM_BYTES * cfg.pw_out),
+                                 out_base.eq(out_base + cfg.pw_out)]
+                    with m.If(index == (d.out_c >> exact_log2(cfg.pw_out)) - 1):
+                        m.next = "STORE"
+                    with m.Else():
+                        m.next = "CONV_WEIGHTS"
+
+            # ---- DWCONV: all taps at once, then per group of dw_lanes channels --------------
+            lanes = cfg.dw_lanes
+            load("DW_WEIGHTS", d.weight_addr, round_up(d.in_c * 9, bus), LoadDest.WEIGHTS,
+                 goto("DW_RECORDS"))
+            load("DW_RECORDS", param_addr, PARAM_BYTES * lanes, LoadDest.RECORDS,
+                 goto("DW_TAPS"))
+            with m.State("DW_TAPS"):
+                with m.If(walk(self.weight_walk, base=tap_base, inner=9, inner_step=lanes)):
+                    m.next = "DW_TAPS_WAIT"
+            with m.State("DW_TAPS_WAIT"):
+                with m.If(self.weight_idle):
+                    m.next = "DW_TILE"
+            with m.State("DW_TILE"):
+                m.d.comb += self.tile_valid.eq(1)
+                with m.If(self.tile_ready):
+                    m.next = "DW_RUN"
+            with m.State("DW_RUN"):
+                ready = [
+                    walk(self.act_walk, base=out_base, outer=in_pixels, outer_stride=d.in_c,
+                         inner_step=lanes),
+                    walk(self.out_walk, 0, base=out_base, outer=out_pixels, outer_stride=d.out_c,
+                             inner=lanes // g.lanes, inner_step=g.lanes),
+                ]
+                with m.If(ready[0] & ready[1]):
+                    m.next = "DW_WAIT"
+            with m.State("DW_WAIT"):
+                with m.If(self.out_idle):
+                    m.d.sync += [index.eq(index + 1),
+                                 param_addr.eq(param_addr + PARAM_BYTES * lanes),
+                                 tap_base.eq(tap_base + 9 * lanes),
+                                 out_base.eq(out_base + lanes)]
+                    with m.If(index == (d.in_c >> exact_log2(lanes)) - 1):
+                        m.next = "STORE"
+                    with m.Else():
+                        m.next = "DW_RECORDS"
+
+            # ---- MEAN, SOFTMAX ----------------------------------------------------------------
+            beats = d.in_c >> exact_log2(g.lanes)
+            with m.State("MEAN_RUN"):
+                ready = [
+                    walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=beats,
+                         inner_step=g.lanes),
+                    walk(self.out_walk, 0, inner=beats, inner_step=g.lanes),
+                ]
+                with m.If(ready[0] & ready[1]):
+                    m.next = "OUT_WAIT"
+            with m.State("SOFTMAX_RUN"):
+                ready = [walk(self.act_walk, inner=d.real_c), walk(self.out_walk, 1, inner=d.real_c)]
+                with m.If(ready[0] & ready[1]):
+                    m.next = "SOFTMAX_WAIT"
+            with m.State("SOFTMAX_WAIT"):
+                with m.If(self.out_idle):
+                    with m.If(d.out_c == d.real_c):
+                        m.next = "STORE"
+                    with m.Else():
+                        m.next = "SOFTMAX_PAD"
+            with m.State("SOFTMAX_PAD"):
+                m.d.comb += self.pad_phase.eq(1)
+                with m.If(walk(self.out_walk, 1, base=d.real_c, inner=d.out_c - d.real_c)):
+                    m.next = "SOFTMAX_PAD_WAIT"
+            with m.State("SOFTMAX_PAD_WAIT"):
+                m.d.comb += self.pad_phase.eq(1)
+                with m.If(self.out_idle):
+                    m.next = "STORE"
+            with m.State("OUT_WAIT"):
+                with m.If(self.out_idle):
+                    m.next = "STORE"
+
+            # ---- output feature map to DDR ------------------------------------------------------
+            with m.State("STORE"):
+                store_beats = (out_bytes + (bus - 1)) >> exact_log2(bus)
+                m.d.comb += [self.wr_cmd.valid.eq(1), self.wr_cmd.payload.addr.eq(d.output_addr),
+                             self.wr_cmd.payload.length.eq(store_beats << exact_log2(bus))]
+                with m.If(self.wr_cmd.ready &
+                          walk(self.store_walk, inner=store_beats, inner_step=bus)):
+                    m.next = "STORE_WAIT"
+            with m.State("STORE_WAIT"):
+                with m.If(self.wr_done):
+                    with m.If(self.wr_error):
+                        fail(ErrorCode.AXI_WRITE_ERROR)
+                    with m.Else():
+                        m.d.comb += [self.layer_cycles.index.eq(layer),
+                                     self.layer_cycles.value.eq(cycles + 1),
+                                     self.layer_cycles.strobe.eq(layer < self.limits.max_layers)]
+                        m.d.sync += [layer.eq(layer + 1),
+                                     desc_addr.eq(desc_addr + DESCRIPTOR_BYTES)]
+                        fetch_next()
+
+            with m.State("FINISH"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+            with m.State("ERROR"):
+                m.d.comb += [self.done.eq(1), self.error.eq(1)]
+                m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m

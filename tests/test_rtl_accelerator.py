@@ -1,0 +1,241 @@
+# amaranth: UnusedElaboratable=no
+"""The whole accelerator in Amaranth's simulator: a compiled layer program runs out of the
+AXI RAM model, programmed over AXI4-Lite, and every layer's output region must equal the
+functional model's (`firmware.executor`) byte for byte, and TFLite BUILTIN_REF tensor by
+tensor. Also: AXI back-pressure, corrupt programs and bus errors end with an error code, never
+a hang; the top converts to Verilog with the AXI port names."""
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from firmware.compiler import compile_graph
+from firmware.executor import Memory, execute, host_input, read_tensor
+from firmware.program import DESCRIPTOR_BYTES, Descriptor, Opcode
+from quantize.convert import golden_interpreter, golden_run, to_int8_tflite_from_float
+from quantize.tflite_graph import load_graph
+from quantize.verify import assert_bit_exact
+from rtl_gen.accelerator import Accelerator
+from rtl_gen.axi import RESP_OKAY
+from rtl_gen.config import AccelConfig
+from rtl_gen.regs import LAYER_CYCLES_BASE, register_map
+from rtl_gen.sequencer import ErrorCode, ProgramError, check_fits, descriptor_error
+from sim.amaranth_axi_ram import AxiRam
+
+REG = {r.name: r.offset for r in register_map()}
+CFG = AccelConfig(pw_out=4, pw_in=4, dw_lanes=4, bus_bytes=8,
+                  act_buffer_bytes=1024, weight_buffer_bytes=1024)
+BASE = 0x4000_0000
+IN_SHAPE = (10, 8, 3)     # odd rows and even columns for the stride-2 depthwise padding
+STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
+MAX_CYCLES = 40_000
+
+
+@pytest.fixture(scope="module")
+def net():
+    """A seed-shaped int8 network, its parsed graph, golden interpreter and firmware."""
+    import keras
+    from keras import layers
+    keras.utils.set_random_seed(7)
+    init = "random_normal"
+    inp = keras.Input(IN_SHAPE)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu",
+                      bias_initializer=init)(inp)
+    x = layers.DepthwiseConv2D(3, strides=1, padding="same", activation="relu",
+                               bias_initializer=init)(x)
+    x = layers.Conv2D(12, 1, activation="relu", bias_initializer=init)(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu",
+                               bias_initializer=init)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(10, bias_initializer=init)(x)
+    out = layers.Softmax()(x)
+    rng = np.random.default_rng(7)
+    tflite = to_int8_tflite_from_float(keras.Model(inp, out),
+                                       rng.normal(0, 1, (16, *IN_SHAPE)).astype(np.float32))
+    graph = load_graph(tflite)
+    fw = compile_graph(graph, CFG, base=BASE)
+    assert [d.opcode for d in fw.descriptors] == [
+        Opcode.CONV, Opcode.DWCONV, Opcode.CONV, Opcode.DWCONV, Opcode.MEAN, Opcode.CONV,
+        Opcode.SOFTMAX, Opcode.END]
+    check_fits(fw)
+    x = rng.integers(-128, 128, (1, *IN_SHAPE), dtype=np.int8)
+    expected = Memory(bytearray(fw.image), fw.base)
+    expected.write(fw.regions["input"][0], host_input(fw, x))
+    assert execute(expected, fw.program_addr, CFG) == 7
+    return SimpleNamespace(graph=graph, interp=golden_interpreter(tflite), fw=fw, x=x,
+                           expected=expected)
+
+
+class LiteMaster:
+    """Minimal AXI4-Lite manager: one transfer at a time."""
+
+    def __init__(self, bus):
+        self.bus = bus
+
+    async def write(self, ctx, addr, value):
+        bus = self.bus
+        for sig, v in ((bus.awaddr, addr), (bus.wdata, value), (bus.wstrb, 0xF),
+                       (bus.awvalid, 1), (bus.wvalid, 1), (bus.bready, 1)):
+            ctx.set(sig, v)
+        await ctx.tick().until(bus.awready)
+        ctx.set(bus.awvalid, 0)
+        ctx.set(bus.wvalid, 0)
+        (resp,) = await ctx.tick().sample(bus.bresp).until(bus.bvalid)
+        ctx.set(bus.bready, 0)
+        assert resp == RESP_OKAY
+
+    async def read(self, ctx, addr):
+        bus = self.bus
+        ctx.set(bus.araddr, addr)
+        ctx.set(bus.arvalid, 1)
+        await ctx.tick().until(bus.arready)
+        ctx.set(bus.arvalid, 0)
+        ctx.set(bus.rready, 1)
+        data, resp = await ctx.tick().sample(bus.rdata, bus.rresp).until(bus.rvalid)
+        ctx.set(bus.rready, 0)
+        assert resp == RESP_OKAY
+        return data
+
+
+def run_accelerator(fw, image, *, x, stall=0.0, read_latency=4, write_latency=2, seed=0,
+                    error_ranges=()):
+    """Load `image` and the input into the RAM model, start the program over AXI4-Lite and
+    wait (bounded) for the interrupt. Returns the RAM and the registers read back."""
+    dut = Accelerator(fw.cfg)
+    ram = AxiRam(len(image) + 4096, bus_bytes=fw.cfg.bus_bytes, base=fw.base,
+                 read_latency=read_latency, write_latency=write_latency, stall=stall, seed=seed,
+                 error_ranges=error_ranges)
+    ram.load(fw.base, bytes(image))
+    ram.load(fw.regions["input"][0], host_input(fw, x))
+    regs = {}
+
+    async def host(ctx):
+        lite = LiteMaster(dut.s_axi)
+        await lite.write(ctx, REG["PROG_ADDR_LO"], fw.program_addr)
+        await lite.write(ctx, REG["CTRL"], 0b011)                 # IRQ_EN | START
+        for waited in range(0, MAX_CYCLES, 64):
+            if ctx.get(dut.irq):
+                break
+            await ctx.tick().repeat(64)
+        else:
+            raise AssertionError(f"no interrupt within {MAX_CYCLES} cycles")
+        for name in ("STATUS", "ERROR_CODE", "LAYER_COUNT", "CYCLES_LO"):
+            regs[name] = await lite.read(ctx, REG[name])
+        regs["LAYER_CYCLES"] = [await lite.read(ctx, LAYER_CYCLES_BASE + 4 * i)
+                                for i in range(regs["LAYER_COUNT"])]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(ram.testbench(dut.m_axi), background=True)
+    sim.add_testbench(host)
+    sim.run()
+    return ram, regs
+
+
+def layer_bytes(d: Descriptor) -> int:
+    return d.out_h * d.out_w * d.out_c
+
+
+def assert_matches_model(net, ram):
+    """Every layer's output region, then the whole image, equal to the functional model."""
+    fw = net.fw
+    for d in fw.descriptors[:-1]:
+        got = ram.dump(d.output_addr, layer_bytes(d))
+        want = net.expected.read(d.output_addr, layer_bytes(d))
+        assert got == want, f"layer {d.layer} ({Opcode(d.opcode).name}) differs from the model"
+    assert ram.dump(fw.base, len(fw.image)) == bytes(net.expected.data)
+
+
+def test_network_bit_exact_with_model_and_tflite(net):
+    ram, regs = run_accelerator(net.fw, net.fw.image, x=net.x)
+    assert regs["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, regs
+    assert regs["LAYER_COUNT"] == 7
+    assert_matches_model(net, ram)
+
+    mem = Memory(bytearray(ram.dump(BASE, len(net.fw.image))), BASE)
+    ours = {t: read_tensor(net.fw, mem, t) for t in net.fw.tensors if t != net.fw.input_tensor}
+    assert assert_bit_exact(net.graph, ours, golden_run(net.interp, net.x)) == 7
+
+    cycles = regs["LAYER_CYCLES"]
+    assert all(c > 0 for c in cycles) and sum(cycles) <= regs["CYCLES_LO"]
+    print(f"\nsimulated cycles: total {regs['CYCLES_LO']}, per layer "
+          + ", ".join(f"{Opcode(d.opcode).name}={c}" for d, c in zip(net.fw.descriptors, cycles)))
+
+
+def test_back_pressure_and_latency_do_not_change_results(net):
+    ram, regs = run_accelerator(net.fw, net.fw.image, x=net.x, stall=0.4, read_latency=11,
+                                write_latency=7, seed=3)
+    assert regs["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, regs
+    assert_matches_model(net, ram)
+
+
+def corrupted(fw, index, **changes):
+    """The firmware image with descriptor `index` changed; `check=False` breaks its check
+    word, otherwise the descriptor is re-packed with a valid one."""
+    image = bytearray(fw.image)
+    at = fw.program_addr - fw.base + index * DESCRIPTOR_BYTES
+    if changes.pop("check", True):
+        d = Descriptor.unpack(bytes(image[at:at + DESCRIPTOR_BYTES]))
+        for name, value in changes.items():
+            setattr(d, name, value)
+        image[at:at + DESCRIPTOR_BYTES] = d.pack()
+    else:
+        image[at + 4] ^= 0x01
+    return image
+
+
+def assert_error(regs, code, layers_done):
+    assert regs["STATUS"] & (STATUS_BUSY | STATUS_DONE | STATUS_ERROR) == \
+        STATUS_DONE | STATUS_ERROR, regs
+    assert regs["ERROR_CODE"] == code, ErrorCode(regs["ERROR_CODE"]).name
+    assert regs["LAYER_COUNT"] == layers_done
+
+
+def test_corrupt_descriptor_stops_with_bad_descriptor(net):
+    _, regs = run_accelerator(net.fw, corrupted(net.fw, 1, check=False), x=net.x)
+    assert_error(regs, ErrorCode.BAD_DESCRIPTOR, 1)
+
+
+def test_slverr_on_weights_stops_with_read_error(net):
+    d = net.fw.descriptors[0]
+    _, regs = run_accelerator(net.fw, net.fw.image, x=net.x,
+                              error_ranges=[(d.weight_addr, d.weight_addr + 8)])
+    assert_error(regs, ErrorCode.AXI_READ_ERROR, 0)
+
+
+@pytest.mark.parametrize("layer, changes, code", [
+    (0, {"in_h": 200, "out_h": 200}, ErrorCode.TOO_LARGE),   # larger than the buffers
+    (0, {"opcode": Opcode.PAD}, ErrorCode.UNSUPPORTED),
+    (0, {"opcode": 9}, ErrorCode.BAD_OPCODE),
+    (0, {"layer": 3}, ErrorCode.BAD_DESCRIPTOR),             # misplaced descriptor
+    (1, {"pad_top": 0}, ErrorCode.UNSUPPORTED_PADDING),      # not the engine's SAME padding
+])
+def test_invalid_layer_stops_with_its_code(net, layer, changes, code):
+    image = corrupted(net.fw, layer, **changes)
+    at = net.fw.program_addr - net.fw.base + layer * DESCRIPTOR_BYTES
+    if changes.get("layer") is None:
+        assert descriptor_error(Descriptor.unpack(bytes(image[at:at + 64])), CFG) == code
+    _, regs = run_accelerator(net.fw, image, x=net.x)
+    assert_error(regs, code, layer)
+
+
+def test_check_fits_names_the_layer_too_large(net):
+    wide = AccelConfig(pw_out=64, pw_in=16, dw_lanes=16, act_buffer_bytes=1024)
+    with pytest.raises(ProgramError, match=r"layer 0 \(CONV\).*TOO_LARGE"):
+        check_fits(compile_graph(net.graph, wide))      # 20 im2col pixels x 64 channels
+
+
+def test_accelerator_converts_to_verilog_with_axi_port_names():
+    text = verilog.convert(Accelerator(AccelConfig()), name="mnet_accel")
+    header = text[text.index("module mnet_accel("):]
+    header = header[:header.index(");")]
+    ports = set(re.findall(r"\\?([A-Za-z_][\w$]*)", header)) - {"module", "mnet_accel"}
+    ports -= {"clk", "rst"}
+    assert ports, header
+    assert all(p.startswith(("m_axi__", "s_axi__")) or p == "irq" for p in ports), ports
+    for name in ("m_axi__araddr", "m_axi__rdata", "m_axi__awlen", "m_axi__wlast",
+                 "s_axi__awaddr", "s_axi__rdata", "irq"):
+        assert name in ports
