@@ -36,7 +36,7 @@ from .mean_unit import MeanUnit
 from .pointwise import PointwiseEngine
 from .regs import RegisterFile
 from .requant import LANE_LAYOUT, Requantizer
-from .sequencer import Geometry, Limits, LoadDest, Sequencer, descriptor_layout
+from .sequencer import Geometry, Limits, LoadDest, Sequencer, check_config, descriptor_layout
 from .softmax_unit import SoftmaxUnit
 
 REGS_ADDR_WIDTH = 12
@@ -115,6 +115,7 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig = AccelConfig(), limits: Limits = Limits()):
+        check_config(cfg)
         self.cfg, self.limits = cfg, limits
         self.geometry = Geometry(cfg)
         super().__init__({

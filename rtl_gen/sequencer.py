@@ -6,6 +6,8 @@ and buffer walks, in this order:
     -> load the input feature map into the activation buffer
     -> CONV:    per tile of pw_out outputs: load its weights and channel records, run
        DWCONV:  load all 9 x C weights; per group of dw_lanes: load records, taps, tile, run
+                (all at once because a group's 9 x dw_lanes bytes need not start on a bus
+                word; a group's taps are then 9 aligned dw_lanes-byte reads of the buffer)
        MEAN / SOFTMAX: run (SOFTMAX then pads its output to out_c with -128)
     -> store the output buffer to DDR -> record the layer's cycles -> next descriptor
 
@@ -69,7 +71,7 @@ class Limits:
     max_width: int = 224      # depthwise line buffer: feature map width and height
     max_channels: int = 1024  # MEAN per-channel sums
     max_classes: int = 256    # SOFTMAX logits (the SoftmaxUnit's ceiling)
-    max_layers: int = 64      # per-layer cycle registers
+    max_layers: int = 64      # per-layer cycle registers (later layers run uncounted)
 
 
 class Geometry:
@@ -213,9 +215,6 @@ def check_fits(firmware, cfg: AccelConfig | None = None, limits: Limits = Limits
     Tiling such layers through DDR is not implemented yet."""
     cfg = cfg or firmware.cfg
     check_config(cfg)
-    if len(firmware.descriptors) - 1 > limits.max_layers:
-        raise ProgramError(f"{len(firmware.descriptors) - 1} layers, more than the "
-                           f"{limits.max_layers} per-layer cycle registers")
     g = Geometry(cfg)
     for d in firmware.descriptors:
         code = descriptor_error(d, cfg, limits)
@@ -419,9 +418,10 @@ class Sequencer(wiring.Component):
                     walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=steps,
                          inner_step=cfg.pw_in),
                     walk(self.weight_walk, outer=in_pixels, inner=steps, inner_step=g.block),
-                    walk(self.out_walk, is_float, base=out_base, outer=in_pixels, outer_stride=d.out_c,
-                             inner=Mux(is_float, cfg.pw_out, cfg.pw_out // g.lanes),
-                             inner_step=Mux(is_float, 1, g.lanes)),
+                    walk(self.out_walk, is_float, base=out_base, outer=in_pixels,
+                         outer_stride=d.out_c,
+                         inner=Mux(is_float, cfg.pw_out, cfg.pw_out // g.lanes),
+                         inner_step=Mux(is_float, 1, g.lanes)),
                 ]
                 with m.If(ready[0] & ready[1] & ready[2]):
                     m.next = "CONV_WAIT"
@@ -483,7 +483,8 @@ class Sequencer(wiring.Component):
                 with m.If(ready[0] & ready[1]):
                     m.next = "OUT_WAIT"
             with m.State("SOFTMAX_RUN"):
-                ready = [walk(self.act_walk, inner=d.real_c), walk(self.out_walk, 1, inner=d.real_c)]
+                ready = [walk(self.act_walk, inner=d.real_c),
+                         walk(self.out_walk, 1, inner=d.real_c)]
                 with m.If(ready[0] & ready[1]):
                     m.next = "SOFTMAX_WAIT"
             with m.State("SOFTMAX_WAIT"):

@@ -28,15 +28,20 @@ from sim.amaranth_axi_ram import AxiRam
 REG = {r.name: r.offset for r in register_map()}
 CFG = AccelConfig(pw_out=4, pw_in=4, dw_lanes=4, bus_bytes=8,
                   act_buffer_bytes=1024, weight_buffer_bytes=1024)
+# Other buffer geometries: a bus wider than a channel group (16-byte words, 2-lane
+# requantizer) and one narrower (4-byte bus, 8-channel words, 32-byte weight blocks).
+WIDE_BUS = AccelConfig(pw_out=8, pw_in=2, dw_lanes=2, bus_bytes=16, max_burst=4,
+                       act_buffer_bytes=1024, weight_buffer_bytes=1024)
+NARROW_BUS = AccelConfig(pw_out=4, pw_in=8, dw_lanes=4, bus_bytes=4, max_outstanding=2,
+                         act_buffer_bytes=2048, weight_buffer_bytes=1024)
 BASE = 0x4000_0000
 IN_SHAPE = (10, 8, 3)     # odd rows and even columns for the stride-2 depthwise padding
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
-MAX_CYCLES = 40_000
 
 
 @pytest.fixture(scope="module")
-def net():
-    """A seed-shaped int8 network, its parsed graph, golden interpreter and firmware."""
+def model():
+    """A seed-shaped int8 network: its parsed graph, golden interpreter and one input."""
     import keras
     from keras import layers
     keras.utils.set_random_seed(7)
@@ -55,18 +60,27 @@ def net():
     rng = np.random.default_rng(7)
     tflite = to_int8_tflite_from_float(keras.Model(inp, out),
                                        rng.normal(0, 1, (16, *IN_SHAPE)).astype(np.float32))
-    graph = load_graph(tflite)
-    fw = compile_graph(graph, CFG, base=BASE)
+    x = rng.integers(-128, 128, (1, *IN_SHAPE), dtype=np.int8)
+    return SimpleNamespace(graph=load_graph(tflite), interp=golden_interpreter(tflite), x=x)
+
+
+def compiled(model, cfg):
+    """The model's firmware for `cfg` and the DDR image the functional model leaves."""
+    fw = compile_graph(model.graph, cfg, base=BASE)
     assert [d.opcode for d in fw.descriptors] == [
         Opcode.CONV, Opcode.DWCONV, Opcode.CONV, Opcode.DWCONV, Opcode.MEAN, Opcode.CONV,
         Opcode.SOFTMAX, Opcode.END]
     check_fits(fw)
-    x = rng.integers(-128, 128, (1, *IN_SHAPE), dtype=np.int8)
     expected = Memory(bytearray(fw.image), fw.base)
-    expected.write(fw.regions["input"][0], host_input(fw, x))
-    assert execute(expected, fw.program_addr, CFG) == 7
-    return SimpleNamespace(graph=graph, interp=golden_interpreter(tflite), fw=fw, x=x,
+    expected.write(fw.regions["input"][0], host_input(fw, model.x))
+    assert execute(expected, fw.program_addr, cfg) == 7
+    return SimpleNamespace(graph=model.graph, interp=model.interp, x=model.x, fw=fw,
                            expected=expected)
+
+
+@pytest.fixture(scope="module")
+def net(model):
+    return compiled(model, CFG)
 
 
 class LiteMaster:
@@ -101,38 +115,48 @@ class LiteMaster:
 
 
 def run_accelerator(fw, image, *, x, stall=0.0, read_latency=4, write_latency=2, seed=0,
-                    error_ranges=()):
+                    error_ranges=(), rerun=None, max_cycles=20_000):
     """Load `image` and the input into the RAM model, start the program over AXI4-Lite and
-    wait (bounded) for the interrupt. Returns the RAM and the registers read back."""
+    wait (bounded) for the interrupt; with `rerun`, call it on the RAM model, clear STATUS and
+    run again. Returns the RAM model and the registers read back after each run."""
     dut = Accelerator(fw.cfg)
     ram = AxiRam(len(image) + 4096, bus_bytes=fw.cfg.bus_bytes, base=fw.base,
                  read_latency=read_latency, write_latency=write_latency, stall=stall, seed=seed,
                  error_ranges=error_ranges)
     ram.load(fw.base, bytes(image))
     ram.load(fw.regions["input"][0], host_input(fw, x))
-    regs = {}
+    runs = []
 
-    async def host(ctx):
-        lite = LiteMaster(dut.s_axi)
-        await lite.write(ctx, REG["PROG_ADDR_LO"], fw.program_addr)
+    async def run(ctx, lite):
         await lite.write(ctx, REG["CTRL"], 0b011)                 # IRQ_EN | START
-        for waited in range(0, MAX_CYCLES, 64):
+        for _ in range(0, max_cycles, 64):
             if ctx.get(dut.irq):
                 break
             await ctx.tick().repeat(64)
         else:
-            raise AssertionError(f"no interrupt within {MAX_CYCLES} cycles")
-        for name in ("STATUS", "ERROR_CODE", "LAYER_COUNT", "CYCLES_LO"):
-            regs[name] = await lite.read(ctx, REG[name])
+            raise AssertionError(f"no interrupt within {max_cycles} cycles")
+        regs = {name: await lite.read(ctx, REG[name])
+                for name in ("STATUS", "ERROR_CODE", "LAYER_COUNT", "CYCLES_LO")}
         regs["LAYER_CYCLES"] = [await lite.read(ctx, LAYER_CYCLES_BASE + 4 * i)
                                 for i in range(regs["LAYER_COUNT"])]
+        runs.append(regs)
+
+    async def host(ctx):
+        lite = LiteMaster(dut.s_axi)
+        await lite.write(ctx, REG["PROG_ADDR_LO"], fw.program_addr)
+        await run(ctx, lite)
+        if rerun is not None:
+            rerun(ram)
+            await lite.write(ctx, REG["STATUS"], STATUS_DONE | STATUS_ERROR)
+            assert not ctx.get(dut.irq)
+            await run(ctx, lite)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(ram.testbench(dut.m_axi), background=True)
     sim.add_testbench(host)
     sim.run()
-    return ram, regs
+    return ram, runs
 
 
 def layer_bytes(d: Descriptor) -> int:
@@ -149,8 +173,10 @@ def assert_matches_model(net, ram):
     assert ram.dump(fw.base, len(fw.image)) == bytes(net.expected.data)
 
 
-def test_network_bit_exact_with_model_and_tflite(net):
-    ram, regs = run_accelerator(net.fw, net.fw.image, x=net.x)
+@pytest.mark.parametrize("cfg", [CFG, WIDE_BUS, NARROW_BUS], ids=["base", "wide", "narrow"])
+def test_network_bit_exact_with_model_and_tflite(model, cfg):
+    net = compiled(model, cfg)
+    ram, (regs,) = run_accelerator(net.fw, net.fw.image, x=net.x)
     assert regs["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, regs
     assert regs["LAYER_COUNT"] == 7
     assert_matches_model(net, ram)
@@ -161,13 +187,38 @@ def test_network_bit_exact_with_model_and_tflite(net):
 
     cycles = regs["LAYER_CYCLES"]
     assert all(c > 0 for c in cycles) and sum(cycles) <= regs["CYCLES_LO"]
-    print(f"\nsimulated cycles: total {regs['CYCLES_LO']}, per layer "
+    print(f"\nsimulated cycles ({cfg.pw_out}x{cfg.pw_in}, dw {cfg.dw_lanes}, "
+          f"bus {cfg.bus_bytes} B): total {regs['CYCLES_LO']}; per layer "
           + ", ".join(f"{Opcode(d.opcode).name}={c}" for d, c in zip(net.fw.descriptors, cycles)))
 
 
+@pytest.mark.slow
+def test_seed_network_default_config():
+    """The seed MobileNet (alpha 0.25, all 26 layers) on an 8x8 input with the default
+    AccelConfig: every layer equal to the functional model and to TFLite."""
+    from quantize.model import ModelSpec
+    from quantize.pipeline import build_int8_model
+    int8 = build_int8_model(ModelSpec(0.25, input_size=8))
+    graph = load_graph(int8.tflite)
+    x = np.random.default_rng(1).integers(-128, 128, (1, 8, 8, 3), dtype=np.int8)
+    net = SimpleNamespace(graph=graph, interp=golden_interpreter(int8.tflite), x=x)
+    fw = compile_graph(graph, AccelConfig(), base=BASE)
+    check_fits(fw)
+    net.fw, net.expected = fw, Memory(bytearray(fw.image), fw.base)
+    net.expected.write(fw.regions["input"][0], host_input(fw, x))
+    assert execute(net.expected, fw.program_addr, fw.cfg) == 26
+    ram, (regs,) = run_accelerator(fw, fw.image, x=x, max_cycles=200_000)
+    assert regs["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, regs
+    assert_matches_model(net, ram)
+    mem = Memory(bytearray(ram.dump(BASE, len(fw.image))), BASE)
+    ours = {t: read_tensor(fw, mem, t) for t in fw.tensors if t != fw.input_tensor}
+    assert assert_bit_exact(graph, ours, golden_run(net.interp, x)) == 26
+    print(f"\nseed network a0.25 8x8, default config: {regs['CYCLES_LO']} cycles")
+
+
 def test_back_pressure_and_latency_do_not_change_results(net):
-    ram, regs = run_accelerator(net.fw, net.fw.image, x=net.x, stall=0.4, read_latency=11,
-                                write_latency=7, seed=3)
+    ram, (regs,) = run_accelerator(net.fw, net.fw.image, x=net.x, stall=0.4, read_latency=11,
+                                   write_latency=7, seed=3)
     assert regs["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, regs
     assert_matches_model(net, ram)
 
@@ -195,15 +246,28 @@ def assert_error(regs, code, layers_done):
 
 
 def test_corrupt_descriptor_stops_with_bad_descriptor(net):
-    _, regs = run_accelerator(net.fw, corrupted(net.fw, 1, check=False), x=net.x)
+    _, (regs,) = run_accelerator(net.fw, corrupted(net.fw, 1, check=False), x=net.x)
     assert_error(regs, ErrorCode.BAD_DESCRIPTOR, 1)
 
 
-def test_slverr_on_weights_stops_with_read_error(net):
+def test_bus_errors_stop_the_run_and_the_next_run_succeeds(net):
+    """SLVERR on layer 0's weights ends the first run with a read error; once the fault is
+    gone, a second START (sticky DMA errors cleared) runs the whole program."""
     d = net.fw.descriptors[0]
-    _, regs = run_accelerator(net.fw, net.fw.image, x=net.x,
-                              error_ranges=[(d.weight_addr, d.weight_addr + 8)])
-    assert_error(regs, ErrorCode.AXI_READ_ERROR, 0)
+    ram, (failed, ok) = run_accelerator(
+        net.fw, net.fw.image, x=net.x, error_ranges=[(d.weight_addr, d.weight_addr + 8)],
+        rerun=lambda ram: ram.error_ranges.clear())
+    assert_error(failed, ErrorCode.AXI_READ_ERROR, 0)
+    assert ok["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, ok
+    assert ok["LAYER_COUNT"] == 7
+    assert_matches_model(net, ram)
+
+
+def test_slverr_on_an_output_stops_with_write_error(net):
+    d = net.fw.descriptors[1]
+    _, (regs,) = run_accelerator(net.fw, net.fw.image, x=net.x,
+                                 error_ranges=[(d.output_addr, d.output_addr + 8)])
+    assert_error(regs, ErrorCode.AXI_WRITE_ERROR, 1)
 
 
 @pytest.mark.parametrize("layer, changes, code", [
@@ -218,7 +282,7 @@ def test_invalid_layer_stops_with_its_code(net, layer, changes, code):
     at = net.fw.program_addr - net.fw.base + layer * DESCRIPTOR_BYTES
     if changes.get("layer") is None:
         assert descriptor_error(Descriptor.unpack(bytes(image[at:at + 64])), CFG) == code
-    _, regs = run_accelerator(net.fw, image, x=net.x)
+    _, (regs,) = run_accelerator(net.fw, image, x=net.x)
     assert_error(regs, code, layer)
 
 
