@@ -2,7 +2,8 @@
 
     gen-accel --alpha 0.25 --out build/
 
-Writes into DIR: the int8 model, its layer table, the hardware config, the firmware (layer
+Writes into DIR: the accelerator's Verilog, the int8 model, its layer table, the hardware
+config, the firmware (layer
 program, DDR image, memory map, C header) and the bit-exactness verdict, against TFLite
 (BUILTIN_REF) on real CIFAR-10 test images, of the numpy reference and of the compiled
 program run on the functional model.
@@ -130,12 +131,21 @@ def write_firmware(out, fw, graph) -> None:
         "num_classes": int(graph.output.shape[-1])}))
 
 
+def write_rtl(out, cfg) -> None:
+    from amaranth.back import verilog
+
+    from .accelerator import Accelerator
+    log.info("generating Verilog ...")
+    out.write_text("rtl/mnet_accel.v", verilog.convert(Accelerator(cfg), name="mnet_accel"))
+
+
 def run(args) -> Path:
     from firmware.compiler import compile_graph
     from quantize.summary import layer_table, layer_table_markdown
     from quantize.tflite_graph import load_graph
 
     from .build_dir import BuildDir
+    from .sequencer import check_fits
     if args.check_images < 0:
         raise UsageError(f"--check-images must be >= 0, got {args.check_images}")
     cfg = load_config(args.config)
@@ -150,7 +160,9 @@ def run(args) -> Path:
         out.write_text("layers.md", layer_table_markdown(rows))
         out.write_text("config.json", cfg.to_json() + "\n")
         fw = compile_graph(graph, cfg)
+        check_fits(fw, cfg)
         write_firmware(out, fw, graph)
+        write_rtl(out, cfg)
         verdict = check_against_tflite(graph, tflite, fw, args.check_images)
         out.write_json("tflite_check.json", verdict)
         if verdict.get("images") and not verdict["bit_exact"]:
@@ -171,9 +183,11 @@ def main(argv=None) -> int:
     from quantize.tflite_graph import UnsupportedModelError
 
     from .build_dir import OutputError
+    from .config import ConfigError
+    from .sequencer import ProgramError
     try:
         run(args)
-    except (UsageError, UnsupportedModelError, OutputError) as e:
+    except (UsageError, UnsupportedModelError, OutputError, ConfigError, ProgramError) as e:
         print(f"gen-accel: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:

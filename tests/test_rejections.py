@@ -107,3 +107,21 @@ def test_cli_corrupt_model_file(tmp_path, capsys):
     m.write_bytes(b"\x00" * 100)
     code, err = _cli(["--model", str(m), "--out", str(tmp_path / "b")], capsys)
     assert code == 2 and "not a TFLite flatbuffer" in err
+
+
+def test_cli_program_too_large_for_buffers(tmp_path, capsys):
+    cfg = tmp_path / "hw.json"
+    cfg.write_text('{"act_buffer_bytes": 2048}')
+    code, err = _cli(["--config", str(cfg), "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and "the accelerator would stop with" in err and err.startswith("gen-accel: error: layer")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("text,msg", [("{", "not a valid config JSON"),
+                                      ('{"pw_out": 12}', "pw_out must be a power of two"),
+                                      ('{"lanes": 4}', "unknown config keys: lanes")])
+def test_cli_bad_config(tmp_path, capsys, text, msg):
+    cfg = tmp_path / "hw.json"
+    cfg.write_text(text)
+    code, err = _cli(["--config", str(cfg), "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and msg in err
