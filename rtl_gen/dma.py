@@ -89,6 +89,20 @@ class BurstSplitter(wiring.Component):
         return m
 
 
+def _side_members(cfg: AccelConfig, data_flow, **axi) -> dict:
+    """Ports of one DMA side: its data stream flows `data_flow` (`In` or `Out`) and ``m_axi``
+    is `AXI4Signature.from_config(cfg, **axi)`."""
+    return {
+        "cmd": In(stream.Signature(dma_command_layout(cfg))),
+        "data": data_flow(stream.Signature(cfg.bus_bytes * 8)),
+        "m_axi": Out(AXI4Signature.from_config(cfg, **axi)),
+        "busy": Out(1),
+        "done": Out(1),
+        "error": Out(1),
+        "error_clear": In(1),
+    }
+
+
 def _start_command(m: Module, cmd, active: Signal, splitters, shift: int) -> None:
     """Accept a command when idle and load it into the given burst splitters."""
     m.d.comb += cmd.ready.eq(~active)
@@ -126,6 +140,14 @@ def _issue_addresses(m: Module, split: BurstSplitter, valid, ready, addr, length
     return issue
 
 
+def _finish_command(m: Module, dma, active: Signal, finished) -> None:
+    """Go idle and pulse ``done`` once `finished`; ``busy`` while a command is active."""
+    with m.If(finished):
+        m.d.sync += active.eq(0)
+    m.d.sync += dma.done.eq(finished)
+    m.d.comb += dma.busy.eq(active)
+
+
 def _sticky(m: Module, flag: Signal, set_: Signal, clear: Signal) -> None:
     """A flag set by `set_` and held until `clear`; setting wins over a simultaneous clear."""
     with m.If(clear):
@@ -148,15 +170,7 @@ class ReadDMA(wiring.Component):
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
-        super().__init__({
-            "cmd": In(stream.Signature(dma_command_layout(cfg))),
-            "data": Out(stream.Signature(cfg.bus_bytes * 8)),
-            "m_axi": Out(AXI4Signature.from_config(cfg, write=False)),
-            "busy": Out(1),
-            "done": Out(1),
-            "error": Out(1),
-            "error_clear": In(1),
-        })
+        super().__init__(_side_members(cfg, Out, write=False))
 
     def elaborate(self, platform):
         m = Module()
@@ -188,10 +202,7 @@ class ReadDMA(wiring.Component):
         _sticky(m, self.error, beat & axi.rresp[1], self.error_clear)
 
         finished = active & split.empty & ~axi.arvalid & (in_flight == 0) & ~out.valid
-        with m.If(finished):
-            m.d.sync += active.eq(0)
-        m.d.sync += self.done.eq(finished)
-        m.d.comb += self.busy.eq(active)
+        _finish_command(m, self, active, finished)
         return m
 
 
@@ -210,15 +221,7 @@ class WriteDMA(wiring.Component):
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
-        super().__init__({
-            "cmd": In(stream.Signature(dma_command_layout(cfg))),
-            "data": In(stream.Signature(cfg.bus_bytes * 8)),
-            "m_axi": Out(AXI4Signature.from_config(cfg, read=False)),
-            "busy": Out(1),
-            "done": Out(1),
-            "error": Out(1),
-            "error_clear": In(1),
-        })
+        super().__init__(_side_members(cfg, In, read=False))
 
     def elaborate(self, platform):
         m = Module()
@@ -261,10 +264,7 @@ class WriteDMA(wiring.Component):
 
         finished = (active & aw_split.empty & ~axi.awvalid & w_split.empty & (w_left == 0) &
                     ~axi.wvalid & (awaiting_b == 0))
-        with m.If(finished):
-            m.d.sync += active.eq(0)
-        m.d.sync += self.done.eq(finished)
-        m.d.comb += self.busy.eq(active)
+        _finish_command(m, self, active, finished)
         return m
 
 

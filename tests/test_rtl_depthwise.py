@@ -2,37 +2,14 @@
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from quantize.reference import depthwise_acc, same_padding
 from rtl_gen.config import AccelConfig
 from rtl_gen.depthwise import DepthwiseEngine
+from stream_sim import check_beats, collect, int8, pack, producer, run_sim, unpack
 
 CFG = AccelConfig(pw_out=4, pw_in=4, dw_lanes=2)
 MAX_WIDTH = 8
-
-IDLE_LIMIT = 1000    # cycles without an output before a test gives up on a hung engine
-
-
-def pack(values, width):
-    word = 0
-    for i, v in enumerate(np.ravel(values)):
-        word |= (int(v) & ((1 << width) - 1)) << (i * width)
-    return word
-
-
-def unpack(word, width, n):
-    vals = [(word >> (i * width)) & ((1 << width) - 1) for i in range(n)]
-    return [v - (1 << width) if v >> (width - 1) else v for v in vals]
-
-
-def int8(rng, shape, kind):
-    """Random int8 values, or the extremes that stress the 9-bit difference and the sums."""
-    if kind == "min":
-        return np.full(shape, -128, np.int8)
-    if kind == "max":
-        return np.full(shape, 127, np.int8)
-    return rng.integers(-128, 128, shape).astype(np.int8)
 
 
 class Layer:
@@ -80,47 +57,14 @@ def simulate(cfg, layers, seed, p_valid=1.0, p_ready=1.0):
             expected.extend(exp)
     outputs, cycles = [], [0]
 
-    def driver(stream, beats, which):
-        sub_rng = np.random.default_rng([seed, which])
+    async def take_all(ctx):
+        words, _, cycles[0] = await collect(ctx, dut.acc, len(expected),
+                                            np.random.default_rng([seed, 2]), p_ready, raw=True)
+        outputs.extend(unpack(word, 32, cfg.dw_lanes) for word in words)
 
-        async def drive(ctx):
-            for beat in beats:
-                while sub_rng.random() >= p_valid:
-                    await ctx.tick()
-                ctx.set(stream.payload if isinstance(beat, dict) else stream.payload.as_value(),
-                        beat)
-                ctx.set(stream.valid, 1)
-                await ctx.tick().until(stream.ready)
-                ctx.set(stream.valid, 0)
-        return drive
-
-    async def collect(ctx):
-        sub_rng = np.random.default_rng([seed, 2])
-        idle = 0
-        while len(outputs) < len(expected):
-            ready = bool(sub_rng.random() < p_ready)
-            ctx.set(dut.acc.ready, ready)
-            _, _, valid, word = await ctx.tick().sample(dut.acc.valid, dut.acc.payload.as_value())
-            cycles[0] += 1
-            if valid and ready:
-                outputs.append(unpack(word, 32, cfg.dw_lanes))
-                idle = 0
-            idle += 1
-            assert idle < IDLE_LIMIT, f"no output for {IDLE_LIMIT} cycles after {len(outputs)}"
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(driver(dut.tile, tiles, 0))
-    sim.add_testbench(driver(dut.pixels, pixels, 1))
-    sim.add_testbench(collect)
-    sim.run()
+    run_sim(dut, producer(dut.tile, tiles, np.random.default_rng([seed, 0]), p_valid),
+            producer(dut.pixels, pixels, np.random.default_rng([seed, 1]), p_valid), take_all)
     return outputs, expected, cycles[0]
-
-
-def check(outputs, expected):
-    assert len(outputs) == len(expected)
-    for i, (got, want) in enumerate(zip(outputs, expected)):
-        assert got[:len(want)] == list(want), f"output beat {i}"
 
 
 def random_layer(lanes, rng, kind):
@@ -138,7 +82,7 @@ def test_random_layers_with_backpressure(lanes, seed):
     kinds = ["rand", "rand", "min", "rand", "max"]
     layers = [random_layer(lanes, rng, kinds[(i + seed) % len(kinds)]) for i in range(6)]
     outputs, expected, _ = simulate(cfg, layers, seed, p_valid=0.7, p_ready=0.6)
-    check(outputs, expected)
+    check_beats(outputs, expected)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -149,7 +93,7 @@ def test_all_small_shapes(stride):
     layers = [Layer(rng, h, w, CFG.dw_lanes, stride) for h in range(1, 8) for w in range(1, 8)]
     layers.append(Layer(rng, 2, MAX_WIDTH, CFG.dw_lanes, stride))
     outputs, expected, cycles = simulate(CFG, layers, stride)
-    check(outputs, expected)
+    check_beats(outputs, expected)
     # Sustained throughput: one grid position per cycle, groups separated by the drain only.
     assert cycles == sum(DepthwiseEngine.tile_cycles(layer.h, layer.w) for layer in layers) + 1
     assert len(expected) == sum(same_padding(layer.h, 3, stride)[0] *

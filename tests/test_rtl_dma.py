@@ -16,6 +16,7 @@ from rtl_gen.config import AccelConfig
 from rtl_gen.dma import AxiDMA, BurstSplitter, ReadDMA, WriteDMA
 from rtl_gen.axi import AXI4Signature
 from sim.amaranth_axi_ram import AxiProtocolError, AxiRam
+from stream_sim import run_sim
 
 DEFAULT = AccelConfig()                                              # 64-bit, 16 beats, 4 out
 SMALL = AccelConfig(bus_bytes=4, max_burst=4, max_outstanding=2)     # many small bursts
@@ -49,6 +50,20 @@ def random_commands(rng, cfg, count):
     return commands
 
 
+def stream_commands(rng, cfg):
+    """The commands of a streaming test: 20 random ones, or for WIDE 3 and a full-page burst
+    followed by a short one."""
+    commands = random_commands(rng, cfg, 20 if cfg is not WIDE else 3)
+    if cfg is WIDE:
+        commands.append((4096, 4096 + 64))
+    return commands
+
+
+STREAM_CASES = pytest.mark.parametrize(
+    "cfg,stall", [(DEFAULT, 0.0), (DEFAULT, 0.5), (SMALL, 0.3), (WIDE, 0.2)],
+    ids=["default-nostall", "default-stall", "small-stall", "wide-stall"])
+
+
 def filled_ram(cfg, seed, **kwargs):
     ram = AxiRam(RAM_BYTES, bus_bytes=cfg.bus_bytes, seed=seed, **kwargs)
     ram.load(0, random.Random(seed).randbytes(RAM_BYTES))
@@ -71,6 +86,14 @@ async def wait_done(ctx, done, limit):
         if pulse:
             return cycle
     raise AssertionError(f"command did not complete within {limit} cycles")
+
+
+async def clear_error(ctx, dut):
+    """Pulse error_clear and check that the sticky error flag drops."""
+    ctx.set(dut.error_clear, 1)
+    await ctx.tick()
+    ctx.set(dut.error_clear, 0)
+    assert not ctx.get(dut.error)
 
 
 def stream_sink(out, beats, rng, stall):
@@ -102,15 +125,6 @@ def stream_source(src, words, rng, stall):
             if offered and ready:
                 offered = False
     return run
-
-
-def run_sim(dut, testbench, background=()):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    for bg in background:
-        sim.add_testbench(bg, background=True)
-    sim.add_testbench(testbench)
-    sim.run()
 
 
 def to_bytes(words, cfg):
@@ -152,15 +166,12 @@ def test_burst_splitter_matches_axi_rules(cfg):
 
 # ---- read side ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cfg,stall", [(DEFAULT, 0.0), (DEFAULT, 0.5), (SMALL, 0.3), (WIDE, 0.2)],
-                         ids=["default-nostall", "default-stall", "small-stall", "wide-stall"])
+@STREAM_CASES
 def test_read_dma_streams_memory_in_order(cfg, stall):
     dut = ReadDMA(cfg)
     rng = random.Random(11)
     ram = filled_ram(cfg, 1, read_latency=5, stall=stall)
-    commands = random_commands(rng, cfg, 20 if cfg is not WIDE else 3)
-    if cfg is WIDE:
-        commands.append((4096, 4096 + 64))          # full-page burst, then a short one
+    commands = stream_commands(rng, cfg)
     beats = []
 
     async def bench(ctx):
@@ -172,7 +183,8 @@ def test_read_dma_streams_memory_in_order(cfg, stall):
             assert to_bytes(beats, cfg) == ram.dump(addr, length), (addr, length)
             assert not ctx.get(dut.busy) and not ctx.get(dut.error)
 
-    run_sim(dut, bench, [ram.testbench(dut.m_axi), stream_sink(dut.data, beats, rng, stall)])
+    run_sim(dut, bench,
+            background=[ram.testbench(dut.m_axi), stream_sink(dut.data, beats, rng, stall)])
     assert ram.read_bursts == sum(len(split_reference(a, n, cfg)) for a, n in commands)
     assert 1 <= ram.max_reads_in_flight <= cfg.max_outstanding
 
@@ -192,8 +204,8 @@ def test_read_dma_keeps_max_outstanding_bursts_in_flight(cfg):
         await send_command(ctx, dut.cmd, addr, length)
         cycles.append(await wait_done(ctx, dut.done, 10 * length))
 
-    run_sim(dut, bench, [ram.testbench(dut.m_axi),
-                         stream_sink(dut.data, beats, random.Random(0), 0)])
+    run_sim(dut, bench, background=[ram.testbench(dut.m_axi),
+                                    stream_sink(dut.data, beats, random.Random(0), 0)])
     assert to_bytes(beats, cfg) == ram.dump(addr, length)
     assert ram.max_reads_in_flight == cfg.max_outstanding
     n_beats, n_bursts = length // cfg.bus_bytes, length // cfg.bus_bytes // cfg.max_burst
@@ -213,8 +225,8 @@ def test_read_dma_zero_length_completes():
         await send_command(ctx, dut.cmd, 0x100, 0)
         await wait_done(ctx, dut.done, 10)
 
-    run_sim(dut, bench, [ram.testbench(dut.m_axi),
-                         stream_sink(dut.data, beats, random.Random(0), 0)])
+    run_sim(dut, bench, background=[ram.testbench(dut.m_axi),
+                                    stream_sink(dut.data, beats, random.Random(0), 0)])
     assert beats == [] and ram.read_bursts == 0
 
 
@@ -245,25 +257,20 @@ def test_read_error_finishes_command_and_is_sticky(where):
         await wait_done(ctx, dut.done, 2000)
         assert ctx.get(dut.error)
         assert to_bytes(beats, cfg) == ram.dump(good_addr, good_len)
-        ctx.set(dut.error_clear, 1)
-        await ctx.tick()
-        ctx.set(dut.error_clear, 0)
-        assert not ctx.get(dut.error)
+        await clear_error(ctx, dut)
 
-    run_sim(dut, bench, [ram.testbench(dut.m_axi), stream_sink(dut.data, beats, rng, 0.3)])
+    run_sim(dut, bench,
+            background=[ram.testbench(dut.m_axi), stream_sink(dut.data, beats, rng, 0.3)])
 
 
 # ---- write side -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cfg,stall", [(DEFAULT, 0.0), (DEFAULT, 0.5), (SMALL, 0.3), (WIDE, 0.2)],
-                         ids=["default-nostall", "default-stall", "small-stall", "wide-stall"])
+@STREAM_CASES
 def test_write_dma_stores_stream(cfg, stall):
     dut = WriteDMA(cfg)
     rng = random.Random(21)
     ram = filled_ram(cfg, 5, write_latency=4, stall=stall)
-    commands = random_commands(rng, cfg, 20 if cfg is not WIDE else 3)
-    if cfg is WIDE:
-        commands.append((4096, 4096 + 64))
+    commands = stream_commands(rng, cfg)
     expected = bytearray(ram.dump(0, RAM_BYTES))
     words = deque()
 
@@ -278,7 +285,8 @@ def test_write_dma_stores_stream(cfg, stall):
             assert ram.dump(0, RAM_BYTES) == expected, (addr, length)
             assert not ctx.get(dut.busy) and not ctx.get(dut.error)
 
-    run_sim(dut, bench, [ram.testbench(dut.m_axi), stream_source(dut.data, words, rng, stall)])
+    run_sim(dut, bench,
+            background=[ram.testbench(dut.m_axi), stream_source(dut.data, words, rng, stall)])
     assert ram.write_bursts == sum(len(split_reference(a, n, cfg)) for a, n in commands)
     assert 1 <= ram.max_writes_in_flight <= cfg.max_outstanding
 
@@ -303,7 +311,8 @@ def test_write_dma_takes_only_its_commands_beats():
         assert ram.dump(0x800, len(first)) == first
         assert ram.dump(0xFF0, len(second)) == second
 
-    run_sim(dut, bench, [ram.testbench(dut.m_axi), stream_source(dut.data, words, rng, 0)])
+    run_sim(dut, bench,
+            background=[ram.testbench(dut.m_axi), stream_source(dut.data, words, rng, 0)])
 
 
 def test_write_error_finishes_command_and_is_sticky():
@@ -321,12 +330,10 @@ def test_write_error_finishes_command_and_is_sticky():
         await wait_done(ctx, dut.done, 3000)
         assert ctx.get(dut.error) and not ctx.get(dut.busy)
         assert not words, "the faulting command must still drain its data stream"
-        ctx.set(dut.error_clear, 1)
-        await ctx.tick()
-        ctx.set(dut.error_clear, 0)
-        assert not ctx.get(dut.error)
+        await clear_error(ctx, dut)
 
-    run_sim(dut, bench, [ram.testbench(dut.m_axi), stream_source(dut.data, words, rng, 0.3)])
+    run_sim(dut, bench,
+            background=[ram.testbench(dut.m_axi), stream_source(dut.data, words, rng, 0.3)])
     faulting = slice(0x1100, 0x1180)                    # the 16-beat burst holding the error
     mem = ram.dump(0, RAM_BYTES)
     assert mem[faulting] == before[faulting]
@@ -361,9 +368,9 @@ def test_axi_dma_reads_and_writes_concurrently():
         assert not any(pending.values()), pending
         assert not ctx.get(dut.rd_error) and not ctx.get(dut.wr_error)
 
-    run_sim(dut, bench, [ram.testbench(dut.m_axi),
-                         stream_sink(dut.rd_data, beats, rng, 0.25),
-                         stream_source(dut.wr_data, words, rng, 0.25)])
+    run_sim(dut, bench, background=[ram.testbench(dut.m_axi),
+                                    stream_sink(dut.rd_data, beats, rng, 0.25),
+                                    stream_source(dut.wr_data, words, rng, 0.25)])
     assert to_bytes(beats, cfg) == original
     assert ram.dump(dst_addr, length) == payload
 

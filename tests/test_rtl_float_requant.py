@@ -5,10 +5,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from quantize.fixedpoint import INT32_MAX, INT32_MIN, double_parts, round_scaled_double
 from rtl_gen.float_requant import FloatRequantizer
+from stream_sim import run_stream
 
 EDGE_ACC = [0, 1, -1, 2, -2, 3, -3, 127, -128, (1 << 30), -(1 << 30), INT32_MAX, INT32_MIN,
             INT32_MIN + 1]
@@ -23,42 +23,11 @@ def run(cases, zp=0, lo=-128, hi=127, digit_width=16, seed=0, valid_prob=1.0, re
     """Stream `cases` (acc, mantissa, exponent) through a FloatRequantizer with random input
     gaps and output back-pressure; checks every output against the reference and the stream
     rules (a valid output stays put until taken). Returns the cycle of each output transfer."""
-    dut = FloatRequantizer(digit_width)
-    rng = np.random.default_rng(seed)
-    outputs, cycles = [], []
-
-    async def producer(ctx):
-        ctx.set(dut.output_zp, zp)
-        ctx.set(dut.act_min, lo)
-        ctx.set(dut.act_max, hi)
-        for acc, mantissa, exponent in cases:
-            while rng.random() >= valid_prob:
-                await ctx.tick()
-            ctx.set(dut.i_stream.payload,
-                    {"acc": int(acc), "mantissa": int(mantissa), "exponent": int(exponent)})
-            ctx.set(dut.i_stream.valid, 1)
-            await ctx.tick().until(dut.i_stream.ready)
-            ctx.set(dut.i_stream.valid, 0)
-
-    async def consumer(ctx):
-        cycle, held = 0, None
-        while len(outputs) < len(cases):
-            ctx.set(dut.o_stream.ready, int(rng.random() < ready_prob))
-            _, _, valid, ready, payload = await ctx.tick().sample(
-                dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload)
-            if held is not None:
-                assert valid and payload == held, "output changed before it was taken"
-            held = payload if valid and not ready else None
-            if valid and ready:
-                outputs.append(payload)
-                cycles.append(cycle)
-            cycle += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer, background=True)
-    sim.add_testbench(consumer)
-    sim.run()
+    beats = [{"acc": int(acc), "mantissa": int(mantissa), "exponent": int(exponent)}
+             for acc, mantissa, exponent in cases]
+    outputs, cycles = run_stream(FloatRequantizer(digit_width), beats, len(cases),
+                                 {"output_zp": zp, "act_min": lo, "act_max": hi}, seed=seed,
+                                 valid_prob=valid_prob, ready_prob=ready_prob)
     want = [expected(c, zp, lo, hi) for c in cases]
     bad = [(c, g, x) for c, g, x in zip(cases, outputs, want) if g != x]
     assert not bad, f"{len(bad)} mismatches, first (acc, mantissa, exponent), got, want: {bad[:5]}"

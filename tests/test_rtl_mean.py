@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from quantize import fixedpoint as fx
 from quantize.reference import mean_hw, mean_multiplier
 from rtl_gen.mean_unit import MeanUnit
 from rtl_gen.requant import Requantizer
+from stream_sim import collect, run_sim, send, set_ports
 
 
 class MeanCase:
@@ -61,32 +61,17 @@ def run_means(dut, cases, seed, valid_prob=1.0, ready_prob=1.0):
 
     async def bench(ctx):
         for case in cases:
-            for port, value in case.ports.items():
-                ctx.set(getattr(dut, port), value)
-            beats = case.beats(dut.lanes, rng)
-            for beat in beats:
-                while rng.random() >= valid_prob:
-                    await ctx.tick()
-                ctx.set(dut.i_stream.payload, beat)
-                ctx.set(dut.i_stream.valid, 1)
-                await ctx.tick().until(dut.i_stream.ready)
-                ctx.set(dut.i_stream.valid, 0)
-            outs, ticks = [], 0
-            while len(outs) < case.x.shape[2]:
-                ctx.set(dut.o_stream.ready, int(rng.random() < ready_prob))
-                _, _, valid, ready, payload = await ctx.tick().sample(
-                    dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload)
-                ticks += 1
-                if valid and ready:
-                    if not outs:
-                        first_output_delay.append(ticks)
-                    outs.extend(payload[k] for k in range(dut.lanes))
-            results.append(np.array(outs[:case.x.shape[2]], np.int64))
+            set_ports(ctx, dut, case.ports)
+            for beat in case.beats(dut.lanes, rng):
+                await send(ctx, dut.i_stream, beat, rng, valid_prob)
+            channels = case.x.shape[2]
+            payloads, at, _ = await collect(ctx, dut.o_stream, -(-channels // dut.lanes), rng,
+                                            ready_prob)
+            first_output_delay.append(at[0] + 1)
+            outs = [payload[k] for payload in payloads for k in range(dut.lanes)]
+            results.append(np.array(outs[:channels], np.int64))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     return results, first_output_delay
 
 

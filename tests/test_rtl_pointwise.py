@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from firmware.layout import im2col_3x3
 from quantize.reference import conv2d_acc, fully_connected_acc, same_padding
 from rtl_gen.config import AccelConfig
 from rtl_gen.pointwise import PointwiseEngine
+from stream_sim import check_beats, collect, int8, pack, run_sim, send, unpack
 
 CFG = AccelConfig(pw_out=4, pw_in=4, dw_lanes=2)
 # Other array shapes: a deeper adder tree, and none at all.
@@ -16,29 +16,6 @@ OTHER_CFGS = [AccelConfig(pw_out=2, pw_in=8), AccelConfig(pw_out=8, pw_in=1)]
 
 def cfg_id(value):
     return f"{value.pw_out}x{value.pw_in}" if isinstance(value, AccelConfig) else None
-
-IDLE_LIMIT = 1000    # cycles without an output before a test gives up on a hung engine
-
-
-def pack(values, width):
-    word = 0
-    for i, v in enumerate(np.ravel(values)):
-        word |= (int(v) & ((1 << width) - 1)) << (i * width)
-    return word
-
-
-def unpack(word, width, n):
-    vals = [(word >> (i * width)) & ((1 << width) - 1) for i in range(n)]
-    return [v - (1 << width) if v >> (width - 1) else v for v in vals]
-
-
-def int8(rng, shape, kind):
-    """Random int8 values, or the extremes that stress the 9-bit difference and the sums."""
-    if kind == "min":
-        return np.full(shape, -128, np.int8)
-    if kind == "max":
-        return np.full(shape, 127, np.int8)
-    return rng.integers(-128, 128, shape).astype(np.int8)
 
 
 class Layer:
@@ -138,43 +115,18 @@ def simulate(cfg, layers, seed, p_valid=1.0, p_ready=1.0):
 
         async def drive(ctx):
             for i, beat in enumerate(beats):
-                while sub_rng.random() >= p_valid:
-                    await ctx.tick()
-                if stream is dut.act and i in zps:
-                    ctx.set(dut.input_zp, zps[i])
-                ctx.set(stream.payload.as_value(), beat)
-                ctx.set(stream.valid, 1)
-                await ctx.tick().until(stream.ready)
-                ctx.set(stream.valid, 0)
+                also = [(dut.input_zp, zps[i])] if stream is dut.act and i in zps else []
+                await send(ctx, stream, beat, sub_rng, p_valid, also)
         return drive
 
-    async def collect(ctx):
-        sub_rng = np.random.default_rng([seed, 3])
-        idle = 0
-        while len(outputs) < len(expected):
-            ready = bool(sub_rng.random() < p_ready)
-            ctx.set(dut.acc.ready, ready)
-            _, _, valid, word = await ctx.tick().sample(dut.acc.valid, dut.acc.payload.as_value())
-            cycles[0] += 1
-            if valid and ready:
-                outputs.append(unpack(word, 32, cfg.pw_out))
-                idle = 0
-            idle += 1
-            assert idle < IDLE_LIMIT, f"no output for {IDLE_LIMIT} cycles after {len(outputs)}"
+    async def take_all(ctx):
+        words, _, cycles[0] = await collect(ctx, dut.acc, len(expected),
+                                            np.random.default_rng([seed, 3]), p_ready, raw=True)
+        outputs.extend(unpack(word, 32, cfg.pw_out) for word in words)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    for which, stream in enumerate((dut.act, dut.weight, dut.bias)):
-        sim.add_testbench(driver(stream, which))
-    sim.add_testbench(collect)
-    sim.run()
+    run_sim(dut, *(driver(stream, which) for which, stream in
+                   enumerate((dut.act, dut.weight, dut.bias))), take_all)
     return outputs, expected, cycles[0], dut.latency
-
-
-def check(outputs, expected):
-    assert len(outputs) == len(expected)
-    for i, (got, want) in enumerate(zip(outputs, expected)):
-        assert got[:len(want)] == list(want), f"output beat {i}"
 
 
 KINDS = ["rand", "rand", "rand", "min", "max"]
@@ -193,7 +145,7 @@ def test_random_layers_with_backpressure(cfg, seed):
     """Stalls on every stream; the bias stream is starved and the output blocked at random."""
     outputs, expected, _, _ = simulate(cfg, random_layers(cfg, seed, 18), seed,
                                        p_valid=0.7, p_ready=0.6)
-    check(outputs, expected)
+    check_beats(outputs, expected)
 
 
 @pytest.mark.parametrize("cfg", [CFG, *OTHER_CFGS], ids=cfg_id)
@@ -202,7 +154,7 @@ def test_sustained_throughput(cfg):
     once for back-to-back layers."""
     layers = random_layers(cfg, 100, 9)
     outputs, expected, cycles, latency = simulate(cfg, layers, 100)
-    check(outputs, expected)
+    check_beats(outputs, expected)
     assert latency == {1: 3, 4: 5, 8: 6}[cfg.pw_in]    # log2(pw_in) + 3
     assert cycles == sum(layer.steps(cfg) for layer in layers) + latency
 

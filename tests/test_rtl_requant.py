@@ -9,44 +9,9 @@ from quantize import fixedpoint as fx
 from quantize.reference import Requant
 from rtl_gen.requant import (INT32_MAX, INT32_MIN, Requantizer, rounding_divide_by_pot,
                              srdhm_of_product)
+from stream_sim import run_stream
 
 EDGE_INT32 = [INT32_MIN, INT32_MIN + 1, -(1 << 30), -5, -3, -1, 0, 1, 3, 5, 1 << 30, INT32_MAX]
-
-
-def run_stream(dut, beats, n_out, ports, seed=0, valid_prob=1.0, ready_prob=1.0):
-    """Drive `beats` into dut.i_stream and collect `n_out` payloads from dut.o_stream with
-    random gaps and back-pressure; returns (outputs, cycle of each output transfer)."""
-    rng = np.random.default_rng(seed)
-    outputs, cycles = [], []
-
-    async def producer(ctx):
-        for port, value in ports.items():
-            ctx.set(getattr(dut, port), value)
-        for beat in beats:
-            while rng.random() >= valid_prob:
-                await ctx.tick()
-            ctx.set(dut.i_stream.payload, beat)
-            ctx.set(dut.i_stream.valid, 1)
-            await ctx.tick().until(dut.i_stream.ready)
-            ctx.set(dut.i_stream.valid, 0)
-
-    async def consumer(ctx):
-        cycle = 0
-        while len(outputs) < n_out:
-            ctx.set(dut.o_stream.ready, int(rng.random() < ready_prob))
-            _, _, valid, ready, payload = await ctx.tick().sample(
-                dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload)
-            if valid and ready:
-                outputs.append(payload)
-                cycles.append(cycle)
-            cycle += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer, background=True)
-    sim.add_testbench(consumer)
-    sim.run()
-    return outputs, cycles
 
 
 # ------------------------------------------------------------------ expression builders

@@ -3,12 +3,12 @@ import math
 
 import numpy as np
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from quantize import fixedpoint as fx
 from quantize.reference import SCALED_DIFF_INTEGER_BITS, softmax, softmax_params
 from rtl_gen.softmax_unit import (EXP_BARREL, EXP_CONSTANT_TERM, EXP_ONE_THIRD,
                                   RECIP_48_OVER_17, RECIP_NEG_32_OVER_17, SoftmaxUnit)
+from stream_sim import collect, run_sim
 
 
 def run_softmax(dut, vectors, seed=0, valid_prob=1.0, ready_prob=1.0):
@@ -37,23 +37,14 @@ def run_softmax(dut, vectors, seed=0, valid_prob=1.0, ready_prob=1.0):
                     *_, ready = await ctx.tick().sample(dut.i_stream.ready)
                     ticks += 1
                 ctx.set(dut.i_stream.valid, 0)
-            outs = []
-            while len(outs) < len(logits):
-                ctx.set(dut.o_stream.ready, int(rng.random() < ready_prob))
-                _, _, valid, ready, payload = await ctx.tick().sample(
-                    dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload)
-                ticks += 1
-                if valid and ready:
-                    outs.append(payload)
+            outs, _, out_ticks = await collect(ctx, dut.o_stream, len(logits), rng, ready_prob)
+            ticks += out_ticks
             ctx.set(dut.o_stream.ready, 0)
             results.append(np.array(outs, np.int64))
             exps.append(np.array([ctx.get(dut.exps.data[i]) for i in range(len(logits))]))
             cycles.append(ticks)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    run_sim(dut, bench)
     return results, exps, cycles
 
 
