@@ -2,16 +2,20 @@
 an interrupt, and the engines of `rtl_gen` around three on-chip buffers, driven by the
 `Sequencer` through a layer program in DDR (`firmware.program`).
 
-Datapath (one layer at a time; the sequencer runs the phases one after another):
+Datapath (one layer at a time; the `Sequencer` overlaps parameter loads with compute and
+each layer's store with the next layer):
 
-    DDR --ReadDMA--> loader --> activation buffer --act reader--> PointwiseEngine (+ weights)
-                            \\-> weight buffer --weight reader--/  DepthwiseEngine (taps, pixels)
-                             \\-> descriptor and channel-record registers   MeanUnit, SoftmaxUnit
+    DDR --ReadDMA--> loader --> input activation buffer --act reader--> PointwiseEngine
+                            \\-> weight buffer (2 tile slots) --weight reader--/ DepthwiseEngine
+                             \\-> descriptor, channel-record slots 0/1        MeanUnit, SoftmaxUnit
     engines' int32 results --AccSerializer--> Requantizer (lanes) | FloatRequantizer (dense)
-    requantized bytes, MEAN, SOFTMAX, -128 padding --writer--> output buffer
-    output buffer --store reader--> WriteDMA --> DDR
+    requantized bytes, MEAN, SOFTMAX, -128 padding --writer--> output activation buffer
+    previous layer's output buffer --store reader--> WriteDMA --> DDR
 
-The activation input and output buffers hold `cfg.act_buffer_bytes` each, the weight buffer
+The two activation buffers (`cfg.act_buffer_bytes` each) swap roles every layer
+(`Sequencer.src`): a layer's output buffer is the next layer's input buffer, so chained layers
+never reload their input from DDR, and the store of that output reads it through a second
+read port while the next layer computes from it. The weight buffer holds
 `cfg.weight_buffer_bytes`; `sequencer.check_fits` tells on the host whether a program fits.
 Buffer words are sized so that every chunk moved is one aligned piece of a word
 (`sequencer.Geometry`, `buffers`).
@@ -150,39 +154,46 @@ class Accelerator(wiring.Component):
         ]
 
         desc = Signal(descriptor_layout())
-        records = Signal(data.ArrayLayout(RECORD_LAYOUT, g.record_slots))
         m.d.comb += seq.desc.eq(desc)
+        # Channel records: the engines use slot `seq.slot` while the next tile's load fills
+        # the other.
+        record_layout = data.ArrayLayout(RECORD_LAYOUT, g.record_slots)
+        record_slots = [Signal(record_layout, name=f"records{i}") for i in range(2)]
+        records = Signal(record_layout)
+        m.d.comb += records.eq(Mux(seq.slot, record_slots[1], record_slots[0]))
         op = desc.opcode
         is_conv, is_dw = op == Opcode.CONV, op == Opcode.DWCONV
         is_mean, is_softmax = op == Opcode.MEAN, op == Opcode.SOFTMAX
 
         # ---- buffers ----------------------------------------------------------------------
-        m.submodules.act_in = act_in = Memory(shape=8 * g.act_word, depth=g.act_depth, init=[])
-        m.submodules.act_out = act_out = Memory(shape=8 * g.act_word, depth=g.act_depth, init=[])
+        acts = [Memory(shape=8 * g.act_word, depth=g.act_depth, init=[]) for _ in range(2)]
+        m.submodules.act0, m.submodules.act1 = acts
         m.submodules.weights = weights = Memory(shape=8 * g.weight_word, depth=g.weight_depth,
                                                 init=[])
-        act_in_wr = act_in.write_port(granularity=8 * bus)
+        act_wr = [mem.write_port(granularity=8) for mem in acts]
         weights_wr = weights.write_port(granularity=8 * bus)
-        act_out_wr = act_out.write_port(granularity=8)
 
-        def reader(name, mem, word, depth, walk):
+        def reader(name, mems, select, word, depth, walk):
+            """A BufferReader on its own read port of each of `mems`, reading `mems[select]`."""
             r = BufferReader(word_bytes=word, depth=depth)
             m.submodules[name] = r
-            port = mem.read_port()
-            m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en), r.mem_data.eq(port.data)]
+            ports = [mem.read_port() for mem in mems]
+            for i, port in enumerate(ports):
+                m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en & (select == i))]
+            m.d.comb += r.mem_data.eq(ports[0].data if len(ports) == 1 else
+                                      Mux(select, ports[1].data, ports[0].data))
             wiring.connect(m, walk, r.cmd)
             return r
 
-        act_rd = reader("act_reader", act_in, g.act_word, g.act_depth, seq.act_walk)
-        weight_rd = reader("weight_reader", weights, g.weight_word, g.weight_depth,
+        act_rd = reader("act_reader", acts, seq.src, g.act_word, g.act_depth, seq.act_walk)
+        weight_rd = reader("weight_reader", [weights], 0, g.weight_word, g.weight_depth,
                            seq.weight_walk)
-        store_rd = reader("store_reader", act_out, g.act_word, g.act_depth, seq.store_walk)
+        store_rd = reader("store_reader", acts, seq.store_src, g.act_word, g.act_depth,
+                          seq.store_walk)
         m.submodules.writer = writer = BufferWriter(word_bytes=g.act_word, depth=g.act_depth,
                                                     lanes=g.lanes)
         wiring.connect(m, seq.out_walk, writer.cmd)
-        m.d.comb += [act_out_wr.addr.eq(writer.mem_addr), act_out_wr.data.eq(writer.mem_data),
-                     act_out_wr.en.eq(writer.mem_en),
-                     seq.weight_idle.eq(weight_rd.idle), seq.out_idle.eq(writer.idle)]
+        m.d.comb += [seq.weight_idle.eq(weight_rd.idle), seq.out_idle.eq(writer.idle)]
 
         # ---- loader: DMA read words into a buffer or a register ----------------------------
         beat = Signal(range(max(g.act_capacity, g.weight_capacity) // bus + 1))
@@ -193,16 +204,35 @@ class Accelerator(wiring.Component):
             m.d.sync += beat.eq(0)
         with m.Elif(arrived):
             m.d.sync += beat.eq(beat + 1)
-        for port, word_bytes, dest in ((act_in_wr, g.act_word, LoadDest.ACTIVATIONS),
-                                       (weights_wr, g.weight_word, LoadDest.WEIGHTS)):
+
+        def chunk_enable(word_bytes):
+            """One enable bit per bus-wide chunk of a buffer word: the chunk of this beat."""
             per_word = word_bytes // bus
-            m.d.comb += [port.addr.eq(beat >> exact_log2(per_word)),
-                         port.data.eq(Cat([word] * per_word))]
-            select = beat[:exact_log2(per_word)] if per_word > 1 else 0
-            with m.If(arrived & (seq.load_dest == dest)):
-                m.d.comb += port.en.eq(1 << select)
-        for reg, dest in ((desc, LoadDest.DESCRIPTOR), (records, LoadDest.RECORDS)):
-            with m.If(arrived & (seq.load_dest == dest)):
+            return Cat(beat[:exact_log2(per_word)] == k for k in range(per_word))
+
+        act_per_word = g.act_word // bus
+        load_act = arrived & (seq.load_dest == LoadDest.ACTIVATIONS)
+        load_bytes = Cat(bit.replicate(bus) for bit in chunk_enable(g.act_word))
+        # The input buffer takes loaded words, the other one the writer's.
+        for i, port in enumerate(act_wr):
+            with m.If(seq.src == i):
+                m.d.comb += [port.addr.eq(beat >> exact_log2(act_per_word)),
+                             port.data.eq(Cat([word] * act_per_word)),
+                             port.en.eq(Mux(load_act, load_bytes, 0))]
+            with m.Else():
+                m.d.comb += [port.addr.eq(writer.mem_addr), port.data.eq(writer.mem_data),
+                             port.en.eq(writer.mem_en)]
+        weight_per_word = g.weight_word // bus
+        m.d.comb += [
+            weights_wr.addr.eq(seq.weight_load_word + (beat >> exact_log2(weight_per_word))),
+            weights_wr.data.eq(Cat([word] * weight_per_word)),
+        ]
+        with m.If(arrived & (seq.load_dest == LoadDest.WEIGHTS)):
+            m.d.comb += weights_wr.en.eq(chunk_enable(g.weight_word))
+        with m.If(arrived & (seq.load_dest == LoadDest.DESCRIPTOR)):
+            m.d.sync += desc.as_value().word_select(beat, 8 * bus).eq(word)
+        for i, reg in enumerate(record_slots):
+            with m.If(arrived & (seq.load_dest == LoadDest.RECORDS) & (seq.slot != i)):
                 m.d.sync += reg.as_value().word_select(beat, 8 * bus).eq(word)
 
         # ---- engines ------------------------------------------------------------------------
@@ -285,13 +315,13 @@ class Accelerator(wiring.Component):
         with m.Else():
             feed(rq.o_stream, rq.lanes_of(rq.o_stream.payload))
 
-        # ---- store: output buffer -> WriteDMA, bytes past the layer's output zeroed ----------
+        # ---- store: a layer's output buffer -> WriteDMA, bytes past its output zeroed --------
         s_item = store_rd.data.payload
         s_word = chunk_at(s_item.word, s_item.addr, bus)
         m.d.comb += [
             dma.wr_data.valid.eq(store_rd.data.valid),
             store_rd.data.ready.eq(dma.wr_data.ready),
-            dma.wr_data.payload.eq(Cat(Mux(s_item.addr + k < seq.out_bytes,
+            dma.wr_data.payload.eq(Cat(Mux(s_item.addr + k < seq.store_bytes,
                                            s_word[8 * k:8 * k + 8], 0) for k in range(bus))),
         ]
         return m

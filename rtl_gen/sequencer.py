@@ -3,23 +3,37 @@ it, and runs each layer through the datapath of `rtl_gen.accelerator` by issuing
 and buffer walks, in this order:
 
     FETCH descriptor -> DECODE (check word, layer index) -> SIZE -> VALIDATE
-    -> load the input feature map into the activation buffer
-    -> CONV:    per tile of pw_out outputs: load its weights and channel records, run
-       DWCONV:  load all 9 x C weights; per group of dw_lanes: load records, taps, tile, run
-                (all at once because a group's 9 x dw_lanes bytes need not start on a bus
+    -> swap the two activation buffers: the previous layer's output buffer becomes the input
+       buffer; when the layer's input is exactly that output (same DDR address, no more
+       bytes), the data is already there and nothing is loaded; otherwise the input is loaded
+       from DDR once the previous output's store has finished (it reads that buffer)
+    -> CONV:    per tile of pw_out outputs: load its weights and channel records into the free
+                slot, wait for the previous tile to drain, switch slots, start the tile
+       DWCONV:  load all 9 x C weights; per group of dw_lanes: load its records into the free
+                slot and its taps into the tap register, wait for the previous group to
+                drain, switch slots, hand the group to the engine, start it
+                (all taps at once because a group's 9 x dw_lanes bytes need not start on a bus
                 word; a group's taps are then 9 aligned dw_lanes-byte reads of the buffer)
        MEAN / SOFTMAX: run (SOFTMAX then pads its output to out_c with -128)
-    -> store the output buffer to DDR -> record the layer's cycles -> next descriptor
+    -> wait for the previous layer's store, start this layer's store -> next descriptor
 
-Everything is sequential (one phase at a time), which keeps every handshake trivially safe:
-a phase starts only when the units it commands are idle. Overlapping the loads with compute
-(double buffering) is the obvious next step and needs no change to the checks or formats.
+What overlaps: a tile's (group's) compute with the next tile's (group's) parameter loads, and a
+layer's output store with everything the next layer does. Starting a tile's walks only once
+the previous tile has drained keeps one set of channel records in use at a time, and starts
+every walk on idle units. A program must not read an earlier layer's output region as
+descriptors or parameters (the compiler never does): those reads do not wait for stores.
+
+LAYER_CYCLES[i] counts from layer i's descriptor fetch to the start of its store, so the
+layers partition the run up to the END descriptor; the store itself runs in the next layer's
+time. LAYER_COUNT counts the layers whose output has reached DDR.
 
 A run always ends, with DONE, and with ERROR plus an `ErrorCode` when something is wrong:
-the DMA answers every command even after an AXI error (see `rtl_gen.dma`), and every
-descriptor is validated before any count derived from it drives a loop. The same rules run
-on the host (`check_fits`), written once in `layer_checks` for both integers and Amaranth
-values.
+the DMA answers every command even after an AXI error (see `rtl_gen.dma`), every descriptor
+is validated before any count derived from it drives a loop, and the run only ends once the
+store and the walks already started have finished, so the next START finds idle units. A
+failed store is reported at the next point that waits for the store (the next layer's store,
+a reload of an input, the end of the program). The same rules run on the host
+(`check_fits`), written once in `layer_checks` for both integers and Amaranth values.
 """
 from __future__ import annotations
 
@@ -94,6 +108,9 @@ class Geometry:
         self.weight_word = max(self.block, cfg.bus_bytes, cfg.dw_lanes)
         self.weight_depth = cfg.weight_buffer_bytes // self.weight_word
         self.weight_capacity = self.weight_word * self.weight_depth
+        # A pointwise tile lives in one of two slots (half the buffer each), so the next
+        # tile's weights can load while it computes; a depthwise layer uses the whole buffer.
+        self.weight_slot = self.weight_word * (self.weight_depth // 2)
         # Requantizer lanes: both engines' outputs split into whole beats.
         self.lanes = min(cfg.pw_out, cfg.dw_lanes)
         # Channel records held at once (a pointwise tile or a depthwise group).
@@ -180,7 +197,7 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
                      (d.real_c > d.in_c) | (d.real_c > d.out_c)))),
         (ErrorCode.TOO_LARGE,
          (d.in_bytes > g.act_capacity) | (d.out_bytes > g.act_capacity) |
-         (conv & (cfg.pw_out * d.in_c > g.weight_capacity)) |
+         (conv & (cfg.pw_out * d.in_c > g.weight_slot)) |
          (dw & ((9 * d.in_c > g.weight_capacity) |
                 (d.in_h > limits.max_width) | (d.in_w > limits.max_width))) |
          (mean & ((d.in_c > limits.max_channels) | (d.in_pixels > g.mean_pixels))) |
@@ -222,7 +239,7 @@ def check_fits(firmware, cfg: AccelConfig | None = None, limits: Limits = Limits
             sizes = (f"input {d.in_h}x{d.in_w}x{d.in_c} = {d.in_h * d.in_w * d.in_c} B, output "
                      f"{d.out_h}x{d.out_w}x{d.out_c} = {d.out_h * d.out_w * d.out_c} B, "
                      f"activation buffers {g.act_capacity} B, weight buffer "
-                     f"{g.weight_capacity} B")
+                     f"{g.weight_capacity} B = 2 pointwise tile slots of {g.weight_slot} B")
             kind = Opcode(d.opcode).name if d.opcode in set(Opcode) else f"opcode {d.opcode}"
             raise ProgramError(f"layer {d.layer} ({kind}): the accelerator "
                                f"would stop with {code.name} ({sizes})")
@@ -244,16 +261,24 @@ class Sequencer(wiring.Component):
     Ports:
       start, prog_addr (in): from the register file; START is ignored while busy.
       busy, done, error (out): done pulses at the end of every run, error with it on failure;
-        error_code holds the `ErrorCode` of the last run; layer_count the layers it completed.
-      layer_cycles (out): cycles of layer i, from its descriptor fetch to its output written.
+        error_code holds the `ErrorCode` of the last run; layer_count the layers whose output
+        reached DDR.
+      layer_cycles (out): cycles of layer i, from its descriptor fetch to the start of its store.
       rd_cmd/rd_done/rd_error, wr_cmd/wr_done/wr_error, dma_error_clear: the AxiDMA.
       load_dest (out): `LoadDest` of the words of the current read.
+      weight_load_word (out): buffer word where a weight load starts (the free tile slot).
+      slot (out): the channel-record (and pointwise weight) slot the engines use; records
+        load into the other one.
       desc (in): the descriptor register filled by the loader.
+      src (out): the activation buffer the layer reads (and an input load fills); the layer
+        writes the other one.
+      store_src, store_bytes (out): the buffer the running store reads and its layer's output
+        size (bytes past it are stored as zeros).
       act_walk, weight_walk, out_walk, store_walk (out): buffer reader/writer commands.
       weight_idle, out_idle (in): the weight reader and the output writer have finished.
       tile_valid/tile_ready: hand the loaded depthwise group to the DepthwiseEngine.
       pad_phase (out): the output writer takes SOFTMAX's -128 padding.
-      in_pixels, out_bytes (out): sizes of the current layer, for the MEAN unit and the store.
+      in_pixels (out): pixels of the current layer's input, for the MEAN unit.
     """
 
     def __init__(self, cfg: AccelConfig, limits: Limits = Limits()):
@@ -270,7 +295,10 @@ class Sequencer(wiring.Component):
             "wr_cmd": Out(command), "wr_done": In(1), "wr_error": In(1),
             "dma_error_clear": Out(1),
             "load_dest": Out(LoadDest),
+            "weight_load_word": Out(range(g.weight_depth)),
+            "slot": Out(1),
             "desc": In(descriptor_layout()),
+            "src": Out(1), "store_src": Out(1), "store_bytes": Out(48),
             "act_walk": Out(stream.Signature(walk_layout(g.act_capacity))),
             "weight_walk": Out(stream.Signature(walk_layout(g.weight_capacity))),
             "out_walk": Out(stream.Signature(write_command_layout(g.act_capacity))),
@@ -278,7 +306,7 @@ class Sequencer(wiring.Component):
             "weight_idle": In(1), "out_idle": In(1),
             "tile_valid": Out(1), "tile_ready": In(1),
             "pad_phase": Out(1),
-            "in_pixels": Out(32), "out_bytes": Out(48),
+            "in_pixels": Out(32),
         })
 
     def elaborate(self, platform):
@@ -290,11 +318,12 @@ class Sequencer(wiring.Component):
         is_float = (d.flags & Flags.FLOAT_REQUANT) != 0
 
         layer = Signal(16)
+        completed = Signal(16)
         desc_addr = Signal(cfg.addr_width)
         cycles = Signal(32)
         code = Signal(8)
         in_pixels, out_pixels = self.in_pixels, Signal(32)
-        in_bytes, out_bytes = Signal(48), self.out_bytes
+        in_bytes, out_bytes = Signal(48), Signal(48)
         weight_product = Signal(32)
         # Loop state of the tiles (CONV) or channel groups (DWCONV) of a layer.
         index = Signal(16)
@@ -302,9 +331,19 @@ class Sequencer(wiring.Component):
         param_addr = Signal(cfg.addr_width)
         out_base = Signal(range(g.act_capacity + 1))
         tap_base = Signal(range(g.weight_capacity + 1))
+        slot = self.slot
+        # The previous layer's output, still in the buffer `src` will point to, and its store.
+        have_prev = Signal()
+        prev_out_addr = Signal(cfg.addr_width)
+        prev_out_bytes = Signal(48)
+        storing = Signal()
 
-        m.d.comb += [self.error_code.eq(code), self.layer_count.eq(layer)]
+        m.d.comb += [self.error_code.eq(code), self.layer_count.eq(completed)]
         m.d.sync += cycles.eq(cycles + 1)
+        with m.If(self.wr_done):
+            m.d.sync += storing.eq(0)
+            with m.If(~self.wr_error):
+                m.d.sync += completed.eq(completed + 1)
 
         words = [d.as_value()[32 * i:32 * (i + 1)] for i in range(16)]
         expected_check = CHECK_MAGIC
@@ -316,6 +355,9 @@ class Sequencer(wiring.Component):
         failure = ErrorCode.NONE
         for c, failed in reversed(checks):
             failure = Mux(failed, c, failure)
+        chained = have_prev & (d.input_addr == prev_out_addr) & (in_bytes <= prev_out_bytes)
+        slot_words = g.weight_slot // g.weight_word
+        m.d.comb += self.weight_load_word.eq(Mux((op == Opcode.CONV) & ~slot, slot_words, 0))
 
         def fail(c):
             m.d.sync += code.eq(c)
@@ -328,12 +370,13 @@ class Sequencer(wiring.Component):
         def round_up(x, n):
             return ((x + (n - 1)) >> exact_log2(n)) << exact_log2(n)
 
-        def load(name, addr, length, dest, then):
-            """DMA read `length` bytes at `addr` into `dest`; on completion call `then`."""
+        def load(name, addr, length, dest, then, when=1):
+            """DMA read `length` bytes at `addr` into `dest` once `when` holds; on completion
+            call `then`."""
             with m.State(name):
-                m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(addr),
+                m.d.comb += [self.rd_cmd.valid.eq(when), self.rd_cmd.payload.addr.eq(addr),
                              self.rd_cmd.payload.length.eq(length), self.load_dest.eq(dest)]
-                with m.If(self.rd_cmd.ready):
+                with m.If(self.rd_cmd.ready & when):
                     m.next = f"{name}_WAIT"
             with m.State(f"{name}_WAIT"):
                 m.d.comb += self.load_dest.eq(dest)
@@ -344,7 +387,8 @@ class Sequencer(wiring.Component):
                         then()
 
         def walk(port, narrow=None, base=0, outer=1, outer_stride=0, inner=1, inner_step=1):
-            """Offer a walk on `port` (with `narrow` for the output writer); returns ready."""
+            """Offer a walk on `port` (with `narrow` for the output writer); returns ready.
+            Walks are only offered to idle units, so walks offered together start together."""
             p = port.payload
             if narrow is not None:
                 m.d.comb += p.narrow.eq(narrow)
@@ -359,11 +403,20 @@ class Sequencer(wiring.Component):
                 m.next = state
             return then
 
+        def after_store(then):
+            """Once the previous store has finished: fail if it failed, else `then`."""
+            with m.If(~storing):
+                with m.If(self.wr_error):
+                    fail(ErrorCode.AXI_WRITE_ERROR)
+                with m.Else():
+                    then()
+
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += self.dma_error_clear.eq(1)
-                    m.d.sync += [layer.eq(0), desc_addr.eq(self.prog_addr), code.eq(0)]
+                    m.d.sync += [layer.eq(0), completed.eq(0), have_prev.eq(0),
+                                 desc_addr.eq(self.prog_addr), code.eq(0)]
                     with m.If(self.prog_addr[:exact_log2(bus)] != 0):
                         fail(ErrorCode.BAD_ALIGNMENT)
                     with m.Else():
@@ -385,14 +438,6 @@ class Sequencer(wiring.Component):
                 m.d.sync += [in_bytes.eq(in_pixels * d.in_c), out_bytes.eq(out_pixels * d.out_c)]
                 m.next = "VALIDATE"
 
-            with m.State("VALIDATE"):
-                m.d.sync += [index.eq(0), weight_addr.eq(d.weight_addr),
-                             param_addr.eq(d.param_addr), out_base.eq(0), tap_base.eq(0)]
-                with m.If(failure != ErrorCode.NONE):
-                    fail(failure)
-                with m.Else():
-                    m.next = "LOAD_INPUT"
-
             def dispatch():
                 with m.Switch(op):
                     with m.Case(Opcode.CONV):
@@ -404,49 +449,78 @@ class Sequencer(wiring.Component):
                     with m.Default():
                         m.next = "SOFTMAX_RUN"
 
+            with m.State("VALIDATE"):
+                m.d.sync += [index.eq(0), weight_addr.eq(d.weight_addr),
+                             param_addr.eq(d.param_addr), out_base.eq(0), tap_base.eq(0)]
+                with m.If(failure != ErrorCode.NONE):
+                    fail(failure)
+                with m.Else():
+                    m.d.sync += self.src.eq(~self.src)
+                    with m.If(chained):
+                        dispatch()
+                    with m.Else():
+                        m.next = "LOAD_INPUT"
+
+            # The store still running reads the buffer the input goes to, and may be writing
+            # the very bytes to load.
             load("LOAD_INPUT", d.input_addr, round_up(in_bytes, g.act_word),
-                 LoadDest.ACTIVATIONS, dispatch)
+                 LoadDest.ACTIVATIONS, dispatch, when=~storing)
 
             # ---- CONV: per tile of pw_out output channels -----------------------------------
             steps = d.in_c >> exact_log2(cfg.pw_in)
-            load("CONV_WEIGHTS", weight_addr, d.in_c * cfg.pw_out, LoadDest.WEIGHTS,
+            tile_bytes = d.in_c * cfg.pw_out
+
+            def conv_loaded():
+                m.d.sync += [weight_addr.eq(weight_addr + tile_bytes),
+                             param_addr.eq(param_addr + PARAM_BYTES * cfg.pw_out)]
+                m.next = "CONV_WAIT"
+
+            load("CONV_WEIGHTS", weight_addr, tile_bytes, LoadDest.WEIGHTS,
                  goto("CONV_RECORDS"))
             load("CONV_RECORDS", param_addr, PARAM_BYTES * cfg.pw_out, LoadDest.RECORDS,
-                 goto("CONV_RUN"))
+                 conv_loaded)
+            with m.State("CONV_WAIT"):
+                with m.If(self.out_idle):
+                    m.d.sync += slot.eq(~slot)
+                    m.next = "CONV_RUN"
             with m.State("CONV_RUN"):
                 ready = [
                     walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=steps,
                          inner_step=cfg.pw_in),
-                    walk(self.weight_walk, outer=in_pixels, inner=steps, inner_step=g.block),
+                    walk(self.weight_walk, base=Mux(slot, g.weight_slot, 0), outer=in_pixels,
+                         inner=steps, inner_step=g.block),
                     walk(self.out_walk, is_float, base=out_base, outer=in_pixels,
                          outer_stride=d.out_c,
                          inner=Mux(is_float, cfg.pw_out, cfg.pw_out // g.lanes),
                          inner_step=Mux(is_float, 1, g.lanes)),
                 ]
                 with m.If(ready[0] & ready[1] & ready[2]):
-                    m.next = "CONV_WAIT"
-            with m.State("CONV_WAIT"):
-                with m.If(self.out_idle):
-                    m.d.sync += [index.eq(index + 1),
-                                 weight_addr.eq(weight_addr + d.in_c * cfg.pw_out),
-                                 param_addr.eq(param_addr + PARAM_BYTES * cfg.pw_out),
-                                 out_base.eq(out_base + cfg.pw_out)]
+                    m.d.sync += [index.eq(index + 1), out_base.eq(out_base + cfg.pw_out)]
                     with m.If(index == (d.out_c >> exact_log2(cfg.pw_out)) - 1):
-                        m.next = "STORE"
+                        m.next = "OUT_WAIT"
                     with m.Else():
                         m.next = "CONV_WEIGHTS"
 
             # ---- DWCONV: all taps at once, then per group of dw_lanes channels --------------
             lanes = cfg.dw_lanes
+
+            def dw_loaded():
+                m.d.sync += param_addr.eq(param_addr + PARAM_BYTES * lanes)
+                m.next = "DW_TAPS"
+
             load("DW_WEIGHTS", d.weight_addr, round_up(d.in_c * 9, bus), LoadDest.WEIGHTS,
                  goto("DW_RECORDS"))
-            load("DW_RECORDS", param_addr, PARAM_BYTES * lanes, LoadDest.RECORDS,
-                 goto("DW_TAPS"))
+            load("DW_RECORDS", param_addr, PARAM_BYTES * lanes, LoadDest.RECORDS, dw_loaded)
             with m.State("DW_TAPS"):
                 with m.If(walk(self.weight_walk, base=tap_base, inner=9, inner_step=lanes)):
+                    m.d.sync += tap_base.eq(tap_base + 9 * lanes)
                     m.next = "DW_TAPS_WAIT"
             with m.State("DW_TAPS_WAIT"):
                 with m.If(self.weight_idle):
+                    m.next = "DW_WAIT"
+            with m.State("DW_WAIT"):
+                with m.If(self.out_idle):
+                    m.d.sync += slot.eq(~slot)
                     m.next = "DW_TILE"
             with m.State("DW_TILE"):
                 m.d.comb += self.tile_valid.eq(1)
@@ -457,18 +531,12 @@ class Sequencer(wiring.Component):
                     walk(self.act_walk, base=out_base, outer=in_pixels, outer_stride=d.in_c,
                          inner_step=lanes),
                     walk(self.out_walk, 0, base=out_base, outer=out_pixels, outer_stride=d.out_c,
-                             inner=lanes // g.lanes, inner_step=g.lanes),
+                         inner=lanes // g.lanes, inner_step=g.lanes),
                 ]
                 with m.If(ready[0] & ready[1]):
-                    m.next = "DW_WAIT"
-            with m.State("DW_WAIT"):
-                with m.If(self.out_idle):
-                    m.d.sync += [index.eq(index + 1),
-                                 param_addr.eq(param_addr + PARAM_BYTES * lanes),
-                                 tap_base.eq(tap_base + 9 * lanes),
-                                 out_base.eq(out_base + lanes)]
+                    m.d.sync += [index.eq(index + 1), out_base.eq(out_base + lanes)]
                     with m.If(index == (d.in_c >> exact_log2(lanes)) - 1):
-                        m.next = "STORE"
+                        m.next = "OUT_WAIT"
                     with m.Else():
                         m.next = "DW_RECORDS"
 
@@ -505,31 +573,35 @@ class Sequencer(wiring.Component):
                 with m.If(self.out_idle):
                     m.next = "STORE"
 
-            # ---- output feature map to DDR ------------------------------------------------------
-            with m.State("STORE"):
+            # ---- output feature map to DDR, behind the next layer -----------------------------
+            def start_store():
                 store_beats = (out_bytes + (bus - 1)) >> exact_log2(bus)
                 m.d.comb += [self.wr_cmd.valid.eq(1), self.wr_cmd.payload.addr.eq(d.output_addr),
                              self.wr_cmd.payload.length.eq(store_beats << exact_log2(bus))]
                 with m.If(self.wr_cmd.ready &
                           walk(self.store_walk, inner=store_beats, inner_step=bus)):
-                    m.next = "STORE_WAIT"
-            with m.State("STORE_WAIT"):
-                with m.If(self.wr_done):
-                    with m.If(self.wr_error):
-                        fail(ErrorCode.AXI_WRITE_ERROR)
-                    with m.Else():
-                        m.d.comb += [self.layer_cycles.index.eq(layer),
-                                     self.layer_cycles.value.eq(cycles + 1),
-                                     self.layer_cycles.strobe.eq(layer < self.limits.max_layers)]
-                        m.d.sync += [layer.eq(layer + 1),
-                                     desc_addr.eq(desc_addr + DESCRIPTOR_BYTES)]
-                        fetch_next()
+                    m.d.comb += [self.layer_cycles.index.eq(layer),
+                                 self.layer_cycles.value.eq(cycles + 1),
+                                 self.layer_cycles.strobe.eq(layer < self.limits.max_layers)]
+                    m.d.sync += [storing.eq(1), self.store_src.eq(~self.src),
+                                 self.store_bytes.eq(out_bytes), have_prev.eq(1),
+                                 prev_out_addr.eq(d.output_addr), prev_out_bytes.eq(out_bytes),
+                                 layer.eq(layer + 1), desc_addr.eq(desc_addr + DESCRIPTOR_BYTES)]
+                    fetch_next()
 
-            with m.State("FINISH"):
+            with m.State("STORE"):
+                after_store(start_store)
+
+            def finish():
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
+
+            with m.State("FINISH"):
+                after_store(finish)
             with m.State("ERROR"):
-                m.d.comb += [self.done.eq(1), self.error.eq(1)]
-                m.next = "IDLE"
+                # Let the store and any walks already started run out.
+                with m.If(~storing & self.out_idle & self.weight_idle):
+                    m.d.comb += self.error.eq(1)
+                    finish()
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

@@ -238,6 +238,21 @@ def corrupted(fw, index, **changes):
     return image
 
 
+def test_layer_reading_an_older_output_reloads_it(net):
+    """Layer 2 made to read layer 0's output (the shape of layer 1's) is not chained: it
+    reloads its input from DDR once layer 1's store is done, instead of taking layer 1's
+    output from the activation buffer; every layer still equals the functional model."""
+    d0, d1 = net.fw.descriptors[:2]
+    image = corrupted(net.fw, 2, input_addr=d0.output_addr, input_zp=d1.input_zp)
+    expected = Memory(bytearray(image), net.fw.base)
+    expected.write(net.fw.regions["input"][0], host_input(net.fw, net.x))
+    assert execute(expected, net.fw.program_addr, CFG) == 7
+    ram, (regs,) = run_accelerator(net.fw, image, x=net.x)
+    assert regs["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, regs
+    assert_matches_model(SimpleNamespace(fw=net.fw, expected=expected), ram)
+    assert expected.data != net.expected.data
+
+
 def assert_error(regs, code, layers_done):
     assert regs["STATUS"] & (STATUS_BUSY | STATUS_DONE | STATUS_ERROR) == \
         STATUS_DONE | STATUS_ERROR, regs
