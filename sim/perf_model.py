@@ -1,0 +1,333 @@
+# amaranth: UnusedElaboratable=no
+"""Analytical cycle model of the accelerator's schedule (`rtl_gen.sequencer`): for a compiled
+program, per layer the MACs, the bytes moved, the compute and DMA cycles and the cycles the
+LAYER_CYCLES register reports, plus the run's CYCLES register.
+
+The model walks the sequencer's states with closed forms for the units behind them:
+
+  * a read (descriptor, input, weights, records) and a store are modelled burst by burst
+    as the DMA cuts them (`cfg.max_burst` beats, never across 4 KiB), against a DDR that
+    answers with fixed latencies (`DdrTiming`, i.e. `sim.amaranth_axi_ram.AxiRam` without
+    stalls): one AR/AW a cycle, at most `cfg.max_outstanding` bursts in flight (reads:
+    until their last beat; writes: until their B), read beats `read_latency` cycles after
+    their AR and in order, one per cycle, a B `write_latency` cycles after the later of its
+    AW and its last W beat, W beats one per cycle from the store reader;
+  * a pointwise tile streams pixels x in_c / pw_in steps, each pixel's result freezing the
+    MAC array while the requantizer takes all but its last beat, then drains the engine
+    and requantizer pipelines; a depthwise group walks the (H+1) x (W+1) grid
+    (`DepthwiseEngine.tile_cycles`); MEAN and SOFTMAX run their units' fixed schedules.
+
+Overlap rules, as the sequencer implements them:
+
+  * a layer's output store runs behind the next layer: it delays only the next store (one
+    write command at a time), an input reload (same buffer) and the end of the run;
+  * a layer whose input is the previous layer's output loads nothing;
+  * CONV tile t+1's weights and records load while tile t computes, DWCONV group g+1's
+    records and taps while group g computes; tiles and groups run one after the other,
+    each draining its pipeline first;
+  * descriptor fetches, the first tile's (group's) loads and DWCONV weights are not
+    overlapped.
+
+Everything is counted in cycles from the first descriptor fetch, the cycle the sequencer
+enters a state being the unit of time; the constants below are the few cycles each state
+and hand-over costs in the RTL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from firmware.compiler import Firmware
+from firmware.layout import PARAM_BYTES, round_up
+from firmware.program import DESCRIPTOR_BYTES, Descriptor, Flags, Opcode
+from rtl_gen.axi import AXI_BOUNDARY_BYTES
+from rtl_gen.config import AccelConfig
+from rtl_gen.depthwise import DepthwiseEngine
+from rtl_gen.float_requant import FloatRequantizer
+from rtl_gen.pointwise import PointwiseEngine
+from rtl_gen.requant import Requantizer
+from rtl_gen.sequencer import Geometry, check_fits
+
+# From the cycle a DMA command is accepted to its first AR (AW) handshake.
+_ADDRESS_ISSUE = 2
+# From a read's last beat on the bus to the cycle the sequencer leaves the load's wait state
+# (output register, completion, done pulse).
+_READ_DONE = 4
+# From a store's command to its first W beat (store reader and W register).
+_STORE_FIRST_BEAT = 3
+# From a store's last B to the cycle the sequencer sees it finished.
+_STORE_DONE = 3
+# An AR (AW) waiting for a free slot goes out 2 cycles after the burst that frees it ends.
+_CREDIT_RETURN = 2
+# From a run state (walks accepted) to the first item at a unit.
+_WALK_START = 2
+# From the last write into the output buffer to the sequencer's next state.
+_WRITER_IDLE = 1
+# DECODE, SIZE and VALIDATE.
+_DECODE = 3
+# SoftmaxUnit: load n logits, 27 cycles per exponential, 15 for the reciprocal, 3 per output.
+_SOFTMAX_PER_LOGIT = 31
+_SOFTMAX_FIXED = 15
+TAPS = 9
+
+
+@dataclass(frozen=True)
+class DdrTiming:
+    """Fixed DDR latencies in accelerator cycles, as `AxiRam(read_latency, write_latency)`."""
+    read_latency: int = 4    # AR handshake to its first R beat
+    write_latency: int = 2   # a burst's last W beat (or its AW, if later) to its B
+
+
+@dataclass
+class LayerCycles:
+    """One layer of the program: work, traffic and predicted cycles."""
+    layer: int
+    op: str
+    macs: int             # multiply-accumulates of the network layer (unpadded channels)
+    weight_bytes: int     # weights read from DDR
+    record_bytes: int     # channel records read from DDR
+    input_bytes: int      # input activations read from DDR (0 when chained)
+    output_bytes: int     # output activations stored to DDR
+    chained: bool         # input taken from the previous layer's output buffer
+    compute: int          # cycles the engines spend on the layer's tiles / groups
+    dma: int              # cycles of the layer's transfers, one after the other (store included)
+    cycles: int           # LAYER_CYCLES: descriptor fetch to the start of the store
+
+    @property
+    def bytes(self) -> int:
+        return (DESCRIPTOR_BYTES + self.weight_bytes + self.record_bytes + self.input_bytes
+                + self.output_bytes)
+
+
+@dataclass
+class Prediction:
+    cfg: AccelConfig
+    layers: list[LayerCycles]
+    total: int            # CYCLES: first descriptor fetch to the end of the run
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+
+def _bursts(addr: int, nbytes: int, cfg: AccelConfig) -> list[int]:
+    """Beats of each burst the DMA cuts a transfer into (`rtl_gen.dma.BurstSplitter`)."""
+    page = AXI_BOUNDARY_BYTES // cfg.bus_bytes
+    beat, left, out = addr // cfg.bus_bytes, nbytes // cfg.bus_bytes, []
+    while left:
+        n = min(left, cfg.max_burst, page - beat % page)
+        out.append(n)
+        beat, left = beat + n, left - n
+    return out
+
+
+def read_end(start: int, addr: int, nbytes: int, cfg: AccelConfig, ddr: DdrTiming) -> int:
+    """The cycle the sequencer moves on from a load whose command is accepted at `start`."""
+    issued, last = [], []
+    for j, beats in enumerate(_bursts(addr, nbytes, cfg)):
+        ar = start + _ADDRESS_ISSUE if j == 0 else issued[-1] + 1
+        if j >= cfg.max_outstanding:
+            ar = max(ar, last[j - cfg.max_outstanding] + _CREDIT_RETURN)
+        first = ar + ddr.read_latency if j == 0 else max(ar + ddr.read_latency, last[-1] + 1)
+        issued.append(ar)
+        last.append(first + beats - 1)
+    return last[-1] + _READ_DONE
+
+
+def store_end(start: int, addr: int, nbytes: int, cfg: AccelConfig, ddr: DdrTiming) -> int:
+    """The cycle from which the sequencer sees a store accepted at `start` finished."""
+    w = start + _STORE_FIRST_BEAT
+    issued, responses = [], []
+    for j, beats in enumerate(_bursts(addr, nbytes, cfg)):
+        aw = start + _ADDRESS_ISSUE if j == 0 else issued[-1] + 1
+        if j >= cfg.max_outstanding:
+            aw = max(aw, responses[j - cfg.max_outstanding] + _CREDIT_RETURN)
+        w += beats
+        b = max(aw, w - 1) + ddr.write_latency
+        issued.append(aw)
+        responses.append(b if j == 0 else max(b, responses[-1] + 1))
+    return responses[-1] + _STORE_DONE
+
+
+# The units are built only to read their latencies.
+@cache
+def _float_cycles() -> int:
+    return FloatRequantizer().CYCLES
+
+
+@cache
+def _pointwise_latency(cfg: AccelConfig) -> int:
+    return PointwiseEngine(cfg).latency
+
+
+def conv_tile_cycles(d: Descriptor, cfg: AccelConfig) -> int:
+    """CONV_RUN to the state after the tile's last output write, loads not counted.
+
+    Each pixel's result freezes the MAC array while the requantizer takes all but the last
+    of its beats: pw_out / lanes one-cycle beats, or pw_out FloatRequantizer values.
+    """
+    g = Geometry(cfg)
+    steps = d.in_c // cfg.pw_in
+    if d.flags & Flags.FLOAT_REQUANT:
+        beats, beat_cycles, tail = cfg.pw_out, _float_cycles(), _float_cycles()
+    else:
+        beats, beat_cycles, tail = cfg.pw_out // g.lanes, 1, Requantizer.LATENCY
+    pixel = steps + (beats - 1) * beat_cycles
+    return (_WALK_START + d.in_h * d.in_w * pixel + _pointwise_latency(cfg) + tail
+            + _WRITER_IDLE)
+
+
+def dw_group_cycles(d: Descriptor, cfg: AccelConfig) -> int:
+    """DW_RUN to the state after the group's last output write, loads not counted."""
+    g = Geometry(cfg)
+    stall = d.out_h * d.out_w * (cfg.dw_lanes // g.lanes - 1)
+    return (_WALK_START + DepthwiseEngine.tile_cycles(d.in_h, d.in_w) + stall
+            + Requantizer.LATENCY + _WRITER_IDLE)
+
+
+def mean_cycles(d: Descriptor, cfg: AccelConfig) -> int:
+    """MEAN_RUN to STORE: accumulate every beat, then one FETCH state and the drain of
+    in_c / lanes rows through the MeanUnit's requantizer."""
+    beats = d.in_c // Geometry(cfg).lanes
+    return (_WALK_START + d.in_h * d.in_w * beats + 1 + beats + Requantizer.LATENCY
+            + _WRITER_IDLE)
+
+
+def softmax_cycles(d: Descriptor) -> int:
+    """SOFTMAX_RUN to STORE, including the -128 padding up to out_c."""
+    run = _WALK_START + _SOFTMAX_PER_LOGIT * d.real_c + _SOFTMAX_FIXED + _WRITER_IDLE
+    pad = d.out_c - d.real_c
+    return run + (1 + pad + _WRITER_IDLE if pad else 0)
+
+
+def _layer_macs(fw: Firmware, d: Descriptor) -> int:
+    """The network layer's MACs, on its logical (unpadded) channels."""
+    out_pixels = d.out_h * d.out_w
+    if d.opcode == Opcode.CONV:
+        # The input tensor's logical channels (stored ones for a region no tensor owns).
+        real_in = next((t.shape[-1] for t in fw.tensors.values() if t.addr == d.input_addr),
+                       d.in_c)
+        return out_pixels * d.real_c * real_in
+    if d.opcode == Opcode.DWCONV:
+        return out_pixels * d.real_c * TAPS
+    return 0
+
+
+class _Schedule:
+    """The sequencer's timeline, layer by layer; `now` is the cycle the next state starts."""
+
+    def __init__(self, fw: Firmware, cfg: AccelConfig, ddr: DdrTiming):
+        self.fw, self.cfg, self.ddr = fw, cfg, ddr
+        self.g = Geometry(cfg)
+        self.now = 0
+        self.store_clear = 0      # from when the write side is free
+        self.prev = None          # the previous layer's descriptor
+        self.dma = 0              # this layer's transfer cycles so far
+
+    def read(self, addr: int, nbytes: int, when: int | None = None) -> None:
+        start = self.now if when is None else max(self.now, when)
+        self.now = read_end(start, addr, nbytes, self.cfg, self.ddr)
+        self.dma += self.now - start
+
+    def fetch(self, index: int) -> None:
+        self.read(self.fw.program_addr + index * DESCRIPTOR_BYTES, DESCRIPTOR_BYTES)
+
+    def store(self, d: Descriptor) -> int:
+        """Start the layer's store once the previous one is done; returns its bytes."""
+        start = max(self.now, self.store_clear)
+        nbytes = round_up(d.out_h * d.out_w * d.out_c, self.cfg.bus_bytes)
+        self.store_clear = store_end(start, d.output_addr, nbytes, self.cfg, self.ddr)
+        self.dma += self.store_clear - start
+        self.now = start + 1
+        return nbytes
+
+    def tiles(self, count: int, next_loads, before_run: int, run: int) -> int:
+        """Run `count` tiles (groups) whose first one is loaded, tile t + 1 loading with
+        `next_loads(t + 1)` behind tile t; `before_run` states between the loads and the run
+        state, `run` cycles per tile. Returns the compute cycles."""
+        self.now += before_run
+        for t in range(count):
+            done = self.now + run            # the state after the tile, if nothing waits
+            if t < count - 1:
+                self.now += 1
+                next_loads(t + 1)
+                self.now = max(self.now, done - 1) + before_run
+            else:
+                self.now = done
+        return count * run
+
+    def conv(self, d: Descriptor) -> tuple[int, int, int]:
+        """The tiles of pw_out channels; returns (weight bytes, record bytes, compute)."""
+        cfg = self.cfg
+        tile_w, tile_r = d.in_c * cfg.pw_out, PARAM_BYTES * cfg.pw_out
+        count = d.out_c // cfg.pw_out
+
+        def loads(t):
+            self.read(d.weight_addr + t * tile_w, tile_w)
+            self.read(d.param_addr + t * tile_r, tile_r)
+
+        loads(0)
+        # CONV_WAIT, then CONV_RUN.
+        compute = self.tiles(count, loads, 1, conv_tile_cycles(d, cfg))
+        return count * tile_w, count * tile_r, compute
+
+    def dwconv(self, d: Descriptor) -> tuple[int, int, int]:
+        """All taps, then the groups of dw_lanes channels; returns as `conv`."""
+        cfg = self.cfg
+        weight_bytes = round_up(TAPS * d.in_c, cfg.bus_bytes)
+        group_r = PARAM_BYTES * cfg.dw_lanes
+        count = d.in_c // cfg.dw_lanes
+
+        def loads(t):
+            self.read(d.param_addr + t * group_r, group_r)
+            self.now += _WALK_START + TAPS + 1      # DW_TAPS: into the tap register
+
+        self.read(d.weight_addr, weight_bytes)
+        loads(0)
+        # DW_WAIT and DW_TILE, then DW_RUN.
+        compute = self.tiles(count, loads, 2, dw_group_cycles(d, cfg))
+        return weight_bytes, count * group_r, compute
+
+    def layer(self, d: Descriptor) -> LayerCycles:
+        start, self.dma = self.now, 0
+        self.fetch(d.layer)
+        self.now += _DECODE
+        in_bytes = d.in_h * d.in_w * d.in_c
+        prev = self.prev
+        chained = (prev is not None and d.input_addr == prev.output_addr and
+                   in_bytes <= prev.out_h * prev.out_w * prev.out_c)
+        input_bytes = 0
+        if not chained:
+            input_bytes = round_up(in_bytes, self.g.act_word)
+            self.read(d.input_addr, input_bytes, when=self.store_clear)
+        weight_bytes = record_bytes = 0
+        if d.opcode == Opcode.CONV:
+            weight_bytes, record_bytes, compute = self.conv(d)
+        elif d.opcode == Opcode.DWCONV:
+            weight_bytes, record_bytes, compute = self.dwconv(d)
+        else:
+            compute = mean_cycles(d, self.cfg) if d.opcode == Opcode.MEAN else softmax_cycles(d)
+            self.now += compute
+        output_bytes = self.store(d)
+        self.prev = d
+        return LayerCycles(d.layer, Opcode(d.opcode).name, _layer_macs(self.fw, d),
+                           weight_bytes, record_bytes, input_bytes, output_bytes, chained,
+                           compute, self.dma, self.now - start)
+
+    def finish(self, end_index: int) -> int:
+        """The END descriptor, then the last store; returns the run's cycles."""
+        self.fetch(end_index)
+        self.now += 1                                   # DECODE
+        return max(self.now, self.store_clear) + 1      # FINISH
+
+
+def predict(fw: Firmware, cfg: AccelConfig | None = None,
+            ddr: DdrTiming = DdrTiming()) -> Prediction:
+    """Per-layer and total cycles of `fw` on the accelerator built for `cfg` (default: the
+    config it was compiled for). Raises `rtl_gen.sequencer.ProgramError` for a program the
+    accelerator would stop on."""
+    cfg = cfg or fw.cfg
+    check_fits(fw, cfg)
+    schedule = _Schedule(fw, cfg, ddr)
+    layers = [schedule.layer(d) for d in fw.descriptors if d.opcode != Opcode.END]
+    return Prediction(cfg, layers, schedule.finish(len(layers)))
