@@ -31,8 +31,8 @@ A run always ends, with DONE, and with ERROR plus an `ErrorCode` when something 
 the DMA answers every command even after an AXI error (see `rtl_gen.dma`), every descriptor
 is validated before any count derived from it drives a loop, and the run only ends once the
 store and the walks already started have finished, so the next START finds idle units. A
-failed store is reported at the next point that waits for the store (the next layer's store,
-a reload of an input, the end of the program). The same rules run on the host
+failed store is reported where the sequencer next waits for a store to finish: before the
+next layer's store, or at the end of the program. The same rules run on the host
 (`check_fits`), written once in `layer_checks` for both integers and Amaranth values.
 """
 from __future__ import annotations
@@ -332,10 +332,10 @@ class Sequencer(wiring.Component):
         out_base = Signal(range(g.act_capacity + 1))
         tap_base = Signal(range(g.weight_capacity + 1))
         slot = self.slot
-        # The previous layer's output, still in the buffer `src` will point to, and its store.
+        # The previous layer's output, still in the buffer `src` will point to (its size is
+        # `store_bytes`), and its store.
         have_prev = Signal()
         prev_out_addr = Signal(cfg.addr_width)
-        prev_out_bytes = Signal(48)
         storing = Signal()
 
         m.d.comb += [self.error_code.eq(code), self.layer_count.eq(completed)]
@@ -355,7 +355,7 @@ class Sequencer(wiring.Component):
         failure = ErrorCode.NONE
         for c, failed in reversed(checks):
             failure = Mux(failed, c, failure)
-        chained = have_prev & (d.input_addr == prev_out_addr) & (in_bytes <= prev_out_bytes)
+        chained = have_prev & (d.input_addr == prev_out_addr) & (in_bytes <= self.store_bytes)
         slot_words = g.weight_slot // g.weight_word
         m.d.comb += self.weight_load_word.eq(Mux((op == Opcode.CONV) & ~slot, slot_words, 0))
 
@@ -585,7 +585,7 @@ class Sequencer(wiring.Component):
                                  self.layer_cycles.strobe.eq(layer < self.limits.max_layers)]
                     m.d.sync += [storing.eq(1), self.store_src.eq(~self.src),
                                  self.store_bytes.eq(out_bytes), have_prev.eq(1),
-                                 prev_out_addr.eq(d.output_addr), prev_out_bytes.eq(out_bytes),
+                                 prev_out_addr.eq(d.output_addr),
                                  layer.eq(layer + 1), desc_addr.eq(desc_addr + DESCRIPTOR_BYTES)]
                     fetch_next()
 
