@@ -1,0 +1,105 @@
+"""The whole accelerator in Verilator (`sim.accel_sim.simulate`): the seed MobileNet, compiled
+with the default AccelConfig, runs real CIFAR-10 test images out of the fast RTL DDR model,
+and every layer's output, the final int8 softmax included, must equal TFLite BUILTIN_REF
+byte for byte. Also: a corrupt program ends with its error code and a run past the cycle
+limit is reported as timed out, not hung.
+
+The Verilator build of the accelerator is cached under sim_build/ (one for the default
+configuration, one for the alpha-1 configuration); after an RTL change the first test pays
+for it, about 3 minutes on two busy cores, and the rest reuse it.
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from firmware.compiler import compile_graph
+from firmware.program import DESCRIPTOR_BYTES
+from quantize.convert import golden_run
+from quantize.verify import assert_bit_exact
+from rtl_gen.config import AccelConfig
+from rtl_gen.sequencer import ErrorCode, check_fits
+from sim.verilator_runner import verilator_available
+
+_unavailable = verilator_available()
+pytestmark = pytest.mark.skipif(_unavailable is not None, reason=_unavailable or "")
+
+STATUS_DONE, STATUS_ERROR = 2, 4
+ALPHA1_CFG = AccelConfig(act_buffer_bytes=256 * 1024)
+
+
+@pytest.fixture(scope="module")
+def fw_025(net_025):
+    fw = compile_graph(net_025.graph, AccelConfig())
+    check_fits(fw)
+    return fw
+
+
+def check_against_tflite(net, fw, xs, results):
+    """Each result: done without error, every layer and the softmax equal to TFLite, sane
+    per-layer cycle counts."""
+    layers = len(fw.descriptors) - 1                   # all but END
+    out_index = net.interpreter.get_output_details()[0]["index"]
+    assert len(results) == len(xs)
+    for x, r in zip(xs, results):
+        assert not r.timed_out, f"image {r.index}: no interrupt within the cycle limit"
+        assert r.status & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, r
+        assert r.error_code == ErrorCode.NONE and r.ok
+        assert r.layer_count == layers
+        golden = golden_run(net.interpreter, x[None])
+        assert assert_bit_exact(net.graph, r.tensors, golden) == len(net.graph.ops) == layers
+        want = golden[out_index]
+        assert r.output.dtype == np.int8 and r.output.tobytes() == want.tobytes(), \
+            f"image {r.index}: softmax {r.output} != TFLite {want}"
+        assert len(r.layer_cycles) == layers and all(c > 0 for c in r.layer_cycles), r
+        assert sum(r.layer_cycles) <= r.cycles, r
+
+
+def test_seed_network_bit_exact_on_verilator(net_025, fw_025):
+    """Alpha 0.25, default config, two real test images in one simulator session (the
+    second reloads only the input region)."""
+    from sim.accel_sim import simulate
+    xs = net_025.int8_inputs(2)
+    assert not np.array_equal(xs[0], xs[1])
+    results = simulate(fw_025, xs, fw_025.cfg)
+    check_against_tflite(net_025, fw_025, xs, results)
+    a, b = results
+    assert any(not np.array_equal(a.tensors[t], b.tensors[t]) for t in a.tensors), \
+        "two different images gave identical tensors"
+    r = a
+    print(f"\nVerilator, alpha 0.25 default config: {r.cycles:,} cycles per inference; "
+          f"build {r.build_s:.1f} s ({'cached' if r.build_cached else 'fresh'}), "
+          + ", ".join(f"image {q.index}: {q.run_wall_s:.1f} s wall / {q.run_cpu_s:.1f} s CPU"
+                      for q in results))
+
+
+def test_error_and_cycle_limit_are_reported(net_025, fw_025):
+    """A descriptor with a broken check word stops the run at that layer with
+    BAD_DESCRIPTOR; a cycle limit far below the program's needs ends the run as timed out
+    (soft reset, not a hang), and a following image in the same session is run anyway."""
+    from sim.accel_sim import simulate
+    x = net_025.int8_inputs(1)
+    image = bytearray(fw_025.image)
+    image[fw_025.program_addr - fw_025.base + 3 * DESCRIPTOR_BYTES + 4] ^= 0x01
+    (bad,) = simulate(dataclasses.replace(fw_025, image=image), x, progress=False)
+    assert bad.done and bad.error and not bad.timed_out and not bad.ok
+    assert bad.error_code == ErrorCode.BAD_DESCRIPTOR and bad.layer_count == 3
+    assert all(c > 0 for c in bad.layer_cycles[:3])
+
+    slow = simulate(fw_025, np.concatenate([x, x]), max_cycles=5_000, progress=False)
+    for r in slow:
+        assert r.timed_out and not r.ok and r.sim_cycles >= 5_000 and r.cycles >= 5_000
+
+
+@pytest.mark.slow
+def test_alpha1_bit_exact_on_verilator(net_100):
+    """Alpha 1 with activation buffers large enough for its biggest feature map, one image."""
+    from sim.accel_sim import simulate
+    fw = compile_graph(net_100.graph, ALPHA1_CFG)
+    check_fits(fw)
+    xs = net_100.int8_inputs(1)
+    results = simulate(fw, xs, ALPHA1_CFG)
+    check_against_tflite(net_100, fw, xs, results)
+    r = results[0]
+    print(f"\nVerilator, alpha 1 (256 KiB activation buffers): {r.cycles:,} cycles, "
+          f"{r.run_wall_s:.1f} s wall / {r.run_cpu_s:.1f} s CPU; build {r.build_s:.1f} s")
