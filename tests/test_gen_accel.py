@@ -1,6 +1,8 @@
 """The main job on built-in defaults produces a complete, self-describing build folder."""
 import json
 
+import pytest
+
 from rtl_gen import cli
 
 
@@ -21,3 +23,23 @@ def test_gen_accel_defaults(tmp_path):
     # Rerunning replaces the folder atomically and leaves no staging folders behind.
     assert cli.main(["--out", str(out), "--check-images", "1", "-q"]) == 0
     assert not list(tmp_path.glob(".build.*"))
+
+
+def test_gen_accel_verify_in_verilator(tmp_path):
+    """--verify runs real images through the Verilated RTL: bit-exact on every layer, and the
+    cycle model's prediction within 5% of the measured LAYER_CYCLES per layer and overall."""
+    from sim.verilator_runner import verilator_available
+    why = verilator_available()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "build"
+    assert cli.main(["--out", str(out), "--check-images", "1", "--verify", "1", "-q"]) == 0
+    verdict = json.loads((out / "rtl_verify.json").read_text())
+    assert verdict["bit_exact"] and verdict["images"] == 1 and not verdict["failures"]
+    rep = json.loads((out / "report" / "layer_cycles.json").read_text())
+    assert len(rep["layers"]) == 26
+    for row in rep["layers"]:
+        assert row["measured"] > 0 and abs(row["error_pct"]) <= 5.0, row
+    run = rep["run"]
+    assert abs(run["predicted"] - run["measured"]) <= 0.05 * run["measured"]
+    assert (out / "report" / "layer_cycles.png").is_file()
