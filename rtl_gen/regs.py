@@ -61,7 +61,8 @@ _FIXED = [
     Register("ERROR_CODE", 0x10, "RO", "Error code reported by the core (8 bits)."),
     Register("PROG_ADDR_LO", 0x14, "RW", "Program (command list) address in DDR, bits 31..0."),
     Register("PROG_ADDR_HI", 0x18, "RW", "Program (command list) address in DDR, bits 63..32."),
-    Register("LAYER_COUNT", 0x1C, "RO", "Number of layers of the loaded program (16 bits)."),
+    Register("LAYER_COUNT", 0x1C, "RO",
+             "Layers of the current run whose output has reached DDR (16 bits)."),
     Register("CYCLES_LO", 0x20, "RO",
              "Cycles spent busy since the last START, bits 31..0. Reading it latches CYCLES_HI."),
     Register("CYCLES_HI", 0x24, "RO",
@@ -78,7 +79,8 @@ _FIELDS = [
     Field("STATUS", "DONE", 1, 1, "W1C", "The core finished a run (sticky)."),
     Field("STATUS", "ERROR", 2, 1, "W1C", "The core reported an error (sticky); see ERROR_CODE."),
     Field("ERROR_CODE", "CODE", 0, 8, "RO", "Error code reported by the core."),
-    Field("LAYER_COUNT", "COUNT", 0, 16, "RO", "Number of layers of the loaded program."),
+    Field("LAYER_COUNT", "COUNT", 0, 16, "RO",
+          "Layers of the current run whose output has reached DDR."),
 ]
 
 
