@@ -1,0 +1,211 @@
+"""Board targets and the accelerator configuration that fits each of them.
+
+A `Board` names an amaranth-boards platform (used for bitstream builds), the nextpnr device
+arguments (used for out-of-context builds) and the device's resources, so that a build can be
+rejected before place and route and `default_config` can size the accelerator.
+
+Resources (Lattice ECP5 family data sheet, FPGA-DS-02012, table 1.1; nextpnr reports the same
+counts as "available"): a slice holds two LUT4s and two FFs, a sysDSP slice two MULT18X18D,
+an EBR is one DP16KD of 18 Kbit.
+
+    device      LUT4 = FF   MULT18X18D   DP16KD (18 Kbit)
+    LFE5U-25F      24 288           28         56
+    LFE5U-45F      43 848           72        108
+    LFE5U-85F      83 640          156        208
+
+Why ULX3S 45F is the small target: Yosys maps every multiplier of two or more bits onto
+MULT18X18D, and the accelerator needs at least 35 of them (`estimate`: pw 2x1, one depthwise
+lane), more than the 28 of a 12F/25F. Mapped to LUTs instead (`synth_ecp5 -nodsp`), a pw 2x2
+accelerator measured 29 148 LUT4 + 1 964 CCU2C, about 33 000 LUT slots for the 24 288 of a
+25F. An iCE40 UP5K (5 280 LUTs, 8 SB_MAC16) is far smaller still, and nextpnr-ice40 has no
+out-of-context mode. The 25F stays listed for building blocks of the accelerator;
+`default_config` says why the whole accelerator does not fit it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from itertools import product
+
+from amaranth_boards.ulx3s import ULX3S_25F_Platform, ULX3S_45F_Platform, ULX3S_85F_Platform
+
+from rtl_gen.config import AccelConfig, ConfigError
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform: type              # amaranth-boards platform, for bitstream builds
+    device: str
+    nextpnr: str                # nextpnr-ecp5 binary suffix ...
+    nextpnr_args: tuple         # ... and its device arguments
+    luts: int
+    ffs: int
+    mult18: int
+    bram_blocks: int
+    clock_mhz: float            # accelerator clock target (see `default_config`)
+
+    BRAM_BLOCK_BITS = 18 * 1024
+
+    @property
+    def bram_bits(self) -> int:
+        return self.bram_blocks * self.BRAM_BLOCK_BITS
+
+
+def _ulx3s(size: str, platform: type, luts: int, mult18: int, bram_blocks: int) -> Board:
+    # ULX3S: CABGA381 package, speed grade 6 (amaranth-boards: package "BG381", speed "6").
+    args = (f"--{size}k", "--package", "CABGA381", "--speed", "6")
+    return Board(name=f"ulx3s-{size}f", platform=platform, device=platform.device,
+                 nextpnr="ecp5", nextpnr_args=args,
+                 luts=luts, ffs=luts, mult18=mult18, bram_blocks=bram_blocks, clock_mhz=30.0)
+
+
+BOARDS = {b.name: b for b in (
+    _ulx3s("85", ULX3S_85F_Platform, luts=83640, mult18=156, bram_blocks=208),
+    _ulx3s("45", ULX3S_45F_Platform, luts=43848, mult18=72, bram_blocks=108),
+    _ulx3s("25", ULX3S_25F_Platform, luts=24288, mult18=28, bram_blocks=56),
+)}
+DEFAULT_BOARD = "ulx3s-85f"
+
+
+def get_board(board: str | Board) -> Board:
+    if isinstance(board, Board):
+        return board
+    try:
+        return BOARDS[board]
+    except KeyError:
+        raise ValueError(f"unknown board {board!r}; known: {', '.join(BOARDS)}") from None
+
+
+# ---- resource model of rtl_gen.accelerator.Accelerator ------------------------------------------
+
+# MULT18X18D outside the engines and requantizers: the sequencer's size products (in_h * in_w,
+# out_c * in_c, ...), the SoftmaxUnit's 32x32 and the FloatRequantizer's 53x16 multiplier.
+FIXED_MULT18 = 16
+# Coarse logic model, TRELLIS_COMB = LUT4 + 2 * CCU2C + 2 * DPR16X4 after synth_ecp5, fitted to
+# two syntheses: 35 000 for AccelConfig() (128 + 9*8 multipliers) and 11 800 for
+# pw 2x2, dw_lanes 1, 16 KiB buffers (4 + 9 multipliers). For the 85F default (64 + 9*4) it
+# says 22 600; a later accelerator took 24 450.
+LUT_BASE, LUT_PER_MULT = 10200, 124
+# Shares of a device the default configuration may plan for: the LUT model is coarse, and
+# nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).
+LUT_BUDGET, BRAM_BUDGET = 0.8, 0.9
+
+# DP16KD aspect ratios: (data bits per word, words).
+_BRAM_MODES = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
+
+
+def bram_blocks(width: int, depth: int, byte_writes: bool, read_ports: int = 1) -> int:
+    """DP16KD blocks Yosys uses for a width x depth memory with one write port: the best
+    aspect ratio. With byte write enables a 9-bit lane holds one byte, so 36/18/9-bit modes
+    carry 32/16/8 data bits. A DP16KD has two ports, one taken by the write, so each further
+    read port at its own address costs a copy of the memory."""
+    def cost(bits, words):
+        lane = 8 * (bits // 9) if byte_writes and bits >= 9 else bits
+        return math.ceil(width / lane) * math.ceil(depth / words)
+    return read_ports * min(cost(bits, words) for bits, words in _BRAM_MODES)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mult18: int
+    bram_blocks: int
+    luts: int
+
+
+def estimate(cfg: AccelConfig) -> Estimate:
+    """Resources of `Accelerator(cfg)` after synth_ecp5, with the default `Limits`.
+
+    MULT18X18D: one per int8 product (9x8 bits fit one 18x18): pw_out * pw_in in the MAC array,
+    9 * dw_lanes in the depthwise engine; four per 32x32 product (2x2 tiles of 18x18) in the
+    Requantizer and in the MeanUnit's own Requantizer, `lanes` each; plus `FIXED_MULT18`.
+    BRAM: the two activation buffers (byte writes; read by the layer's reader and the store
+    reader, so two copies each), the weight buffer (its bus-word write enables counted as byte
+    lanes: a 64-bit lane takes two 36-bit blocks), the depthwise line buffer (two rows of
+    pixels), the MeanUnit sums and the per-layer cycle registers.
+    Both formulas reproduce synth_ecp5 exactly for `default_config("ulx3s-85f")`: 148
+    MULT18X18D, 150 DP16KD. With one reader per activation buffer (read_ports=1) they matched
+    an earlier accelerator as exactly: AccelConfig() 280 and 106, pw 2x2 with one lane 37 and 24.
+    """
+    from rtl_gen.sequencer import Geometry, Limits
+
+    g, limits = Geometry(cfg), Limits()
+    mult18 = cfg.pw_out * cfg.pw_in + 9 * cfg.dw_lanes + 2 * 4 * g.lanes + FIXED_MULT18
+    # MeanUnit(lanes, max_channels, max_pixels) keeps ceil(max_channels / lanes) rows of `lanes`
+    # sums of (255 * max_pixels).bit_length() + 1 bits.
+    mean_bits = g.lanes * ((255 * g.mean_pixels).bit_length() + 1)
+    blocks = (2 * bram_blocks(8 * g.act_word, g.act_depth, True, read_ports=2)
+              + bram_blocks(8 * g.weight_word, g.weight_depth, True)
+              + bram_blocks(2 * 8 * cfg.dw_lanes, limits.max_width + 1, False)
+              + bram_blocks(mean_bits, -(-limits.max_channels // g.lanes), False)
+              + bram_blocks(32, limits.max_layers, False))
+    luts = LUT_BASE + LUT_PER_MULT * (cfg.pw_out * cfg.pw_in + 9 * cfg.dw_lanes)
+    return Estimate(mult18=mult18, bram_blocks=blocks, luts=luts)
+
+
+def _valid(cfg: AccelConfig) -> bool:
+    from rtl_gen.sequencer import check_config
+    try:
+        check_config(cfg)
+    except ConfigError:
+        return False
+    return True
+
+
+def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
+    """The largest accelerator that fits `board`, at the board's clock target.
+
+    Pointwise convolutions carry about 95 % of MobileNet's MACs, so the search maximises the
+    MAC array (pw_out * pw_in) first, then the depthwise lanes, then prefers the squarer array
+    (smaller channel padding, `firmware.layout.channel_align`) with pw_out >= pw_in. The DSPs
+    bind: MULT18X18D = pw_out*pw_in + 9*dw_lanes + 8*min(pw_out, dw_lanes) + 16 (`estimate`).
+
+    * ULX3S 85F, 156 MULT18X18D: 8x8 MACs + 4 lanes = 64 + 36 + 32 + 16 = 148
+      (16x8 with one lane needs 128 + 9 + 8 + 16 = 161; 8x8 with 8 lanes needs 216).
+    * ULX3S 45F, 72 MULT18X18D: 8x4 MACs + 1 lane = 32 + 9 + 8 + 16 = 65
+      (4x4 with 2 lanes, 66, has half the MACs; 8x4 with 2 lanes needs 82).
+    * ULX3S 25F, 28 MULT18X18D: nothing fits; the smallest accelerator needs 2 + 9 + 8 + 16.
+
+    Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 32 KiB of weights:
+    what the firmware's networks are compiled for) and are halved together only while they
+    exceed 90 % of the DP16KDs. 85F: 150 of 208 blocks (each activation buffer is stored
+    twice, 64 blocks). 45F: 148 blocks at the defaults, so 32 + 16 KiB, 76 of 108 blocks;
+    `rtl_gen.sequencer.check_fits` tells whether a compiled network fits those.
+
+    Clock: 30 MHz on both (ECP5 speed grade 6). Out of context the Requantizer alone routes
+    at about 48 MHz (its rounding shift and clamp), and nextpnr estimates 32 MHz after placing
+    the whole 85F default accelerator (24 500 LUT slots, 11 200 FFs); 30 MHz keeps a little
+    margin for routing. The ULX3S's 25 MHz oscillator reaches it through an EHXPLLL.
+    """
+    board = get_board(board)
+    base = AccelConfig(clock_mhz=board.clock_mhz)
+    pow2 = [1 << k for k in range(7)]
+    best, fewest_mult18 = None, None
+    for pw_out, pw_in, lanes, bus in product(pow2, pow2, pow2, (8, 4)):
+        cfg = replace(base, pw_out=pw_out, pw_in=pw_in, dw_lanes=lanes, bus_bytes=bus)
+        if not _valid(cfg):
+            continue
+        est = estimate(cfg)
+        fewest_mult18 = min(est.mult18, fewest_mult18 or est.mult18)
+        if est.mult18 > board.mult18 or est.luts > LUT_BUDGET * board.luts:
+            continue
+        cfg = _shrink_buffers(cfg, board)
+        key = (pw_out * pw_in, lanes, -max(pw_out, pw_in), pw_out >= pw_in, bus)
+        if cfg is not None and (best is None or key > best[0]):
+            best = (key, cfg)
+    if best is None:
+        raise ConfigError(f"no accelerator configuration fits {board.name} ({board.device}): the "
+                          f"smallest needs {fewest_mult18} MULT18X18D, the device has "
+                          f"{board.mult18}")
+    return best[1]
+
+
+def _shrink_buffers(cfg: AccelConfig, board: Board) -> AccelConfig | None:
+    """`cfg` with its buffers halved until it fits `board`, or None if it never does."""
+    while True:
+        if estimate(cfg).bram_blocks <= BRAM_BUDGET * board.bram_blocks:
+            return cfg
+        if cfg.act_buffer_bytes <= 1024 and cfg.weight_buffer_bytes <= 1024:
+            return None
+        cfg = replace(cfg, act_buffer_bytes=max(1024, cfg.act_buffer_bytes // 2),
+                      weight_buffer_bytes=max(1024, cfg.weight_buffer_bytes // 2))

@@ -1,0 +1,152 @@
+"""The board flow: out-of-context Yosys + nextpnr builds of small components, a bitstream build,
+the failure modes, and the board resource model. About a minute on one core; the full
+accelerator build is marked slow (tens of minutes)."""
+import json
+
+import pytest
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from boards.synth import (REPORT_JSON, REPORT_MD, FitError, SynthError, TimingError,
+                          build_bitstream, main, synthesize)
+from boards.targets import BOARDS, bram_blocks, default_config, estimate, get_board
+from rtl_gen.config import AccelConfig, ConfigError
+
+LIMIT_S = 600   # per build: a stuck tool fails the test instead of hanging CI
+
+
+class Counter(wiring.Component):
+    count: Out(16)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.count.eq(self.count + 1)
+        return m
+
+
+class Products(wiring.Component):
+    """`n` registered 9x9 products, one MULT18X18D each, XORed into one output."""
+    a: In(signed(9))
+    b: In(signed(9))
+    o: Out(signed(18))
+
+    def __init__(self, n: int):
+        self.n = n
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        folded = 0
+        for i in range(self.n):
+            p = Signal(signed(18), name=f"p{i}")
+            m.d.sync += p.eq(self.a * (self.b + i))
+            folded = folded ^ p
+        m.d.comb += self.o.eq(folded)
+        return m
+
+
+def test_requantizer_out_of_context_via_cli(tmp_path):
+    board = get_board("ulx3s-85f")
+    rc = main(["--board", board.name, "--component", "rtl_gen.requant:Requantizer",
+               "--clock-mhz", "20", "--out", str(tmp_path), "--quiet", "--timeout", str(LIMIT_S)])
+    assert rc == 0
+    report = json.loads((tmp_path / REPORT_JSON).read_text())
+    assert (tmp_path / REPORT_MD).read_text().startswith("# top on ulx3s-85f")
+    for log in ("yosys.log", "nextpnr.log", "nextpnr_report.json"):
+        assert (tmp_path / log).stat().st_size > 0
+    use = report["resources"]
+    assert 100 < use["lut"]["used"] < 10_000
+    assert 50 < use["ff"]["used"] < 5_000
+    assert 0 < use["carry"]["used"] and 0 < use["dsp"]["used"] <= 16   # the 32x32 product
+    assert use["io"]["used"] == 0                                      # out of context
+    # The device table in boards.targets agrees with what nextpnr says the device has.
+    assert use["lut"]["available"] == board.luts and use["ff"]["available"] == board.ffs
+    assert use["dsp"]["available"] == board.mult18
+    assert use["bram"]["available"] == board.bram_blocks
+    assert report["target_mhz"] == 20 and 20 <= report["fmax_mhz"] < 1000
+    assert report["timing_met"] and report["clock"] == "clk"
+
+
+def test_impossible_clock_raises_timing_error(tmp_path):
+    with pytest.raises(TimingError) as e:
+        synthesize(Counter(), "ulx3s-85f", 2000, tmp_path, progress=False, timeout_s=LIMIT_S)
+    report = e.value.report
+    assert 0 < report.fmax_mhz < 2000 and report.target_mhz == 2000
+    assert "2000.00 MHz target" in str(e.value)
+    saved = json.loads((tmp_path / REPORT_JSON).read_text())
+    assert saved["timing_met"] is False and saved["fmax_mhz"] == report.fmax_mhz
+
+
+def test_too_many_multipliers_raise_fit_error(tmp_path):
+    board = get_board("ulx3s-25f")
+    with pytest.raises(FitError, match=r"MULT18X18D: 30 needed, 28 on the device"):
+        synthesize(Products(30), board, 10, tmp_path, progress=False, timeout_s=LIMIT_S)
+    assert not (tmp_path / "nextpnr.log").exists()      # rejected before place and route
+
+
+def test_design_without_clock_is_rejected(tmp_path):
+    class Wire(wiring.Component):
+        i: In(4)
+        o: Out(4)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.comb += self.o.eq(self.i)
+            return m
+
+    with pytest.raises(SynthError, match="no 'clk' input"):
+        synthesize(Wire(), "ulx3s-85f", 10, tmp_path, progress=False)
+
+
+def test_blinky_bitstream(tmp_path):
+    from amaranth_boards.test.blinky import Blinky
+
+    report = build_bitstream(Blinky(), "ulx3s-85f", tmp_path, progress=False, timeout_s=LIMIT_S)
+    assert (tmp_path / "top.bit").stat().st_size > 100_000
+    assert not report.out_of_context and report.resources["io"].used > 0
+    assert report.target_mhz == pytest.approx(25.0, rel=1e-3)     # the ULX3S oscillator
+    assert report.timing_met and report.fmax_mhz > 25
+
+
+@pytest.mark.parametrize("width,depth,byte_writes,read_ports,blocks", [
+    (8, 2048, True, 1, 1), (64, 8192, True, 2, 64), (1024, 256, True, 1, 32),
+    (168, 128, False, 1, 5), (168, 128, True, 1, 6), (32, 64, False, 1, 1)])
+def test_bram_blocks(width, depth, byte_writes, read_ports, blocks):
+    assert bram_blocks(width, depth, byte_writes, read_ports) == blocks
+
+
+def test_estimate_matches_the_calibration_synthesis():
+    # synth_ecp5 of Accelerator(default_config("ulx3s-85f")): 148 MULT18X18D, 150 DP16KD.
+    est = estimate(default_config("ulx3s-85f"))
+    assert (est.mult18, est.bram_blocks) == (148, 150)
+
+
+@pytest.mark.parametrize("name", ["ulx3s-85f", "ulx3s-45f"])
+def test_default_config_fits(name):
+    board = get_board(name)
+    cfg = default_config(board)
+    est = estimate(cfg)
+    assert est.mult18 <= board.mult18 and est.bram_blocks <= board.bram_blocks
+    assert est.luts < board.luts and cfg.clock_mhz == board.clock_mhz
+    assert cfg.pw_out * cfg.pw_in >= 32
+
+
+def test_default_config_explains_a_board_too_small():
+    with pytest.raises(ConfigError, match="ulx3s-25f.*MULT18X18D"):
+        default_config("ulx3s-25f")
+    with pytest.raises(ValueError, match="known: " + ", ".join(BOARDS)):
+        get_board("icebreaker")
+
+
+@pytest.mark.slow
+def test_accelerator_default_config_out_of_context(tmp_path):
+    from rtl_gen.accelerator import Accelerator
+
+    cfg = default_config("ulx3s-85f")
+    report = synthesize(Accelerator(cfg), "ulx3s-85f", cfg.clock_mhz, tmp_path,
+                        timeout_s=3600)
+    est = estimate(cfg)
+    assert report.resources["dsp"].used == est.mult18
+    assert report.resources["bram"].used == est.bram_blocks
+    assert report.timing_met
