@@ -22,7 +22,7 @@ Buffer words are sized so that every chunk moved is one aligned piece of a word
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -40,7 +40,8 @@ from .mean_unit import MeanUnit
 from .pointwise import PointwiseEngine
 from .regs import RegisterFile
 from .requant import LANE_LAYOUT, Requantizer
-from .sequencer import Geometry, Limits, LoadDest, Sequencer, check_config, descriptor_layout
+from .sequencer import (ErrorCode, Geometry, Limits, LoadDest, Sequencer, check_config,
+                        descriptor_layout)
 from .softmax_unit import SoftmaxUnit
 
 REGS_ADDR_WIDTH = 12
@@ -116,6 +117,22 @@ class Accelerator(wiring.Component):
     ``s_axi__*``, the `rtl_gen.regs` register map), ``irq`` (level: STATUS.DONE & IRQ_EN).
     A run ends with DONE (and the interrupt) whether it succeeded or not; STATUS.ERROR and
     ERROR_CODE (`sequencer.ErrorCode`) tell which.
+
+    Abort (CTRL.SOFT_RESET, or the watchdog): the sequencer's DMA commands are gated off so
+    nothing new is issued, the DMA finishes the commands it already took (read data is
+    discarded into the buffers, the store still running keeps feeding its write bursts, so
+    every AXI burst completes its handshakes), then the sequencer, buffer readers/writer,
+    engines and requantizers get a one-cycle synchronous reset (`ResetInserter`) and the core
+    is idle; BUSY stays high while it drains and START is ignored. The register file and the
+    DMA are never reset this way.
+
+    Watchdog: a run (sequencer busy) that sees no progress (no AXI handshake on any channel,
+    no DMA command or completion, no buffer walk or datapath stream handshake) for
+    `Limits.watchdog_cycles` cycles ends at once with DONE, ERROR and ERROR_CODE
+    `ErrorCode.WATCHDOG` (LAYER_COUNT frozen at that moment), and aborts as above. It only
+    observes, so it never changes the timing of a run. If the bus never answers an
+    outstanding request, the drain cannot finish: BUSY stays high and only the system reset
+    recovers the core (an AXI master may not abandon issued bursts).
     """
 
     def __init__(self, cfg: AccelConfig = AccelConfig(), limits: Limits = Limits()):
@@ -136,18 +153,55 @@ class Accelerator(wiring.Component):
         m.submodules.regs = regs = RegisterFile(n_layers=limits.max_layers,
                                                 addr_width=REGS_ADDR_WIDTH)
         m.submodules.dma = dma = AxiDMA(cfg)
-        m.submodules.seq = seq = Sequencer(cfg, limits)
+        seq = Sequencer(cfg, limits)
+        # The local reset of the datapath, one cycle once an abort has drained the DMA.
+        local_rst = Signal()
+
+        def resettable(unit):
+            return ResetInserter(local_rst)(unit)
+
+        m.submodules.seq = resettable(seq)
         wiring.connect(m, wiring.flipped(self.s_axi), regs.s_axi)
         wiring.connect(m, dma.m_axi, wiring.flipped(self.m_axi))
-        wiring.connect(m, seq.rd_cmd, dma.rd_cmd)
-        wiring.connect(m, seq.wr_cmd, dma.wr_cmd)
         wiring.connect(m, seq.layer_cycles, regs.layer_cycles)
+
+        # ---- abort (soft reset, watchdog) -----------------------------------------------------
+        draining = Signal()      # stop issuing, wait for the DMA to finish its commands
+        watchdog = Signal()      # the last run ended by the watchdog (ERROR_CODE WATCHDOG)
+        held_count = Signal(16)  # LAYER_COUNT when the watchdog fired
+        wd_count = Signal(range(max(limits.watchdog_cycles, 2)))
+        progress = Signal()
+        fire = Signal()
+        for cmd, dcmd in ((seq.rd_cmd, dma.rd_cmd), (seq.wr_cmd, dma.wr_cmd)):
+            m.d.comb += [dcmd.valid.eq(cmd.valid & ~draining), dcmd.payload.eq(cmd.payload),
+                         cmd.ready.eq(dcmd.ready & ~draining)]
+        m.d.comb += [
+            fire.eq(seq.busy & ~draining & ~progress &
+                    (wd_count == limits.watchdog_cycles - 1)),
+            local_rst.eq(draining & ~dma.rd_busy & ~dma.wr_busy),
+        ]
+        with m.If(progress | ~seq.busy | draining):
+            m.d.sync += wd_count.eq(0)
+        with m.Else():
+            m.d.sync += wd_count.eq(wd_count + 1)
+        with m.If(local_rst):
+            m.d.sync += draining.eq(0)
+        with m.If(regs.soft_reset | fire):
+            m.d.sync += draining.eq(1)
+        with m.If(regs.soft_reset | (regs.start & ~regs.busy)):
+            m.d.sync += watchdog.eq(0)
+        with m.If(fire):
+            m.d.sync += [watchdog.eq(1), held_count.eq(seq.layer_count)]
+
         m.d.comb += [
             self.irq.eq(regs.irq),
-            seq.start.eq(regs.start),
+            seq.start.eq(regs.start & ~draining),
             seq.prog_addr.eq(regs.prog_addr),
-            regs.busy.eq(seq.busy), regs.done.eq(seq.done), regs.error.eq(seq.error),
-            regs.error_code.eq(seq.error_code), regs.layer_count.eq(seq.layer_count),
+            regs.busy.eq(seq.busy | draining),
+            regs.done.eq((seq.done & ~draining & ~regs.soft_reset) | fire),
+            regs.error.eq((seq.error & ~draining & ~regs.soft_reset) | fire),
+            regs.error_code.eq(Mux(watchdog, ErrorCode.WATCHDOG, seq.error_code)),
+            regs.layer_count.eq(Mux(watchdog, held_count, seq.layer_count)),
             seq.rd_done.eq(dma.rd_done), seq.rd_error.eq(dma.rd_error),
             seq.wr_done.eq(dma.wr_done), seq.wr_error.eq(dma.wr_error),
             dma.error_clear.eq(seq.dma_error_clear),
@@ -176,7 +230,7 @@ class Accelerator(wiring.Component):
         def reader(name, mems, select, word, depth, walk):
             """A BufferReader on its own read port of each of `mems`, reading `mems[select]`."""
             r = BufferReader(word_bytes=word, depth=depth)
-            m.submodules[name] = r
+            m.submodules[name] = resettable(r)
             ports = [mem.read_port() for mem in mems]
             for i, port in enumerate(ports):
                 m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en & (select == i))]
@@ -190,8 +244,8 @@ class Accelerator(wiring.Component):
                            seq.weight_walk)
         store_rd = reader("store_reader", acts, seq.store_src, g.act_word, g.act_depth,
                           seq.store_walk)
-        m.submodules.writer = writer = BufferWriter(word_bytes=g.act_word, depth=g.act_depth,
-                                                    lanes=g.lanes)
+        writer = BufferWriter(word_bytes=g.act_word, depth=g.act_depth, lanes=g.lanes)
+        m.submodules.writer = resettable(writer)
         wiring.connect(m, seq.out_walk, writer.cmd)
         m.d.comb += [seq.weight_idle.eq(weight_rd.idle), seq.out_idle.eq(writer.idle)]
 
@@ -236,11 +290,13 @@ class Accelerator(wiring.Component):
                 m.d.sync += reg.as_value().word_select(beat, 8 * bus).eq(word)
 
         # ---- engines ------------------------------------------------------------------------
-        m.submodules.pointwise = pw = PointwiseEngine(cfg)
-        m.submodules.depthwise = dw = DepthwiseEngine(cfg, max_width=limits.max_width)
-        m.submodules.mean = mean = MeanUnit(lanes=g.lanes, max_channels=limits.max_channels,
-                                            max_pixels=g.mean_pixels)
-        m.submodules.softmax = softmax = SoftmaxUnit(max_length=limits.max_classes)
+        pw = PointwiseEngine(cfg)
+        dw = DepthwiseEngine(cfg, max_width=limits.max_width)
+        mean = MeanUnit(lanes=g.lanes, max_channels=limits.max_channels,
+                        max_pixels=g.mean_pixels)
+        softmax = SoftmaxUnit(max_length=limits.max_classes)
+        m.submodules.pointwise, m.submodules.depthwise = resettable(pw), resettable(dw)
+        m.submodules.mean, m.submodules.softmax = resettable(mean), resettable(softmax)
 
         # Activation reader -> the unit of the current layer, each taking its chunk.
         item = act_rd.data.payload
@@ -284,9 +340,9 @@ class Accelerator(wiring.Component):
 
         # ---- requantization ----------------------------------------------------------------
         is_float = (desc.flags & Flags.FLOAT_REQUANT) != 0
-        m.submodules.serializer = ser = AccSerializer(cfg)
-        m.submodules.requant = rq = Requantizer(g.lanes)
-        m.submodules.float_requant = frq = FloatRequantizer()
+        ser, rq, frq = AccSerializer(cfg), Requantizer(g.lanes), FloatRequantizer()
+        m.submodules.serializer, m.submodules.requant = resettable(ser), resettable(rq)
+        m.submodules.float_requant = resettable(frq)
         for engine, active, n in ((pw, is_conv, cfg.pw_out), (dw, is_dw, cfg.dw_lanes)):
             with m.If(active):
                 m.d.comb += [ser.acc.valid.eq(engine.acc.valid), ser.count.eq(n),
@@ -324,4 +380,14 @@ class Accelerator(wiring.Component):
             dma.wr_data.payload.eq(Cat(Mux(s_item.addr + k < seq.store_bytes,
                                            s_word[8 * k:8 * k + 8], 0) for k in range(bus))),
         ]
+
+        # ---- watchdog progress: any handshake on the AXI bus, the DMA or the datapath -----
+        axi = self.m_axi
+        events = [axi.arvalid & axi.arready, axi.rvalid & axi.rready,
+                  axi.awvalid & axi.awready, axi.wvalid & axi.wready, axi.bvalid & axi.bready,
+                  dma.rd_done, dma.wr_done, dw.tile.valid & dw.tile.ready]
+        for port in (seq.rd_cmd, seq.wr_cmd, seq.act_walk, seq.weight_walk, seq.out_walk,
+                     seq.store_walk, act_rd.data, weight_rd.data, store_rd.data, writer.data):
+            events.append(port.valid & port.ready)
+        m.d.comb += progress.eq(Cat(events).any())
         return m

@@ -68,6 +68,8 @@ class ErrorCode(IntEnum):
     BAD_ALIGNMENT = 7        # a DDR address not aligned to the bus width
     AXI_READ_ERROR = 8       # SLVERR/DECERR on a read (descriptor, input, weights, records)
     AXI_WRITE_ERROR = 9      # SLVERR/DECERR on an output write
+    WATCHDOG = 10            # no progress (no AXI or datapath handshake) for
+                             # `Limits.watchdog_cycles` cycles, e.g. DDR never answering
 
 
 class LoadDest(IntEnum):
@@ -86,6 +88,9 @@ class Limits:
     max_channels: int = 1024  # MEAN per-channel sums
     max_classes: int = 256    # SOFTMAX logits (the SoftmaxUnit's ceiling)
     max_layers: int = 64      # per-layer cycle registers (later layers run uncounted)
+    # A run making no progress this long ends with WATCHDOG (`Accelerator`). Units such as
+    # the SoftmaxUnit compute internally for a while between handshakes: keep it >= ~1000.
+    watchdog_cycles: int = 1 << 20
 
 
 class Geometry:

@@ -22,7 +22,7 @@ from rtl_gen.accelerator import Accelerator
 from rtl_gen.axi import RESP_OKAY
 from rtl_gen.config import AccelConfig
 from rtl_gen.regs import LAYER_CYCLES_BASE, register_map
-from rtl_gen.sequencer import ErrorCode, ProgramError, check_fits, descriptor_error
+from rtl_gen.sequencer import ErrorCode, Limits, ProgramError, check_fits, descriptor_error
 from sim.amaranth_axi_ram import AxiRam
 
 REG = {r.name: r.offset for r in register_map()}
@@ -114,18 +114,64 @@ class LiteMaster:
         return data
 
 
+class HangingAxiRam(AxiRam):
+    """An `AxiRam` whose read bursts starting in one of ``hang_ranges`` (half-open byte
+    ranges) answer only after ``hang_latency`` cycles (never, by default): a DDR that stops
+    answering reads. The ranges can be cleared later; bursts already taken keep their delay."""
+
+    def __init__(self, *args, hang_ranges=(), hang_latency=10**15, **kwargs):
+        self.hang_ranges = [tuple(r) for r in hang_ranges]
+        self.hang_latency = hang_latency
+        self._last_ar = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def read_latency(self):
+        # Read when the testbench records an accepted AR, just after `_check_burst`.
+        addr = self._last_ar
+        if addr is not None and any(lo <= addr < hi for lo, hi in self.hang_ranges):
+            return self.hang_latency
+        return self._read_latency
+
+    @read_latency.setter
+    def read_latency(self, value):
+        self._read_latency = value
+
+    def _check_burst(self, kind, addr, length, size, burst):
+        if kind == "AR":
+            self._last_ar = addr
+        super()._check_burst(kind, addr, length, size, burst)
+
+
 def run_accelerator(fw, image, *, x, stall=0.0, read_latency=4, write_latency=2, seed=0,
-                    error_ranges=(), rerun=None, max_cycles=20_000):
+                    error_ranges=(), rerun=None, max_cycles=20_000, limits=Limits(),
+                    abort_after=None, hang_ranges=(), hang_latency=10**15):
     """Load `image` and the input into the RAM model, start the program over AXI4-Lite and
     wait (bounded) for the interrupt; with `rerun`, call it on the RAM model, clear STATUS and
-    run again. Returns the RAM model and the registers read back after each run."""
-    dut = Accelerator(fw.cfg)
-    ram = AxiRam(len(image) + 4096, bus_bytes=fw.cfg.bus_bytes, base=fw.base,
-                 read_latency=read_latency, write_latency=write_latency, stall=stall, seed=seed,
-                 error_ranges=error_ranges)
-    ram.load(fw.base, bytes(image))
-    ram.load(fw.regions["input"][0], host_input(fw, x))
+    run again. With `abort_after`, the first START is followed after that many cycles by a
+    CTRL.SOFT_RESET; once BUSY is low (bounded), the image is reloaded and the program
+    started again. Returns the RAM model and the registers read back after each run (with
+    `abort_after`, the first entry is the STATUS read right after the soft reset drained)."""
+    dut = Accelerator(fw.cfg, limits)
+    ram = HangingAxiRam(len(image) + 4096, bus_bytes=fw.cfg.bus_bytes, base=fw.base,
+                        read_latency=read_latency, write_latency=write_latency, stall=stall,
+                        seed=seed, error_ranges=error_ranges, hang_ranges=hang_ranges,
+                        hang_latency=hang_latency)
+
+    def load(ram):
+        ram.load(fw.base, bytes(image))
+        ram.load(fw.regions["input"][0], host_input(fw, x))
+
+    load(ram)
     runs = []
+
+    async def wait_idle(ctx, lite):
+        for _ in range(0, max_cycles, 16):
+            status = await lite.read(ctx, REG["STATUS"])
+            if not status & STATUS_BUSY:
+                return status
+            await ctx.tick().repeat(16)
+        raise AssertionError(f"still busy after {max_cycles} cycles")
 
     async def run(ctx, lite):
         await lite.write(ctx, REG["CTRL"], 0b011)                 # IRQ_EN | START
@@ -144,11 +190,22 @@ def run_accelerator(fw, image, *, x, stall=0.0, read_latency=4, write_latency=2,
     async def host(ctx):
         lite = LiteMaster(dut.s_axi)
         await lite.write(ctx, REG["PROG_ADDR_LO"], fw.program_addr)
+        if abort_after is not None:
+            await lite.write(ctx, REG["CTRL"], 0b011)             # IRQ_EN | START
+            await ctx.tick().repeat(abort_after)
+            busy = await lite.read(ctx, REG["STATUS"])
+            assert busy & STATUS_BUSY, "the run ended before the soft reset"
+            await lite.write(ctx, REG["CTRL"], 0b110)             # IRQ_EN | SOFT_RESET
+            runs.append({"STATUS": await wait_idle(ctx, lite),
+                         "LAYER_COUNT": await lite.read(ctx, REG["LAYER_COUNT"])})
+            assert not ctx.get(dut.irq)
+            load(ram)
         await run(ctx, lite)
         if rerun is not None:
             rerun(ram)
             await lite.write(ctx, REG["STATUS"], STATUS_DONE | STATUS_ERROR)
             assert not ctx.get(dut.irq)
+            await wait_idle(ctx, lite)
             await run(ctx, lite)
 
     sim = Simulator(dut)
@@ -318,3 +375,72 @@ def test_accelerator_converts_to_verilog_with_axi_port_names():
     for name in ("m_axi__araddr", "m_axi__rdata", "m_axi__awlen", "m_axi__wlast",
                  "s_axi__awaddr", "s_axi__rdata", "irq"):
         assert name in ports
+
+
+def layer_start(net, layer):
+    """Cycle (after START) at which `layer` starts, from an undisturbed run's LAYER_CYCLES."""
+    _, (regs,) = run_accelerator(net.fw, net.fw.image, x=net.x)
+    return sum(regs["LAYER_CYCLES"][:layer]), regs["LAYER_CYCLES"][layer]
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_soft_reset_mid_layer_aborts_and_the_next_run_is_bit_exact(net, layer):
+    """CTRL.SOFT_RESET halfway through layer 1 (DWCONV) or 2 (CONV): the core drains its
+    AXI bursts (the RAM model checks every handshake) and goes idle with STATUS clear and no
+    interrupt; a new START then runs the whole program bit-exact."""
+    start, length = layer_start(net, layer)
+    ram, (aborted, ok) = run_accelerator(net.fw, net.fw.image, x=net.x,
+                                         abort_after=start + length // 2)
+    assert aborted["STATUS"] & (STATUS_BUSY | STATUS_DONE | STATUS_ERROR) == 0, aborted
+    assert aborted["LAYER_COUNT"] == 0
+    assert ok["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, ok
+    assert ok["ERROR_CODE"] == ErrorCode.NONE and ok["LAYER_COUNT"] == 7
+    assert_matches_model(net, ram)
+
+
+def test_soft_reset_under_back_pressure_then_rerun(net):
+    start, length = layer_start(net, 2)
+    ram, (aborted, ok) = run_accelerator(net.fw, net.fw.image, x=net.x, stall=0.4,
+                                         read_latency=11, write_latency=7, seed=5,
+                                         abort_after=start + length // 3)
+    assert aborted["STATUS"] & (STATUS_BUSY | STATUS_DONE | STATUS_ERROR) == 0, aborted
+    assert ok["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, ok
+    assert_matches_model(net, ram)
+
+
+def test_watchdog_does_not_fire_on_a_normal_run(net):
+    """A 1024-cycle watchdog still lets the whole program run: compute and stalls make
+    progress often enough."""
+    ram, (regs,) = run_accelerator(net.fw, net.fw.image, x=net.x, stall=0.4, read_latency=11,
+                                   write_latency=7, seed=3, limits=Limits(watchdog_cycles=1024))
+    assert regs["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, regs
+    assert_matches_model(net, ram)
+
+
+def test_ddr_never_answering_a_read_ends_with_watchdog(net):
+    """Layer 1's weights never come back: the run ends with WATCHDOG and the interrupt instead
+    of hanging. The read burst stays outstanding, so the core keeps BUSY (draining) for good:
+    an AXI master cannot abandon it."""
+    d = net.fw.descriptors[1]
+    _, (regs,) = run_accelerator(net.fw, net.fw.image, x=net.x,
+                                 limits=Limits(watchdog_cycles=1024),
+                                 hang_ranges=[(d.weight_addr, d.weight_addr + 8)])
+    assert regs["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE | STATUS_ERROR, regs
+    assert regs["STATUS"] & STATUS_BUSY, regs
+    assert regs["ERROR_CODE"] == ErrorCode.WATCHDOG, ErrorCode(regs["ERROR_CODE"]).name
+    assert regs["LAYER_COUNT"] == 1
+
+
+def test_watchdog_then_late_answer_drains_and_the_next_run_succeeds(net):
+    """A read answered only after 4000 cycles trips a 1024-cycle watchdog; once the late
+    burst has drained the core is idle, and a new START runs the program bit-exact."""
+    d = net.fw.descriptors[2]
+    ram, (failed, ok) = run_accelerator(
+        net.fw, net.fw.image, x=net.x, limits=Limits(watchdog_cycles=1024),
+        hang_ranges=[(d.weight_addr, d.weight_addr + 8)], hang_latency=4000,
+        rerun=lambda ram: ram.hang_ranges.clear())
+    assert failed["ERROR_CODE"] == ErrorCode.WATCHDOG
+    assert failed["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE | STATUS_ERROR
+    assert ok["STATUS"] & (STATUS_BUSY | STATUS_DONE | STATUS_ERROR) == STATUS_DONE, ok
+    assert ok["ERROR_CODE"] == ErrorCode.NONE and ok["LAYER_COUNT"] == 7
+    assert_matches_model(net, ram)
