@@ -38,6 +38,10 @@ def parse_args(argv):
                    help="also run N real test images through the cycle-accurate Verilator "
                         "simulation of the generated RTL, compare every layer with TFLite, "
                         "and put the measured cycles into the layer report")
+    p.add_argument("--synth", metavar="BOARD",
+                   help="also synthesize, place and route the accelerator for BOARD (e.g. "
+                        "ulx3s-85f) with Yosys + nextpnr; without --config the largest config "
+                        "that fits the board is used; missing the clock target fails")
     p.add_argument("--out", type=Path, default=Path("build"), help="output folder (default build/)")
     p.add_argument("-q", "--quiet", action="store_true")
     return p.parse_args(argv)
@@ -197,6 +201,27 @@ def write_layer_report(out, fw, measured: dict | None) -> dict:
     return total
 
 
+def run_synthesis(out, cfg, board) -> dict:
+    """Out-of-context Yosys + nextpnr build of the accelerator for `board`; a missed clock
+    target or a design that does not fit raises (no build folder is committed)."""
+    from boards.synth import SynthError, synthesize
+
+    from .accelerator import Accelerator
+    log.info("synthesizing for %s at %g MHz (Yosys + nextpnr; this takes a while) ...",
+             board.name, cfg.clock_mhz)
+    synth_dir = out.staging / "synth"
+    try:
+        report = synthesize(Accelerator(cfg), board, cfg.clock_mhz, synth_dir, top_name="mnet_accel",
+                            progress=log.isEnabledFor(logging.INFO))
+    except SynthError as e:
+        raise RuntimeError(f"synthesis for {board.name}: {e}") from None
+    out.files += [str(p.relative_to(out.staging)) for p in synth_dir.rglob("*") if p.is_file()]
+    summary = json.loads((synth_dir / "synth_report.json").read_text())
+    log.info("synthesis: %s", ", ".join(f"{k}={v}" for k, v in summary.items()
+                                        if k in ("fmax_mhz", "target_mhz")))
+    return summary
+
+
 def write_rtl(out, cfg) -> None:
     from amaranth.back import verilog
 
@@ -216,7 +241,16 @@ def run(args) -> Path:
         raise UsageError(f"--check-images must be >= 0, got {args.check_images}")
     if args.verify < 0:
         raise UsageError(f"--verify must be >= 0, got {args.verify}")
-    cfg = load_config(args.config)
+    board = None
+    if args.synth:
+        from boards.targets import default_config, get_board
+        try:
+            board = get_board(args.synth)
+            cfg = load_config(args.config) if args.config else default_config(board)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    else:
+        cfg = load_config(args.config)
     out = BuildDir(args.out)  # validates the output path before the slow work
     with out:
         t0 = time.time()
@@ -240,11 +274,13 @@ def run(args) -> Path:
             sim_verdict, measured = verify_rtl(graph, tflite, fw, args.verify)
             out.write_json("rtl_verify.json", sim_verdict)
         totals = write_layer_report(out, fw, measured)
+        synth = run_synthesis(out, cfg, board) if board is not None else None
         if args.verify and not sim_verdict["bit_exact"]:
             raise RuntimeError(f"RTL simulation differs from TFLite: {sim_verdict['failures']}")
         path = out.commit({"tool": "gen-accel", "model": provenance,
                            "total_macs": sum(r["macs"] for r in rows),
                            "predicted_cycles": totals["predicted_total"],
+                           "synthesis": synth,
                            "measured_cycles": totals["measured"],
                            "seconds": round(time.time() - t0, 2)})
     log.info("wrote %s (%d layers, %s MACs; reference and firmware bit-exact vs TFLite on %d images)", path,

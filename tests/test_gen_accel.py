@@ -43,3 +43,14 @@ def test_gen_accel_verify_in_verilator(tmp_path):
     run = rep["run"]
     assert abs(run["predicted"] - run["measured"]) <= 0.05 * run["measured"]
     assert (out / "report" / "layer_cycles.png").is_file()
+
+
+@pytest.mark.slow
+def test_gen_accel_synth_ulx3s(tmp_path):
+    """The full accelerator, out of context on the ULX3S 85F at the board's default config."""
+    out = tmp_path / "build"
+    code = cli.main(["--out", str(out), "--check-images", "1", "--synth", "ulx3s-85f", "-q"])
+    report = json.loads((out / "synth" / "synth_report.json").read_text()) if code == 0 else None
+    assert code == 0, "synthesis failed or missed timing (see the log above)"
+    assert report["fmax_mhz"] >= report["target_mhz"] > 0
+    assert json.loads((out / "MANIFEST.json").read_text())["synthesis"]["fmax_mhz"] == report["fmax_mhz"]

@@ -125,3 +125,11 @@ def test_cli_bad_config(tmp_path, capsys, text, msg):
     cfg.write_text(text)
     code, err = _cli(["--config", str(cfg), "--out", str(tmp_path / "b")], capsys)
     assert code == 2 and msg in err
+
+
+@pytest.mark.parametrize("board,msg", [("nope", "unknown board 'nope'"),
+                                       ("ulx3s-25f", "ulx3s-25f")])
+def test_cli_bad_synth_board(tmp_path, capsys, board, msg):
+    code, err = _cli(["--synth", board, "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and msg in err and err.startswith("gen-accel: error:")
+    assert not (tmp_path / "b").exists()
