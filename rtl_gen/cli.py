@@ -92,20 +92,18 @@ def check_against_tflite(graph, tflite: bytes, fw, n: int) -> dict:
 
     from firmware.executor import Memory, execute, host_input, read_tensor
     from quantize import assets
-    from quantize.convert import golden_interpreter, golden_run, quantize_input
-    from quantize.pipeline import _fit
+    from quantize.convert import golden_interpreter, golden_run
     from quantize.reference import run_graph
     from quantize.verify import compare_layers
-    images, labels = assets.sample_test_images()
-    n = min(n, len(images))
     g = graph.input
     if len(g.shape) != 4 or g.shape[3] != 3:
         return {"images": 0, "note": f"input shape {g.shape} is not an RGB image; skipped"}
-    xs = quantize_input(_fit(images[:n], g.shape[1]), g.scale[0], g.zp, g.shape[1])
+    n = min(n, len(assets.sample_test_images()[1]))
+    xs, labels = sample_inputs(graph, n)
     interp = golden_interpreter(tflite)
     bad = {"reference": {}, "firmware": {}}
     correct = 0
-    for x, y in tqdm(list(zip(xs, labels[:n])), desc="check vs TFLite", unit="img",
+    for x, y in tqdm(list(zip(xs, labels)), desc="check vs TFLite", unit="img",
                      disable=not log.isEnabledFor(logging.INFO)):
         golden = golden_run(interp, x[None])
         ours = run_graph(graph, x[None])
