@@ -115,6 +115,8 @@ def main(argv=None) -> int:
         spec = ModelSpec(args.alpha, args.input_size)
         if args.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {args.epochs}")
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"{args.out}: output path exists and is not a directory")
         data = load_cifar10(args.data or default_dataset_path())
         result = train(spec, data, args.out, args.epochs, args.batch_size, args.lr, args.seed)
     except (ValueError, DatasetError, OSError) as e:

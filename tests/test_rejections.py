@@ -133,3 +133,23 @@ def test_cli_bad_synth_board(tmp_path, capsys, board, msg):
     code, err = _cli(["--synth", board, "--out", str(tmp_path / "b")], capsys)
     assert code == 2 and msg in err and err.startswith("gen-accel: error:")
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--alpha", "0"], "alpha must be > 0"),
+    (["--epochs", "0"], "epochs must be >= 1"),
+    (["--data", "/nonexistent/cifar"], "no such data set path"),
+])
+def test_train_bad_arguments(tmp_path, capsys, args, msg):
+    from quantize import train
+    assert train.main(args + ["--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("mobilenet-train: error:") and msg in err
+
+
+def test_train_output_is_a_file(tmp_path, capsys):
+    from quantize import train
+    f = tmp_path / "run"
+    f.write_text("x")
+    assert train.main(["--data", str(tmp_path), "--out", str(f)]) == 2
+    assert "not a directory" in capsys.readouterr().err
