@@ -20,6 +20,7 @@ nextpnr's `--report` JSON, and `synth_report.json` / `synth_report.md`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import json
@@ -108,18 +109,23 @@ class _Progress:
             print(f"[synth {time.monotonic() - self.start:7.1f}s] {text}", flush=True)
 
 
+def _kill_group(proc: subprocess.Popen):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def _run(cmd: list, log_path: Path, phases: list, progress: _Progress, cwd: Path,
          deadline: float | None, env: dict | None = None) -> int:
     """Run `cmd`, copying its output to `log_path` and reporting the phases it enters; kill it
     at `deadline` (time.monotonic()) and raise SynthError."""
     seen = set()
+    # Its own process group, so that a stop also reaches the tools a build script starts.
     with open(log_path, "w") as log, subprocess.Popen(
             cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace", bufsize=1, start_new_session=True) as proc:
         timer = None
         if deadline is not None:
-            timer = threading.Timer(max(0.0, deadline - time.monotonic()),
-                                    os.killpg, (proc.pid, signal.SIGKILL))
+            timer = threading.Timer(max(0.0, deadline - time.monotonic()), _kill_group, (proc,))
             timer.start()
         try:
             for line in proc.stdout:
@@ -128,6 +134,10 @@ def _run(cmd: list, log_path: Path, phases: list, progress: _Progress, cwd: Path
                     if pattern.search(line) and (label is None or label not in seen):
                         seen.add(label)
                         progress(label or line.strip())
+            proc.wait()
+        except BaseException:       # e.g. KeyboardInterrupt: leave no tool running
+            _kill_group(proc)
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
