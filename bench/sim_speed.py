@@ -71,6 +71,7 @@ def amaranth(fw, x, cycles: int, read_latency: int) -> dict:
     from amaranth.sim import Simulator
     from rtl_gen.accelerator import Accelerator
     from rtl_gen.regs import register_map
+    from sim.amaranth_axi_lite import LiteMaster
     from sim.amaranth_axi_ram import AxiRam
     reg = {r.name: r.offset for r in register_map()}
     t0 = time.perf_counter()
@@ -81,20 +82,11 @@ def amaranth(fw, x, cycles: int, read_latency: int) -> dict:
     ram.load(fw.regions["input"][0], host_input(fw, x))
     out = {}
 
-    async def lite_write(ctx, addr, value):
-        bus = dut.s_axi
-        for sig, v in ((bus.awaddr, addr), (bus.wdata, value), (bus.wstrb, 0xF),
-                       (bus.awvalid, 1), (bus.wvalid, 1), (bus.bready, 1)):
-            ctx.set(sig, v)
-        await ctx.tick().until(bus.awready)
-        ctx.set(bus.awvalid, 0)
-        ctx.set(bus.wvalid, 0)
-        await ctx.tick().until(bus.bvalid)
-        ctx.set(bus.bready, 0)
+    lite = LiteMaster(dut.s_axi)
 
     async def host(ctx):
-        await lite_write(ctx, reg["PROG_ADDR_LO"], fw.program_addr)
-        await lite_write(ctx, reg["CTRL"], 0b011)
+        await lite.write(ctx, reg["PROG_ADDR_LO"], fw.program_addr)
+        await lite.write(ctx, reg["CTRL"], 0b011)
         t, cpu = time.perf_counter(), time.process_time()
         await ctx.tick().repeat(cycles)
         out.update(wall_s=time.perf_counter() - t, cpu_s=time.process_time() - cpu,

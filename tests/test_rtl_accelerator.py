@@ -19,10 +19,10 @@ from quantize.convert import golden_interpreter, golden_run, to_int8_tflite_from
 from quantize.tflite_graph import load_graph
 from quantize.verify import assert_bit_exact
 from rtl_gen.accelerator import Accelerator
-from rtl_gen.axi import RESP_OKAY
 from rtl_gen.config import AccelConfig
 from rtl_gen.regs import LAYER_CYCLES_BASE, register_map
 from rtl_gen.sequencer import ErrorCode, Limits, ProgramError, check_fits, descriptor_error
+from sim.amaranth_axi_lite import LiteMaster
 from sim.amaranth_axi_ram import AxiRam
 
 REG = {r.name: r.offset for r in register_map()}
@@ -81,37 +81,6 @@ def compiled(model, cfg):
 @pytest.fixture(scope="module")
 def net(model):
     return compiled(model, CFG)
-
-
-class LiteMaster:
-    """Minimal AXI4-Lite manager: one transfer at a time."""
-
-    def __init__(self, bus):
-        self.bus = bus
-
-    async def write(self, ctx, addr, value):
-        bus = self.bus
-        for sig, v in ((bus.awaddr, addr), (bus.wdata, value), (bus.wstrb, 0xF),
-                       (bus.awvalid, 1), (bus.wvalid, 1), (bus.bready, 1)):
-            ctx.set(sig, v)
-        await ctx.tick().until(bus.awready)
-        ctx.set(bus.awvalid, 0)
-        ctx.set(bus.wvalid, 0)
-        (resp,) = await ctx.tick().sample(bus.bresp).until(bus.bvalid)
-        ctx.set(bus.bready, 0)
-        assert resp == RESP_OKAY
-
-    async def read(self, ctx, addr):
-        bus = self.bus
-        ctx.set(bus.araddr, addr)
-        ctx.set(bus.arvalid, 1)
-        await ctx.tick().until(bus.arready)
-        ctx.set(bus.arvalid, 0)
-        ctx.set(bus.rready, 1)
-        data, resp = await ctx.tick().sample(bus.rdata, bus.rresp).until(bus.rvalid)
-        ctx.set(bus.rready, 0)
-        assert resp == RESP_OKAY
-        return data
 
 
 class HangingAxiRam(AxiRam):
