@@ -39,8 +39,11 @@ class Memory:
         return np.frombuffer(self.read(addr, h * w * c), np.int8).reshape(1, h, w, c)
 
 
-def _requant(acc, mem: Memory, d: Descriptor, c: int) -> np.ndarray:
-    raw = mem.read(d.param_addr, c * L.PARAM_BYTES)
+def _records(mem: Memory, d: Descriptor) -> bytes:
+    return mem.read(d.param_addr, d.out_c * L.PARAM_BYTES)
+
+
+def _requant(acc, raw: bytes, d: Descriptor, c: int) -> np.ndarray:
     if d.flags & Flags.FLOAT_REQUANT:
         _, mant, exp = L.unpack_float_params(raw, c)
         scaled = np.array([[fx.round_scaled_double(a, mant[i], exp[i]) for i, a in enumerate(row)]
@@ -51,23 +54,25 @@ def _requant(acc, mem: Memory, d: Descriptor, c: int) -> np.ndarray:
     return np.clip(scaled + d.output_zp, d.act_min, d.act_max).astype(np.int8)
 
 
-def _bias(mem: Memory, d: Descriptor, c: int) -> np.ndarray:
-    return L.unpack_channel_params(mem.read(d.param_addr, c * L.PARAM_BYTES), c)[0]
+def _bias(raw: bytes, c: int) -> np.ndarray:
+    return L.unpack_channel_params(raw, c)[0]
 
 
 def run_layer(mem: Memory, d: Descriptor, cfg: AccelConfig) -> None:
     if d.opcode == Opcode.CONV:
         x = mem.fmap(d.input_addr, d.in_h, d.in_w, d.in_c)
         w = L.unpack_pointwise_weights(mem.read(d.weight_addr, d.weight_bytes), cfg, d.out_c, d.in_c)
-        acc = conv2d_acc(x, d.input_zp, w[:, None, None, :], _bias(mem, d, d.out_c))
-        y = _requant(acc, mem, d, d.out_c)
+        raw = _records(mem, d)
+        acc = conv2d_acc(x, d.input_zp, w[:, None, None, :], _bias(raw, d.out_c))
+        y = _requant(acc, raw, d, d.out_c)
     elif d.opcode == Opcode.DWCONV:
         x = mem.fmap(d.input_addr, d.in_h, d.in_w, d.in_c)
         xp = np.pad(x, ((0, 0), (d.pad_top, d.pad_bottom), (d.pad_left, d.pad_right), (0, 0)),
                     constant_values=d.input_zp)
         w = L.unpack_depthwise_weights(mem.read(d.weight_addr, d.weight_bytes), cfg, d.in_c)
-        acc = depthwise_acc(xp, d.input_zp, w[None], _bias(mem, d, d.out_c), (d.stride, d.stride), "VALID")
-        y = _requant(acc, mem, d, d.out_c)
+        raw = _records(mem, d)
+        acc = depthwise_acc(xp, d.input_zp, w[None], _bias(raw, d.out_c), (d.stride, d.stride), "VALID")
+        y = _requant(acc, raw, d, d.out_c)
     elif d.opcode == Opcode.MEAN:
         x = mem.fmap(d.input_addr, d.in_h, d.in_w, d.in_c).astype(np.int64)
         count = d.in_h * d.in_w

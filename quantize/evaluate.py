@@ -22,7 +22,7 @@ from .convert import golden_interpreter, golden_run, quantize_input
 from .data import center_crop, default_dataset_path, load_cifar10, normalize
 from .model import ModelSpec
 from .pipeline import build_int8_model
-from .reference import run_op
+from .reference import run_graph, run_op
 from .tflite_graph import load_graph
 from .verify import assert_bit_exact
 
@@ -47,7 +47,6 @@ def evaluate(spec: ModelSpec, weights: Path, data, crosscheck: int = 20) -> dict
     int8_pred = int8_predictions(graph, x8)
     interp = golden_interpreter(m.tflite)
     for x in x8[:crosscheck]:
-        from .reference import run_graph
         assert_bit_exact(graph, run_graph(graph, x[None]), golden_run(interp, x[None]))
     return {"alpha": spec.alpha, "input_size": spec.input_size, "test_images": int(len(yte)),
             "float_accuracy": float(np.mean(float_pred == yte)),
