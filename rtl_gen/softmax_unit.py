@@ -43,12 +43,15 @@ class SoftmaxUnit(wiring.Component):
     zero point -128), following reference_ops::Softmax step by step.
 
     It runs once per inference on ~10 values, so area wins over speed: every gemmlowp
-    SaturatingRoundingDoublingHighMul goes through one registered 32x32 multiplier, each
-    multiply taking an issue state and a write-back state of a micro-sequenced FSM.
+    SaturatingRoundingDoublingHighMul goes through one 32x32 multiplier with registered
+    operands and product, each multiply taking three states of a micro-sequenced FSM (issue:
+    operands registered; multiply: product registered; write-back). The operand registers
+    keep the LUT-RAM read, subtract and operand mux out of the multiplier's timing path
+    (without them that path limited the whole ECP5 accelerator to 34 MHz).
 
     Phases and cycles (n = length): load n cycles (one logit per clock; the maximum is tracked
-    on the fly), exponentials 27 per logit, reciprocal of the sum 15, output 3 per logit when
-    the consumer is ready. That is 31 n + 15 cycles, e.g. 325 for 10 logits.
+    on the fly), exponentials 40 per logit, reciprocal of the sum 22, output 4 per logit when
+    the consumer is ready. That is 45 n + 22 cycles, e.g. 472 for 10 logits.
 
     input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
     (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector.
@@ -73,6 +76,12 @@ class SoftmaxUnit(wiring.Component):
             "diff_min": In(signed(32)),
         })
 
+    @staticmethod
+    def vector_cycles(length: int) -> int:
+        """Cycles from the first logit accepted to the last probability taken, when the
+        streams never stall."""
+        return 45 * length + 22
+
     def elaborate(self, platform):
         m = Module()
 
@@ -86,7 +95,8 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += [logit_wr.addr.eq(index), logit_rd.addr.eq(index),
                      exp_wr.addr.eq(index), exp_rd.addr.eq(index)]
 
-        # The one multiplier: operands chosen per state, product registered every cycle.
+        # The one multiplier: operands registered in an issue state, product registered in the
+        # next (every cycle), written back in the third.
         mul_a, mul_b = Signal(signed(32)), Signal(signed(32))
         product, overflow = Signal(signed(64)), Signal()
         m.d.sync += [product.eq(mul_a * mul_b),
@@ -106,11 +116,14 @@ class SoftmaxUnit(wiring.Component):
         out_exponent = Signal(range(33))
 
         def multiplies(name, ops, after):
-            """Chain of (a, b, write-back statements) multiplies: issue and write-back states."""
+            """Chain of (a, b, write-back statements) multiplies: issue, multiply and write-back
+            states."""
             names = [f"{name}_{n}" for n in range(len(ops))] + [after]
             for n, (a, b, writeback) in enumerate(ops):
                 with m.State(names[n]):
-                    m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
+                    m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
+                    m.next = names[n] + "_MUL"
+                with m.State(names[n] + "_MUL"):
                     m.next = names[n] + "_WB"
                 with m.State(names[n] + "_WB"):
                     m.d.sync += writeback
@@ -178,7 +191,9 @@ class SoftmaxUnit(wiring.Component):
             multiplies("RECIP", recip_ops, after="OUT")
 
             with m.State("OUT"):
-                m.d.comb += [mul_a.eq(saturating_left_shift(recip, 1)), mul_b.eq(exp_rd.data)]
+                m.d.sync += [mul_a.eq(saturating_left_shift(recip, 1)), mul_b.eq(exp_rd.data)]
+                m.next = "OUT_MUL"
+            with m.State("OUT_MUL"):
                 m.next = "OUT_WB"
             with m.State("OUT_WB"):
                 probability = rounding_divide_by_pot(high, out_exponent) - 128

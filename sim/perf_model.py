@@ -46,6 +46,7 @@ from rtl_gen.depthwise import DepthwiseEngine
 from rtl_gen.float_requant import FloatRequantizer
 from rtl_gen.pointwise import PointwiseEngine
 from rtl_gen.requant import Requantizer
+from rtl_gen.softmax_unit import SoftmaxUnit
 from rtl_gen.sequencer import Geometry, check_fits
 
 # From the cycle a DMA command is accepted to its first AR (AW) handshake.
@@ -65,9 +66,6 @@ _WALK_START = 2
 _WRITER_IDLE = 1
 # DECODE, SIZE and VALIDATE.
 _DECODE = 3
-# SoftmaxUnit: load n logits, 27 cycles per exponential, 15 for the reciprocal, 3 per output.
-_SOFTMAX_PER_LOGIT = 31
-_SOFTMAX_FIXED = 15
 TAPS = 9
 
 
@@ -195,7 +193,7 @@ def mean_cycles(d: Descriptor, cfg: AccelConfig) -> int:
 
 def softmax_cycles(d: Descriptor) -> int:
     """SOFTMAX_RUN to STORE, including the -128 padding up to out_c."""
-    run = _WALK_START + _SOFTMAX_PER_LOGIT * d.real_c + _SOFTMAX_FIXED + _WRITER_IDLE
+    run = _WALK_START + SoftmaxUnit.vector_cycles(d.real_c) + _WRITER_IDLE
     pad = d.out_c - d.real_c
     return run + (1 + pad + _WRITER_IDLE if pad else 0)
 
