@@ -1,11 +1,12 @@
 """Compile a parsed int8 graph into the layer program and the DDR image.
 
 DDR map (addresses relative to `base`, every region 64-byte aligned):
-    program   descriptors, END-terminated
     params    per layer: weights (engine stream order) then 16-byte channel records
     input     the int8 input, written by the host (im2col'd when the first layer is a 3x3 conv)
     act       one region per layer output, so every intermediate tensor can be read back and
               checked after a single run (DDR is plentiful; on-chip buffers are not)
+    program   descriptors, END-terminated: one per layer, or one per band of rows for a
+              layer too large for the activation buffers (`firmware.tiling`)
 The output tensor is the last layer's region.
 """
 from __future__ import annotations
@@ -18,9 +19,11 @@ from quantize.reference import mean_multiplier, requant_for, same_padding, softm
 from quantize import fixedpoint as fx
 from quantize.tflite_graph import Graph, Op, UnsupportedModelError
 from rtl_gen.config import AccelConfig
+from rtl_gen.sequencer import Geometry
 
 from . import layout as L
 from .program import DESCRIPTOR_BYTES, Descriptor, Flags, Opcode
+from .tiling import split_rows
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Firmware:
     regions: dict[str, tuple[int, int]]          # name -> (addr, bytes)
     tensors: dict[int, TensorPlacement]           # graph tensor index -> placement
     layer_ops: list[int] = field(default_factory=list)  # descriptor i came from graph op
+    bands: list[tuple[int, int]] = field(default_factory=list)  # descriptor i: (band, of bands)
     input_tensor: int = 0
     output_tensor: int = 0
     im2col: tuple | None = None  # (stride, pads, zero_point) when the host makes patches
@@ -105,7 +109,7 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
     ops = [op for op in graph.ops if op.outputs[0].index not in pad_source]
 
     alloc = _Allocator(base)
-    program_addr = alloc.take((len(ops) + 1) * DESCRIPTOR_BYTES)
+    capacity = Geometry(cfg).act_capacity
     chunks: list[tuple[int, bytes]] = []
     descriptors: list[Descriptor] = []
     tensors: dict[int, TensorPlacement] = {}
@@ -132,6 +136,8 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
     tensors[x.index].addr = input_addr
 
     act_start = alloc.next
+    layer_ops: list[int] = []
+    bands: list[tuple[int, int]] = []
     for op in ops:
         src = _source(op, pad_source)
         if src not in tensors:
@@ -148,11 +154,16 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
         d = _descriptor(op, cfg, tensors[src], place, weight_regions[op.index],
                         pads_into.get(op.index, (0, 0, 0, 0)), im2col is not None and op is first)
         d.layer = len(descriptors)
-        descriptors.append(d)
+        parts = split_rows(d, capacity, cfg)
+        for k, part in enumerate(parts):
+            part.layer = len(descriptors)
+            descriptors.append(part)
+            layer_ops.append(op.index)
+            bands.append((k, len(parts)))
     act_end = alloc.next
 
-    layer_ops = [op.index for op in ops if op.kind != "RESHAPE"]
     descriptors.append(Descriptor(opcode=Opcode.END, layer=len(descriptors)))
+    program_addr = alloc.take(len(descriptors) * DESCRIPTOR_BYTES)
     image = bytearray(alloc.next - base)
     program = b"".join(d.pack() for d in descriptors)
     image[program_addr - base: program_addr - base + len(program)] = program
@@ -162,7 +173,7 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
     regions = {"program": (program_addr, len(program)), "params": (params_start, params_end - params_start),
                "input": (input_addr, tensors[x.index].nbytes),
                "activations": (act_start, act_end - act_start), "output": (out.addr, out.nbytes)}
-    return Firmware(cfg, base, descriptors, image, regions, tensors, layer_ops,
+    return Firmware(cfg, base, descriptors, image, regions, tensors, layer_ops, bands,
                     x.index, graph.output.index, im2col)
 
 

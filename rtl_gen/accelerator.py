@@ -330,6 +330,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [dw.tile.valid.eq(seq.tile_valid), seq.tile_ready.eq(dw.tile.ready),
                      tile.height.eq(desc.in_h), tile.width.eq(desc.in_w),
                      tile.stride2.eq(desc.stride == 2), tile.input_zp.eq(desc.input_zp),
+                     tile.pad_top.eq(desc.pad_top[0]), tile.pad_bottom.eq(desc.pad_bottom[0]),
                      tile.weights.eq(taps)]
         m.d.comb += [tile.bias[k].eq(records[k].bias) for k in range(cfg.dw_lanes)]
         m.d.comb += [mean.channels.eq(desc.in_c), mean.pixels.eq(seq.in_pixels),

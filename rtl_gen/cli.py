@@ -181,9 +181,8 @@ def verify_rtl(graph, tflite: bytes, fw, n: int) -> tuple[dict, dict]:
 def write_layer_report(out, fw, measured: dict | None) -> dict:
     """Predicted (and, after --verify, measured) cycles per layer: md, csv, json, png."""
     from sim import perf_model, report
-    from sim.accel_sim import DEFAULT_READ_LATENCY
-    pred = perf_model.predict(fw, fw.cfg, perf_model.DdrTiming(read_latency=DEFAULT_READ_LATENCY,
-                                                               write_latency=1))
+    from sim.accel_sim import DDR_TIMING
+    pred = perf_model.predict(fw, fw.cfg, DDR_TIMING)
     rows = []
     for i, layer in enumerate(pred.layers):
         rows.append({"layer": layer.layer, "op": layer.op, "macs": layer.macs,

@@ -1,23 +1,30 @@
 """Depthwise engine: 3x3 depthwise convolution (depth multiplier 1), stride 1 or 2, TFLite
-SAME padding, `dw_lanes` channels in parallel, producing int32 accumulators.
+SAME padding across a row, and 0 or 1 padding row above and below, `dw_lanes` channels in
+parallel, producing int32 accumulators.
 
 Protocol, one channel group at a time:
 
-1. one `tile` beat: the feature map's height, width, stride, input zero point, and the
-   group's 3x3 weights and biases (accepted only once the previous group has drained);
+1. one `tile` beat: the feature map's height, width, stride, top and bottom padding, input
+   zero point, and the group's 3x3 weights and biases (accepted only once the previous group
+   has drained);
 2. height*width `pixels` beats, one pixel's dw_lanes channels each, in raster order;
 3. the engine emits the out_h*out_w output pixels on `acc` in raster order, each the
    dw_lanes accumulators bias + sum((x - zp) * w) over the in-image taps.
 
+Rows are padded explicitly so that a feature map too large for the activation buffers can
+run as bands of rows (`firmware.compiler`): a band inside the map carries its neighbours'
+halo rows and takes no padding; SAME padding is pad_top = 1 at stride 1 or an odd height
+(0 at stride 2 and an even height), pad_bottom = 1. Columns always take SAME padding.
+
 How: each input pixel is read once. A line-buffer memory keeps, per column, the two
 previous rows, so with the incoming pixel it yields a full 3-pixel column per cycle, which is
 shifted into a 3x3 window. The engine walks the grid of input positions extended by one
-padding row below and one padding column to the right (SAME padding never needs more at the
+padding row below and one padding column to the right (never more is needed at the
 bottom/right); the padding positions consume no input. The window ending at grid position
 (r, c) covers rows r-2..r and columns c-2..c, and belongs to an output exactly when its top
-left corner is (oy*s - p, ox*s - p), p being the top/left padding (1 at stride 1; at stride 2,
-1 for odd sizes and 0 for even ones). Taps outside the image are masked to zero rather than
-stored as padding, so stale line-buffer contents from a previous group never matter.
+left corner is (oy*s - p_top, ox*s - p_left) and its last row is at most
+height - 1 + pad_bottom. Taps outside the image are masked to zero rather than stored as
+padding, so stale line-buffer contents from a previous group never matter.
 
 Cycles per group, with the streams never stalling: (H+1)*(W+1) grid positions plus 5 to
 drain the pipeline before the next group's weights may be loaded (`tile_cycles`).
@@ -56,15 +63,19 @@ def tile_layout(cfg: AccelConfig, max_width: int) -> data.StructLayout:
         "height": dim,      # >= 1
         "width": dim,       # 1..max_width
         "stride2": 1,       # 0: stride 1, 1: stride 2
+        "pad_top": 1,       # padding rows above (stride 2: 1 shifts windows to odd rows)
+        "pad_bottom": 1,    # padding rows below
         "input_zp": signed(8),
         "weights": data.ArrayLayout(pixel_layout(cfg), TAPS),
         "bias": acc_layout(cfg),
     })
 
 
-def _window_ends_output(pos, size, stride2):
-    """Whether a window whose last row (column) is grid index `pos` starts at oy*s - p."""
-    return Mux(stride2, Mux(size[0], pos[0], ~pos[0] & (pos >= 2)), pos >= 1)
+def _window_ends_output(pos, pad_before, stride2):
+    """Whether a window whose last row (column) is grid index `pos` starts at o*s - pad_before
+    for some output index o >= 0."""
+    return Mux(stride2, Mux(pad_before, pos[0], ~pos[0] & (pos >= 2)),
+               Mux(pad_before, pos >= 1, pos >= 2))
 
 
 class DepthwiseEngine(wiring.Component):
@@ -129,8 +140,10 @@ class DepthwiseEngine(wiring.Component):
 
         # Stage 1: the line-buffer column arrives; push the rows down one entry.
         s1 = pipe.stage(Cat(advance,
-                            _window_ends_output(row, height, tile.stride2) &
-                            _window_ends_output(col, width, tile.stride2),
+                            _window_ends_output(row, tile.pad_top, tile.stride2) &
+                            (row < height + tile.pad_bottom) &
+                            # SAME across a row: 1 column before at stride 1 or an odd width
+                            _window_ends_output(col, ~tile.stride2 | width[0], tile.stride2),
                             Cat(row >= 2, row >= 1, row < height),
                             Cat(col >= 2, col >= 1, col < width)),
                         shape=_FLAGS, name="s1")
@@ -180,7 +193,11 @@ class DepthwiseEngine(wiring.Component):
                          for k in range(lanes)]
 
         # A new group's weights may only be loaded once nothing of the previous one is in flight.
-        drained = ~busy & ~(s1.valid | s2.valid | s3_valid | s4_valid)
+        # Every grid position is tracked to the end of the pipeline, emitting or not, so a group
+        # always takes `tile_cycles` whatever its padding.
+        s3_live = pipe.stage(s2.valid, name="s3_live")
+        s4_live = pipe.stage(s3_live, name="s4_live")
+        drained = ~busy & ~(s1.valid | s2.valid | s3_live | s4_live)
         m.d.comb += self.tile.ready.eq(drained)
         with m.If(self.tile.valid & drained):
             m.d.sync += [tile.eq(self.tile.payload), busy.eq(1), row.eq(0), col.eq(0)]

@@ -24,6 +24,8 @@ ACCEL_ID = 0x4D4E4143            # ASCII "MNAC": MobileNet accelerator
 REGMAP_VERSION = 0x0001_0000     # major << 16 | minor << 8 | patch of this register map
 LAYER_CYCLES_BASE = 0x100
 LAYER_CYCLES_STRIDE = 4
+# Per-descriptor cycle counters (a layer tiled through DDR takes one descriptor per band).
+LAYER_COUNTERS = 256
 
 
 class Register(NamedTuple):
@@ -84,7 +86,7 @@ _FIELDS = [
 ]
 
 
-def register_map(n_layers: int = 64) -> list[Register]:
+def register_map(n_layers: int = LAYER_COUNTERS) -> list[Register]:
     """The register map of a `RegisterFile` with ``n_layers`` per-layer cycle counters."""
     return _FIXED + [Register(
         "LAYER_CYCLES", LAYER_CYCLES_BASE, "RO",
@@ -118,7 +120,7 @@ class RegisterFile(wiring.Component):
     and so on.
     """
 
-    def __init__(self, *, n_layers: int = 64, addr_width: int = 12):
+    def __init__(self, *, n_layers: int = LAYER_COUNTERS, addr_width: int = 12):
         if n_layers < 1:
             raise ValueError("n_layers must be at least 1")
         end = LAYER_CYCLES_BASE + LAYER_CYCLES_STRIDE * n_layers

@@ -52,7 +52,7 @@ from firmware.program import CHECK_MAGIC, DESCRIPTOR_BYTES, FIELDS, Descriptor, 
 from .buffers import walk_layout, write_command_layout
 from .config import AccelConfig, ConfigError
 from .dma import dma_command_layout
-from .regs import layer_cycles_signature
+from .regs import LAYER_COUNTERS, layer_cycles_signature
 
 
 class ErrorCode(IntEnum):
@@ -62,7 +62,8 @@ class ErrorCode(IntEnum):
     BAD_OPCODE = 2           # no such opcode
     UNSUPPORTED = 3          # a valid layer this hardware does not run (PAD, 3x3 CONV
                              # without IM2COL, depthwise kernel != 3 or stride > 2)
-    UNSUPPORTED_PADDING = 4  # depthwise pads other than the engine's TFLite SAME padding
+    UNSUPPORTED_PADDING = 4  # depthwise pads the engine cannot apply (rows: 0 or 1 above and
+                             # below; columns: TFLite SAME)
     BAD_SHAPE = 5            # inconsistent sizes (zero, unaligned channels, out != f(in))
     TOO_LARGE = 6            # a feature map, weight tile or dimension beyond the buffers
     BAD_ALIGNMENT = 7        # a DDR address not aligned to the bus width
@@ -87,7 +88,7 @@ class Limits:
     max_width: int = 224      # depthwise line buffer: feature map width and height
     max_channels: int = 1024  # MEAN per-channel sums
     max_classes: int = 256    # SOFTMAX logits (the SoftmaxUnit's ceiling)
-    max_layers: int = 64      # per-layer cycle registers (later layers run uncounted)
+    max_layers: int = LAYER_COUNTERS  # per-descriptor cycle registers (later ones uncounted)
     # A run making no progress this long ends with WATCHDOG (`Accelerator`). Units such as
     # the SoftmaxUnit compute internally for a while between handshakes: keep it >= ~1000.
     watchdog_cycles: int = 1 << 20
@@ -177,6 +178,10 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
     def dw_out(size):
         return _mux(s1, size, (size + 1) >> 1)
 
+    # Rows take explicit padding (a band of a tiled feature map has none inside the map).
+    padded_h = d.in_h + d.pad_top + d.pad_bottom
+    dw_out_h = _mux(s1, padded_h - 2, (padded_h - 1) >> 1)
+
     zero = ((d.in_h == 0) | (d.in_w == 0) | (d.in_c == 0) |
             (d.out_h == 0) | (d.out_w == 0) | (d.out_c == 0))
     unit_out = (d.out_h != 1) | (d.out_w != 1)
@@ -186,16 +191,17 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
          pad |
          (conv & _not(((d.kernel == 1) & s1) | (im2col & (d.kernel == 3)))) |
          (dw & ((d.kernel != 3) | _not(s1 | s2)))),
-        # The engine's SAME padding: 1 before at stride 1 or an odd size, 0 before at stride 2
-        # and an even size; always 1 after.
+        # The engine pads rows with 0 or 1 rows above and below, and columns as TFLite SAME:
+        # 1 before at stride 1 or an odd width, 0 before at stride 2 and an even width; 1 after.
         (ErrorCode.UNSUPPORTED_PADDING,
-         dw & ((d.pad_top != _mux(s1, 1, d.in_h & 1)) | (d.pad_left != _mux(s1, 1, d.in_w & 1)) |
-               (d.pad_bottom != 1) | (d.pad_right != 1))),
+         dw & ((d.pad_top > 1) | (d.pad_bottom > 1) |
+               (d.pad_left != _mux(s1, 1, d.in_w & 1)) | (d.pad_right != 1))),
         (ErrorCode.BAD_SHAPE,
          zero | misaligned(d.in_c, ca) | misaligned(d.out_c, ca) |
          (conv & ((d.out_h != d.in_h) | (d.out_w != d.in_w) |
                   (d.weight_bytes != d.weight_product))) |
-         (dw & ((d.out_c != d.in_c) | (d.out_h != dw_out(d.in_h)) | (d.out_w != dw_out(d.in_w)) |
+         (dw & ((d.out_c != d.in_c) | (padded_h < 3) | (d.out_h != dw_out_h) |
+                (d.out_w != dw_out(d.in_w)) |
                 (d.weight_bytes != 9 * d.in_c))) |
          (mean & ((d.out_c != d.in_c) | unit_out)) |
          (softmax & ((d.in_h != 1) | (d.in_w != 1) | unit_out | (d.real_c == 0) |
@@ -233,8 +239,8 @@ class ProgramError(ValueError):
 
 def check_fits(firmware, cfg: AccelConfig | None = None, limits: Limits = Limits()) -> None:
     """Raise `ProgramError` naming the first layer the accelerator built for `cfg` (default:
-    the firmware's own) would stop on, e.g. a feature map larger than an activation buffer.
-    Tiling such layers through DDR is not implemented yet."""
+    the firmware's own) would stop on, e.g. a MEAN input larger than an activation buffer
+    (CONV and DWCONV layers that large are compiled as bands of rows, `firmware.tiling`)."""
     cfg = cfg or firmware.cfg
     check_config(cfg)
     g = Geometry(cfg)

@@ -61,12 +61,15 @@ import numpy as np
 
 from firmware.executor import Memory, host_input, read_tensor
 from firmware.program import Opcode
+from sim.perf_model import DdrTiming
 
 TEST_MODULE = "sim.cocotb_tests.accel_network"
 CLOCK_NS = 10
 CHUNK_CYCLES = 200_000           # simulated cycles between wake-ups while a run is going
 DEFAULT_READ_LATENCY = 16
 DEFAULT_BEAT_INTERVAL = 1
+# The RTL DDR model's timing with the defaults above, for `sim.perf_model.predict`.
+DDR_TIMING = DdrTiming(read_latency=DEFAULT_READ_LATENCY, write_latency=1)
 MIN_MEMORY = 64 << 10
 MAX_MEMORY = 256 << 20
 

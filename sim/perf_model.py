@@ -183,6 +183,20 @@ def dw_group_cycles(d: Descriptor, cfg: AccelConfig) -> int:
             + Requantizer.LATENCY + _WRITER_IDLE)
 
 
+def dw_trailing_positions(d: Descriptor) -> int:
+    """Grid positions after a group's last output: the rows below the last output row, which
+    a band without bottom padding (or with top padding at stride 2 and an even height) has."""
+    last = d.in_h - 1 + d.pad_bottom           # last row a window may end on
+    if d.stride == 2 and (last - (1 if d.pad_top else 0)) % 2:
+        last -= 1                               # windows end on odd (pad_top) or even rows
+    return (d.in_h - last) * (d.in_w + 1)
+
+
+# After a group's last output leaves the DepthwiseEngine it still passes the requantizer
+# and the writer; the engine can take the next group that many cycles (and one state) sooner.
+_DW_OUTPUT_TAIL = Requantizer.LATENCY + _WRITER_IDLE + 1
+
+
 def mean_cycles(d: Descriptor, cfg: AccelConfig) -> int:
     """MEAN_RUN to STORE: accumulate every beat, then one FETCH state and the drain of
     in_c / lanes rows through the MeanUnit's requantizer."""
@@ -202,9 +216,10 @@ def _layer_macs(fw: Firmware, d: Descriptor) -> int:
     """The network layer's MACs, on its logical (unpadded) channels."""
     out_pixels = d.out_h * d.out_w
     if d.opcode == Opcode.CONV:
-        # The input tensor's logical channels (stored ones for a region no tensor owns).
-        real_in = next((t.shape[-1] for t in fw.tensors.values() if t.addr == d.input_addr),
-                       d.in_c)
+        # The logical channels of the input tensor (a band reads inside it; stored channels
+        # for a region no tensor owns).
+        real_in = next((t.shape[-1] for t in fw.tensors.values()
+                        if t.addr <= d.input_addr < t.addr + t.nbytes), d.in_c)
         return out_pixels * d.real_c * real_in
     if d.opcode == Opcode.DWCONV:
         return out_pixels * d.real_c * TAPS
@@ -239,20 +254,24 @@ class _Schedule:
         self.now = start + 1
         return nbytes
 
-    def tiles(self, count: int, next_loads, before_run: int, run: int) -> int:
+    def tiles(self, count: int, next_loads, before_run: int, run: int,
+              last_run: int | None = None) -> int:
         """Run `count` tiles (groups) whose first one is loaded, tile t + 1 loading with
         `next_loads(t + 1)` behind tile t; `before_run` states between the loads and the run
-        state, `run` cycles per tile. Returns the compute cycles."""
+        state, `run` cycles from a tile's run state to the next one's wait state (nothing
+        else waiting), `last_run` (default `run`) from the last one's to the state after it.
+        Returns the compute cycles."""
+        last_run = run if last_run is None else last_run
         self.now += before_run
         for t in range(count):
-            done = self.now + run            # the state after the tile, if nothing waits
             if t < count - 1:
+                done = self.now + run
                 self.now += 1
                 next_loads(t + 1)
                 self.now = max(self.now, done - 1) + before_run
             else:
-                self.now = done
-        return count * run
+                self.now += last_run
+        return (count - 1) * run + last_run
 
     def conv(self, d: Descriptor) -> tuple[int, int, int]:
         """The tiles of pw_out channels; returns (weight bytes, record bytes, compute)."""
@@ -282,8 +301,11 @@ class _Schedule:
 
         self.read(d.weight_addr, weight_bytes)
         loads(0)
-        # DW_WAIT and DW_TILE, then DW_RUN.
-        compute = self.tiles(count, loads, 2, dw_group_cycles(d, cfg))
+        # DW_WAIT and DW_TILE, then DW_RUN. Trailing grid positions without outputs: the
+        # writer idles earlier, and the next group starts once the engine has drained.
+        run, trailing = dw_group_cycles(d, cfg), dw_trailing_positions(d)
+        compute = self.tiles(count, loads, 2, run - min(trailing, _DW_OUTPUT_TAIL),
+                             run - trailing)
         return weight_bytes, count * group_r, compute
 
     def layer(self, d: Descriptor) -> LayerCycles:
@@ -308,7 +330,11 @@ class _Schedule:
             self.now += compute
         output_bytes = self.store(d)
         self.prev = d
-        return LayerCycles(d.layer, Opcode(d.opcode).name, _layer_macs(self.fw, d),
+        name = Opcode(d.opcode).name
+        band, bands = self.fw.bands[d.layer] if d.layer < len(self.fw.bands) else (0, 1)
+        if bands > 1:
+            name += f" {band + 1}/{bands}"
+        return LayerCycles(d.layer, name, _layer_macs(self.fw, d),
                            weight_bytes, record_bytes, input_bytes, output_bytes, chained,
                            compute, self.dma, self.now - start)
 

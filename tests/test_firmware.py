@@ -9,7 +9,9 @@ from firmware.executor import Memory, execute, host_input, read_tensor
 from firmware.program import Descriptor, DescriptorError, Opcode
 from quantize.convert import golden_run
 from quantize.verify import assert_bit_exact
+from firmware.tiling import TilingError
 from rtl_gen.config import AccelConfig
+from rtl_gen.sequencer import Geometry, check_fits
 
 CONFIGS = [AccelConfig(), AccelConfig(pw_out=4, pw_in=4, dw_lanes=2), AccelConfig(pw_out=32, pw_in=16, dw_lanes=16)]
 
@@ -26,14 +28,54 @@ def run_image(net, fw, x):
 def test_program_bit_exact_every_layer(alpha_fixture, cfg, request):
     net = request.getfixturevalue(alpha_fixture)
     fw = compile_graph(net.graph, cfg, base=0x8000_0000)
-    assert [d.opcode for d in fw.descriptors] == (
-        [Opcode.CONV] + [Opcode.DWCONV, Opcode.CONV] * 11 + [Opcode.MEAN, Opcode.CONV, Opcode.SOFTMAX, Opcode.END])
+    assert layer_opcodes(fw) == (
+        [Opcode.CONV] + [Opcode.DWCONV, Opcode.CONV] * 11 + [Opcode.MEAN, Opcode.CONV, Opcode.SOFTMAX])
+    assert fw.descriptors[-1].opcode == Opcode.END
     for addr, n in fw.regions.values():
         assert addr % L.ALIGN == 0 and fw.base <= addr and addr + n <= fw.base + len(fw.image)
     for x in net.int8_inputs(2):
         layers, ours = run_image(net, fw, x)
-        assert layers == 26
+        assert layers == len(fw.descriptors) - 1
         assert assert_bit_exact(net.graph, ours, golden_run(net.interpreter, x[None])) == 26
+
+
+def layer_opcodes(fw):
+    """The opcode of each network layer (the bands of a tiled layer counted once)."""
+    return [d.opcode for d, (band, _) in zip(fw.descriptors, fw.bands) if band == 0]
+
+
+@pytest.mark.parametrize("act_kib,alpha_fixture", [(16, "net_025"), (64, "net_100")])
+def test_tiled_program_bit_exact_every_layer(act_kib, alpha_fixture, request):
+    """Activation buffers far smaller than the feature maps: CONV and DWCONV layers run as
+    bands of rows through DDR (stride 1 and 2, bands touching the top, the bottom, neither),
+    every band passes the sequencer's checks, and every layer still equals TFLite."""
+    net = request.getfixturevalue(alpha_fixture)
+    cfg = AccelConfig(pw_out=8, pw_in=8, dw_lanes=4, act_buffer_bytes=act_kib * 1024)
+    fw = compile_graph(net.graph, cfg, base=0x4000_0000)
+    check_fits(fw)
+    tiled = {op for op, (_, n) in zip(fw.layer_ops, fw.bands) if n > 1}
+    banded = [d for d, (_, n) in zip(fw.descriptors, fw.bands) if n > 1]
+    assert len(tiled) >= 8
+    assert {d.opcode for d in banded} == {Opcode.CONV, Opcode.DWCONV}
+    assert {d.stride for d in banded if d.opcode == Opcode.DWCONV} == {1, 2}
+    assert {(d.pad_top, d.pad_bottom) for d in banded if d.opcode == Opcode.DWCONV} >= {
+        (1, 0), (0, 0), (0, 1)}
+    capacity = Geometry(cfg).act_capacity
+    assert all(d.in_h * d.in_w * d.in_c <= capacity and d.out_h * d.out_w * d.out_c <= capacity
+               for d in fw.descriptors)
+    assert len(layer_opcodes(fw)) == 26
+    for x in net.int8_inputs(2):
+        layers, ours = run_image(net, fw, x)
+        assert layers == len(fw.descriptors) - 1
+        assert assert_bit_exact(net.graph, ours, golden_run(net.interpreter, x[None])) == 26
+
+
+def test_untileable_layer_is_rejected(net_025):
+    """A buffer smaller than one band's rows: the compiler names the layer and the sizes."""
+    cfg = AccelConfig(pw_out=8, pw_in=8, dw_lanes=4, act_buffer_bytes=1024)
+    with pytest.raises(TilingError, match=r"layer \d+ \(DWCONV\): even a band of one output "
+                                          r"row needs more than the 1024 B activation buffer"):
+        compile_graph(net_025.graph, cfg)
 
 
 def test_descriptor_roundtrip_and_check_word():

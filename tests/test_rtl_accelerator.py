@@ -316,7 +316,9 @@ def test_slverr_on_an_output_stops_with_write_error(net):
     (0, {"opcode": Opcode.PAD}, ErrorCode.UNSUPPORTED),
     (0, {"opcode": 9}, ErrorCode.BAD_OPCODE),
     (0, {"layer": 3}, ErrorCode.BAD_DESCRIPTOR),             # misplaced descriptor
-    (1, {"pad_top": 0}, ErrorCode.UNSUPPORTED_PADDING),      # not the engine's SAME padding
+    (1, {"pad_top": 2}, ErrorCode.UNSUPPORTED_PADDING),      # rows: 0 or 1 padding rows
+    (1, {"pad_left": 0}, ErrorCode.UNSUPPORTED_PADDING),     # columns: SAME only
+    (1, {"pad_top": 0}, ErrorCode.BAD_SHAPE),                # out_h no longer follows
 ])
 def test_invalid_layer_stops_with_its_code(net, layer, changes, code):
     image = corrupted(net.fw, layer, **changes)
@@ -329,8 +331,12 @@ def test_invalid_layer_stops_with_its_code(net, layer, changes, code):
 
 def test_check_fits_names_the_layer_too_large(net):
     wide = AccelConfig(pw_out=64, pw_in=16, dw_lanes=16, act_buffer_bytes=1024)
+    fw = compile_graph(net.graph, AccelConfig(pw_out=64, pw_in=16, dw_lanes=16))
     with pytest.raises(ProgramError, match=r"layer 0 \(CONV\).*TOO_LARGE"):
-        check_fits(compile_graph(net.graph, wide))      # 20 im2col pixels x 64 channels
+        check_fits(fw, wide)                            # 20 im2col pixels x 64 channels
+    tiled = compile_graph(net.graph, wide)              # compiled for the small buffers:
+    check_fits(tiled)                                   # bands of rows that fit
+    assert len(tiled.descriptors) > len(fw.descriptors)
 
 
 def test_accelerator_converts_to_verilog_with_axi_port_names():

@@ -13,15 +13,24 @@ MAX_WIDTH = 8
 
 
 class Layer:
-    """A depthwise layer: x (H, W, C), weights (1, 3, 3, C), biases (C,), stride."""
+    """A depthwise layer: x (H, W, C), weights (1, 3, 3, C), biases (C,), stride; SAME
+    padding, or `rows` = (top, bottom) padding rows (a band of a tiled feature map) with SAME
+    across the row."""
 
-    def __init__(self, rng, h, w, c, stride, kind="rand"):
+    def __init__(self, rng, h, w, c, stride, kind="rand", rows=None):
         self.h, self.w, self.stride = h, w, stride
         self.x, self.wt = int8(rng, (h, w, c), kind), int8(rng, (1, 3, 3, c), kind)
         self.zp = {"min": 127, "max": -128}.get(kind, int(rng.integers(-128, 128)))
         self.bias = rng.integers(-2**20, 2**20, c)
-        self.expected = depthwise_acc(self.x[None], self.zp, self.wt, self.bias,
-                                      (stride, stride), "SAME")[0]
+        if rows is None:
+            rows = same_padding(h, 3, stride)[1:]
+        self.pad_top, self.pad_bottom = rows
+        _, left, right = same_padding(w, 3, stride)
+        # Padding with the zero point is padding with zeros after the offset.
+        xp = np.pad(self.x, ((self.pad_top, self.pad_bottom), (left, right), (0, 0)),
+                    constant_values=self.zp)
+        self.expected = depthwise_acc(xp[None], self.zp, self.wt, self.bias,
+                                      (stride, stride), "VALID")[0]
 
     def groups(self, lanes):
         return -(-self.x.shape[2] // lanes)
@@ -38,7 +47,7 @@ class Layer:
         for g in range(self.groups(lanes)):
             ch = slice(g * lanes, (g + 1) * lanes)
             tile = {"height": self.h, "width": self.w, "stride2": self.stride == 2,
-                    "input_zp": self.zp, "weights": wt[:, ch].tolist(), "bias": bias[ch].tolist()}
+                    "pad_top": self.pad_top, "pad_bottom": self.pad_bottom, "input_zp": self.zp, "weights": wt[:, ch].tolist(), "bias": bias[ch].tolist()}
             pixels = [pack(x[i, j, ch], 8) for i in range(self.h) for j in range(self.w)]
             expected = self.expected[..., ch]
             yield tile, pixels, list(expected.reshape(-1, expected.shape[-1]))
@@ -98,6 +107,21 @@ def test_all_small_shapes(stride):
     assert cycles == sum(DepthwiseEngine.tile_cycles(layer.h, layer.w) for layer in layers) + 1
     assert len(expected) == sum(same_padding(layer.h, 3, stride)[0] *
                                 same_padding(layer.w, 3, stride)[0] for layer in layers)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_band_row_padding(stride):
+    """Rows padded 0 or 1 above and below independently (the bands of a feature map tiled
+    through DDR), every height with at least one output row, odd and even widths."""
+    rng = np.random.default_rng(10 + stride)
+    layers = [Layer(rng, h, w, CFG.dw_lanes, stride, rows=(top, bottom))
+              for top in (0, 1) for bottom in (0, 1) for h in range(max(1, 3 - top - bottom), 7)
+              for w in (1, 4, 5)]
+    layers.append(Layer(rng, 3, 3, CFG.dw_lanes, stride))  # SAME: its grid ends with an output
+    outputs, expected, cycles = simulate(CFG, layers, stride)
+    check_beats(outputs, expected)
+    # Still one grid position per cycle, groups separated by the drain only.
+    assert cycles == sum(DepthwiseEngine.tile_cycles(layer.h, layer.w) for layer in layers) + 1
 
 
 def test_converts_to_verilog():

@@ -24,7 +24,7 @@ from cocotb.triggers import First, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
-from rtl_gen.regs import LAYER_CYCLES_BASE, LAYER_CYCLES_STRIDE, register_map
+from rtl_gen.regs import LAYER_COUNTERS, LAYER_CYCLES_BASE, LAYER_CYCLES_STRIDE, register_map
 from sim.axi_mem_model import AxiMemBackdoor
 from sim.verilator_runner import load_params, report_metrics
 
@@ -38,7 +38,7 @@ async def read_registers(lite: AxiLiteMaster) -> dict:
             for name in ("STATUS", "ERROR_CODE", "LAYER_COUNT")}
     lo = await lite.read_dword(REG["CYCLES_LO"])          # latches CYCLES_HI
     regs["CYCLES"] = lo | await lite.read_dword(REG["CYCLES_HI"]) << 32
-    n = min(regs["LAYER_COUNT"], 64)
+    n = min(regs["LAYER_COUNT"], LAYER_COUNTERS)
     regs["LAYER_CYCLES"] = [await lite.read_dword(LAYER_CYCLES_BASE + LAYER_CYCLES_STRIDE * i)
                             for i in range(n)]
     return regs

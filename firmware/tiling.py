@@ -1,0 +1,84 @@
+"""Tiling feature maps through DDR: a CONV or DWCONV layer whose input or output is larger than
+an activation buffer runs as several descriptors, each on a band of output rows.
+
+A band reads the input rows its outputs need (for a 3x3 depthwise layer, one halo row above
+and below that a neighbouring band also reads) from the layer's input region, and writes its
+output rows into the layer's output region, so the bands of a layer together write exactly
+the tensor the whole layer would. The hardware needs nothing band-specific: a band is an
+ordinary descriptor with a smaller height, shifted DDR addresses and, for depthwise, padding
+rows only where the band touches the top or bottom of the feature map (the DepthwiseEngine
+pads rows explicitly). Its store finishes before the next band's input load starts, as for
+any layer (`rtl_gen.sequencer`).
+
+Every band starts on a bus word (rows whose bytes are not a multiple of the bus width cannot
+be split), and bands are as equal in height as the buffers allow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from rtl_gen.config import AccelConfig
+from rtl_gen.sequencer import ProgramError
+
+from .program import Descriptor, Opcode
+
+
+class TilingError(ProgramError):
+    """A layer too large for the activation buffers that cannot be split into bands."""
+
+
+def _input_rows(d: Descriptor, first: int, last: int) -> tuple[int, int, int, int]:
+    """Input rows [lo, hi) and padding rows (top, bottom) for output rows [first, last)."""
+    if d.opcode == Opcode.CONV:       # 1x1 stride 1, or host-im2col'd patches: row for row
+        return first, last, 0, 0
+    s = d.stride
+    top = first * s - d.pad_top                 # first input row of the first window
+    bottom = (last - 1) * s - d.pad_top + 2     # last input row of the last window
+    lo, hi = max(top, 0), min(bottom, d.in_h - 1) + 1
+    return lo, hi, lo - top, bottom + 1 - hi
+
+
+def band(d: Descriptor, first: int, last: int) -> Descriptor:
+    """The descriptor computing output rows [first, last) of layer `d`."""
+    lo, hi, pad_top, pad_bottom = _input_rows(d, first, last)
+    in_row, out_row = d.in_w * d.in_c, d.out_w * d.out_c
+    changes = dict(in_h=hi - lo, out_h=last - first,
+                   input_addr=d.input_addr + lo * in_row,
+                   output_addr=d.output_addr + first * out_row)
+    if d.opcode == Opcode.DWCONV:
+        changes.update(pad_top=pad_top, pad_bottom=pad_bottom)
+    return dataclasses.replace(d, **changes)
+
+
+def split_rows(d: Descriptor, capacity: int, cfg: AccelConfig) -> list[Descriptor]:
+    """`d` as bands whose inputs and outputs each fit `capacity` bytes; [d] if it fits whole.
+    Layers other than CONV and DWCONV are never split (a MEAN or SOFTMAX too large is left to
+    `rtl_gen.sequencer.check_fits` to reject)."""
+    in_row, out_row = d.in_w * d.in_c, d.out_w * d.out_c
+    if (d.in_h * in_row <= capacity and d.out_h * out_row <= capacity) or \
+            d.opcode not in (Opcode.CONV, Opcode.DWCONV):
+        return [d]
+
+    def fits(rows: int) -> bool:
+        """Whether every band of at most `rows` output rows fits (the worst band is one in
+        the middle of the map, needing the most input rows)."""
+        if rows * out_row > capacity:
+            return False
+        needed = rows if d.opcode == Opcode.CONV else (rows - 1) * d.stride + 3
+        return min(needed, d.in_h) * in_row <= capacity
+
+    if not fits(1):
+        raise TilingError(f"layer {d.layer} ({Opcode(d.opcode).name}): even a band of one "
+                          f"output row needs more than the {capacity} B activation buffer "
+                          f"(input rows of {in_row} B, output rows of {out_row} B)")
+    bus = cfg.bus_bytes
+    if in_row % bus or out_row % bus:
+        raise TilingError(f"layer {d.layer} ({Opcode(d.opcode).name}) is larger than the "
+                          f"{capacity} B activation buffer and its rows ({in_row} B in, "
+                          f"{out_row} B out) are not whole {bus} B bus words, so it cannot be "
+                          "split into bands of rows")
+    rows = max(r for r in range(1, d.out_h + 1) if fits(r))
+    count = math.ceil(d.out_h / rows)
+    bounds = [round(i * d.out_h / count) for i in range(count + 1)]
+    return [band(d, a, b) for a, b in zip(bounds, bounds[1:])]
