@@ -2,10 +2,12 @@
 """Cycle budget of the seed networks on the accelerator, from the cycle model of its
 schedule (`sim.perf_model`, cycle-exact against simulation on the test networks).
 
-For alpha 1 and alpha 0.25, on the default AccelConfig and on one whose activation buffers
-fit alpha 1 (its largest feature map, 14x14x1024 = 200,704 bytes): per layer and in total the
-MACs, the ideal cycles MACs / MAC units, the predicted cycles and their ratio; then whether
-alpha 1 meets the target: end-to-end cycles within 15% of MACs / MAC units.
+For alpha 1 and alpha 0.25, on the default AccelConfig (alpha 1's large feature maps tiled
+through DDR in bands of rows), on one whose activation buffers hold alpha 1's largest feature
+map whole (14x14x1024 = 200,704 bytes), and on the ULX3S boards' configs: per layer (per
+band) and in total the MACs, the ideal cycles MACs / MAC units, the predicted cycles and their
+ratio; then whether alpha 1 meets the target: end-to-end cycles within 15% of MACs / MAC
+units.
 
     python -m bench.cycles [--read-latency N] [--write-latency N]
 
@@ -18,7 +20,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from boards.targets import default_config  # noqa: E402
 from firmware.compiler import compile_graph  # noqa: E402
+from firmware.program import Opcode  # noqa: E402
 from quantize.model import ModelSpec  # noqa: E402
 from quantize.pipeline import build_int8_model  # noqa: E402
 from quantize.tflite_graph import load_graph  # noqa: E402
@@ -31,6 +35,8 @@ TARGET_ALPHA, TARGET_RATIO = 1.0, 1.15
 CONFIGS = {
     "default": AccelConfig(),
     "alpha-1 buffers": AccelConfig(act_buffer_bytes=14 * 14 * 1024),
+    "ulx3s-85f": default_config("ulx3s-85f"),
+    "ulx3s-45f": default_config("ulx3s-45f"),
 }
 
 
@@ -48,23 +54,23 @@ def ratio(cycles: int, ideal: float) -> str:
 def report(graph, cfg: AccelConfig, ddr: DdrTiming):
     """Print the per-layer and total budget; returns predicted / ideal, None if it does not
     fit the buffers."""
-    fw = compile_graph(graph, cfg)
     try:
+        fw = compile_graph(graph, cfg)
         prediction = predict(fw, ddr=ddr)
     except ProgramError as e:
         print(f"  does not fit: {e}")
         return None
     units = cfg.macs_per_cycle
-    print(f"  {'layer':>5} {'op':8} {'in -> out':>27} {'MACs':>11} {'ideal':>9} "
+    print(f"  {'layer':>5} {'op':11} {'in -> out':>27} {'MACs':>11} {'ideal':>9} "
           f"{'predicted':>9} {'ratio':>6} {'compute':>9} {'DMA':>8} {'DDR bytes':>9}")
     by_op = {}
     for layer, d in zip(prediction.layers, fw.descriptors):
         ideal = layer.macs / units
         shapes = f"{d.in_h}x{d.in_w}x{d.in_c} -> {d.out_h}x{d.out_w}x{d.out_c}"
-        print(f"  {layer.layer:>5} {layer.op:8} {shapes:>27} {layer.macs:>11,} {ideal:>9.0f} "
+        print(f"  {layer.layer:>5} {layer.op:11} {shapes:>27} {layer.macs:>11,} {ideal:>9.0f} "
               f"{layer.cycles:>9,} {ratio(layer.cycles, ideal)} {layer.compute:>9,} "
               f"{layer.dma:>8,} {layer.bytes:>9,}")
-        totals = by_op.setdefault(layer.op, [0, 0])
+        totals = by_op.setdefault(Opcode(d.opcode).name, [0, 0])
         totals[0] += layer.macs
         totals[1] += layer.cycles
     ideal = prediction.macs / units

@@ -132,6 +132,17 @@ def test_default_config_fits(name):
     assert cfg.pw_out * cfg.pw_in >= 32
 
 
+@pytest.mark.parametrize("name", ["ulx3s-85f", "ulx3s-45f"])
+def test_default_config_runs_the_seed_network(name, net_025):
+    """The board's accelerator runs alpha 0.25 (on the 45F, its largest layers as bands of
+    rows through DDR: `tests/test_cocotb_accel.py` runs that program in Verilator)."""
+    from firmware.compiler import compile_graph
+    from rtl_gen.sequencer import check_fits
+    fw = compile_graph(net_025.graph, default_config(name))
+    check_fits(fw)
+    assert any(n > 1 for _, n in fw.bands) == (name == "ulx3s-45f")
+
+
 def test_default_config_explains_a_board_too_small():
     with pytest.raises(ConfigError, match="ulx3s-25f.*MULT18X18D"):
         default_config("ulx3s-25f")
