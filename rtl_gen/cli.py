@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -200,20 +201,30 @@ def write_layer_report(out, fw, measured: dict | None) -> dict:
 
 def run_synthesis(out, cfg, board) -> dict:
     """Out-of-context Yosys + nextpnr build of the accelerator for `board`; a missed clock
-    target or a design that does not fit raises (no build folder is committed)."""
-    from boards.synth import SynthError, synthesize
+    target or a design that does not fit raises, and no build folder is committed: the
+    tools' logs and reports are kept in `<out>.synth-failed/` for diagnosis instead."""
+    from boards.synth import REPORT_JSON, SynthError, synthesize
 
     from .accelerator import Accelerator
     log.info("synthesizing for %s at %g MHz (Yosys + nextpnr; this takes a while) ...",
              board.name, cfg.clock_mhz)
     synth_dir = out.staging / "synth"
     try:
-        report = synthesize(Accelerator(cfg), board, cfg.clock_mhz, synth_dir, top_name="mnet_accel",
-                            progress=log.isEnabledFor(logging.INFO))
+        synthesize(Accelerator(cfg), board, cfg.clock_mhz, synth_dir, top_name="mnet_accel",
+                   progress=log.isEnabledFor(logging.INFO))
     except SynthError as e:
-        raise RuntimeError(f"synthesis for {board.name}: {e}") from None
+        kept = out.target.with_name(out.target.name + ".synth-failed")
+        shutil.rmtree(kept, ignore_errors=True)
+        if synth_dir.is_dir():
+            shutil.copytree(synth_dir, kept)
+        message = str(e).replace(str(synth_dir), str(kept))
+        raise RuntimeError(f"synthesis for {board.name}: {message} (logs and reports kept in "
+                           f"{kept})") from None
     out.files += [str(p.relative_to(out.staging)) for p in synth_dir.rglob("*") if p.is_file()]
-    summary = json.loads((synth_dir / "synth_report.json").read_text())
+    report = synth_dir / REPORT_JSON
+    summary = json.loads(report.read_text())
+    summary["build_dir"] = "synth"     # relative to the build folder, not its staging name
+    report.write_text(json.dumps(summary, indent=1) + "\n")
     log.info("synthesis: %s", ", ".join(f"{k}={v}" for k, v in summary.items()
                                         if k in ("fmax_mhz", "target_mhz")))
     return summary

@@ -136,6 +136,26 @@ def test_cli_bad_synth_board(tmp_path, capsys, board, msg):
     assert not (tmp_path / "b").exists()
 
 
+def test_cli_failed_synthesis_keeps_its_logs_not_a_build(tmp_path, capsys, monkeypatch):
+    """A synthesis that fails (here: stubbed to miss timing after writing its log) exits 1,
+    commits no build folder, and keeps the tools' output beside it for diagnosis."""
+    from boards import synth
+
+    def missed_clock(component, board, clock_mhz, build_dir, **kwargs):
+        build_dir.mkdir(parents=True)
+        (build_dir / "nextpnr.log").write_text("Max frequency for clock 'clk': 12.00 MHz\n")
+        raise synth.SynthError(f"Fmax 12.00 MHz is below the target; see {build_dir / 'x.md'}")
+
+    monkeypatch.setattr(synth, "synthesize", missed_clock)
+    out = tmp_path / "b"
+    code, err = _cli(["--synth", "ulx3s-85f", "--check-images", "0", "--out", str(out)], capsys)
+    kept = tmp_path / "b.synth-failed"
+    assert code == 1 and err.startswith("gen-accel: failed: synthesis for ulx3s-85f: Fmax 12.00")
+    assert f"see {kept / 'x.md'}" in err and f"kept in {kept}" in err
+    assert not out.exists() and (kept / "nextpnr.log").exists()
+    assert not list(tmp_path.glob(".b.partial-*"))
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--alpha", "0"], "alpha must be > 0"),
     (["--epochs", "0"], "epochs must be >= 1"),
