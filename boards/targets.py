@@ -170,7 +170,8 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
     what the firmware's networks are compiled for) and are halved together only while they
     exceed 90 % of the DP16KDs. 85F: 150 of 208 blocks (each activation buffer is stored
     twice, 64 blocks). 45F: 148 blocks at the defaults, so 32 + 16 KiB, 76 of 108 blocks;
-    `rtl_gen.sequencer.check_fits` tells whether a compiled network fits those.
+    alpha 0.25's 14x14x256 layers then run as two bands of rows each (`firmware.tiling`),
+    alpha 1 does not fit (a stride-2 depthwise band needs three 14 KiB input rows).
 
     Clock: 30 MHz on both (ECP5 speed grade 6). Out of context the Requantizer alone routes
     at about 48 MHz (its rounding shift and clamp); the whole 85F default accelerator routed

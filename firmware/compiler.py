@@ -154,7 +154,7 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
         d = _descriptor(op, cfg, tensors[src], place, weight_regions[op.index],
                         pads_into.get(op.index, (0, 0, 0, 0)), im2col is not None and op is first)
         d.layer = len(descriptors)
-        parts = split_rows(d, capacity, cfg)
+        parts = split_rows(d, capacity, cfg, op.describe())
         for k, part in enumerate(parts):
             part.layer = len(descriptors)
             descriptors.append(part)

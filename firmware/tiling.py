@@ -51,10 +51,13 @@ def band(d: Descriptor, first: int, last: int) -> Descriptor:
     return dataclasses.replace(d, **changes)
 
 
-def split_rows(d: Descriptor, capacity: int, cfg: AccelConfig) -> list[Descriptor]:
+def split_rows(d: Descriptor, capacity: int, cfg: AccelConfig,
+               name: str | None = None) -> list[Descriptor]:
     """`d` as bands whose inputs and outputs each fit `capacity` bytes; [d] if it fits whole.
     Layers other than CONV and DWCONV are never split (a MEAN or SOFTMAX too large is left to
-    `rtl_gen.sequencer.check_fits` to reject)."""
+    `rtl_gen.sequencer.check_fits` to reject). `name` names the layer in errors (default:
+    its opcode and descriptor index)."""
+    name = name or f"layer {d.layer} ({Opcode(d.opcode).name})"
     in_row, out_row = d.in_w * d.in_c, d.out_w * d.out_c
     if (d.in_h * in_row <= capacity and d.out_h * out_row <= capacity) or \
             d.opcode not in (Opcode.CONV, Opcode.DWCONV):
@@ -69,12 +72,13 @@ def split_rows(d: Descriptor, capacity: int, cfg: AccelConfig) -> list[Descripto
         return min(needed, d.in_h) * in_row <= capacity
 
     if not fits(1):
-        raise TilingError(f"layer {d.layer} ({Opcode(d.opcode).name}): even a band of one "
-                          f"output row needs more than the {capacity} B activation buffer "
-                          f"(input rows of {in_row} B, output rows of {out_row} B)")
+        raise TilingError(f"{name}: even a band of one output row needs more than the "
+                          f"{capacity} B activation buffer (input rows of {in_row} B, output "
+                          f"rows of {out_row} B); use larger activation buffers "
+                          "(act_buffer_bytes) or a smaller input")
     bus = cfg.bus_bytes
     if in_row % bus or out_row % bus:
-        raise TilingError(f"layer {d.layer} ({Opcode(d.opcode).name}) is larger than the "
+        raise TilingError(f"{name} is larger than the "
                           f"{capacity} B activation buffer and its rows ({in_row} B in, "
                           f"{out_row} B out) are not whole {bus} B bus words, so it cannot be "
                           "split into bands of rows")

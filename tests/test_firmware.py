@@ -73,7 +73,7 @@ def test_tiled_program_bit_exact_every_layer(act_kib, alpha_fixture, request):
 def test_untileable_layer_is_rejected(net_025):
     """A buffer smaller than one band's rows: the compiler names the layer and the sizes."""
     cfg = AccelConfig(pw_out=8, pw_in=8, dw_lanes=4, act_buffer_bytes=1024)
-    with pytest.raises(TilingError, match=r"layer \d+ \(DWCONV\): even a band of one output "
+    with pytest.raises(TilingError, match=r"layer \d+ '.*' \(DEPTHWISE_CONV_2D\): even a band of one output "
                                           r"row needs more than the 1024 B activation buffer"):
         compile_graph(net_025.graph, cfg)
 
