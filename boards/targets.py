@@ -82,11 +82,10 @@ def get_board(board: str | Board) -> Board:
 # MULT18X18D outside the engines and requantizers: the sequencer's size products (in_h * in_w,
 # out_c * in_c, ...), the SoftmaxUnit's 32x32 and the FloatRequantizer's 53x16 multiplier.
 FIXED_MULT18 = 16
-# Coarse logic model, TRELLIS_COMB = LUT4 + 2 * CCU2C + 2 * DPR16X4 after synth_ecp5, fitted to
-# two syntheses: 35 000 for AccelConfig() (128 + 9*8 multipliers) and 11 800 for
-# pw 2x2, dw_lanes 1, 16 KiB buffers (4 + 9 multipliers). For the 85F default (64 + 9*4) it
-# says 22 600; a later accelerator took 24 450.
-LUT_BASE, LUT_PER_MULT = 10200, 124
+# Coarse logic model, LUT4 slots after place and route (LUT4 + 2 * CCU2C + 2 * DPR16X4),
+# fitted to the two board builds of the same RTL: 25 560 for the 85F default (64 + 9*4
+# multipliers) and 16 874 for the 45F default (32 + 9*1).
+LUT_BASE, LUT_PER_MULT = 10860, 147
 # Shares of a device the default configuration may plan for: the LUT model is coarse, and
 # nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).
 LUT_BUDGET, BRAM_BUDGET = 0.8, 0.9
@@ -174,9 +173,10 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
     alpha 1 does not fit (a stride-2 depthwise band needs three 14 KiB input rows).
 
     Clock: 30 MHz on both (ECP5 speed grade 6). Out of context the Requantizer alone routes
-    at about 48 MHz (its rounding shift and clamp); the whole 85F default accelerator routed
-    at 34.3 MHz (26 500 LUT slots, 11 200 FFs; critical path: the SoftmaxUnit's LUT-RAM read,
-    subtract and operand mux into its 32x32 multiplier). The ULX3S's 25 MHz oscillator
+    at about 48 MHz (its rounding shift and clamp); the whole default accelerators routed at
+    41.1 MHz on the 85F (25 560 LUT slots, 11 330 FFs) and 44.6 MHz on the 45F (16 874, 7 397),
+    critical path: the valid/ready chain from the DepthwiseEngine's output register through
+    the Requantizer into the PointwiseEngine's stall logic. The ULX3S's 25 MHz oscillator
     reaches 30 MHz through an EHXPLLL.
     """
     board = get_board(board)
