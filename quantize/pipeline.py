@@ -37,11 +37,11 @@ def load_keras_model(spec: ModelSpec, weights: str | None = None, seed: int = 0)
             raise ValueError(f"{path}: cannot load weights for {spec.name} ({e})") from e
         return model, True
     images = assets.calibration_images()[:32]
-    calibrate_batchnorm(model, normalize(_fit(images, spec.input_size)), seed)
+    calibrate_batchnorm(model, normalize(fit_to_input(images, spec.input_size)), seed)
     return model, False
 
 
-def _fit(images_u8: np.ndarray, size: int) -> np.ndarray:
+def fit_to_input(images_u8: np.ndarray, size: int) -> np.ndarray:
     """Center-crop 32x32 images to the model input; resize (nearest) when it is larger."""
     if size <= images_u8.shape[1]:
         return center_crop(images_u8, size)
@@ -52,9 +52,22 @@ def _fit(images_u8: np.ndarray, size: int) -> np.ndarray:
 def build_int8_model(spec: ModelSpec, weights: str | None = None, seed: int = 0) -> Int8Model:
     from .convert import to_int8_tflite
     model, trained = load_keras_model(spec, weights, seed)
-    calib = _fit(assets.calibration_images(), spec.input_size)
+    calib = fit_to_input(assets.calibration_images(), spec.input_size)
     return Int8Model(spec, model, to_int8_tflite(model, calib), trained)
 
 
 def input_images(spec: ModelSpec, images_u8: np.ndarray) -> np.ndarray:
-    return _fit(images_u8, spec.input_size)
+    return fit_to_input(images_u8, spec.input_size)
+
+
+def sample_inputs(graph, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `n` of the real CIFAR-10 test images shipped with the package, fitted and
+    quantized for `graph`'s int8 input (NHWC), with their labels."""
+    from .convert import quantize_input
+    images, labels = assets.sample_test_images()
+    if n > len(images):
+        raise ValueError(f"only {len(images)} sample test images ship with the package, "
+                         f"asked for {n}")
+    g = graph.input
+    size = g.shape[1]
+    return quantize_input(fit_to_input(images[:n], size), g.scale[0], g.zp, size), labels[:n]

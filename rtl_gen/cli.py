@@ -140,15 +140,11 @@ def write_firmware(out, fw, graph) -> None:
 
 def sample_inputs(graph, n: int):
     """n real CIFAR-10 test images quantized for the model input, with their labels."""
-    from quantize import assets
-    from quantize.convert import quantize_input
-    from quantize.pipeline import _fit
-    images, labels = assets.sample_test_images()
-    g = graph.input
-    if n > len(images):
-        raise UsageError(f"only {len(images)} sample test images ship with the package, asked for {n}")
-    xs = quantize_input(_fit(images[:n], g.shape[1]), g.scale[0], g.zp, g.shape[1])
-    return xs, labels[:n]
+    from quantize import pipeline
+    try:
+        return pipeline.sample_inputs(graph, n)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def verify_rtl(graph, tflite: bytes, fw, n: int) -> tuple[dict, dict]:

@@ -37,7 +37,9 @@ Why it looks like this:
   generated ``Vtop.mk``, so the copies are dated a day ahead while ``make`` runs (it prints a
   clock-skew warning into ``build.log``) and set back to now afterwards; a new design then
   only compiles its own model (3-10 s for a block). Concurrent first builds wait for the one
-  compiling the runtime rather than compiling it twice.
+  compiling the runtime rather than compiling it twice. Builds are large (the whole
+  accelerator: ~150 MB), so each `build` keeps the `KEEP_BUILDS` most recently used ones and
+  deletes older ones not used for `PRUNE_AFTER_S` (``SIM_BUILD_KEEP`` overrides the count).
 * **Speed.** The default arguments favour simulation speed: C++ ``-O2`` instead of the
   wheel's ``-Os`` (measured 1.8x faster), ``--x-assign fast``, one thread, no tracing, and
   ``--no-public-flat-rw --public-depth 1`` to undo the ``--public-flat-rw`` that cocotb's
@@ -72,6 +74,8 @@ BUILD_ROOT = REPO_ROOT / "sim_build"
 TOPLEVEL = "sim_top"
 BUILD_JOBS = 2
 PARAMS_ENV = "SIM_PARAMS_JSON"
+KEEP_BUILDS = 8                 # most recently used design builds kept under sim_build/
+PRUNE_AFTER_S = 3600            # ... and older ones deleted only once unused this long
 METRICS_FILE = "sim_metrics.json"
 
 DEFAULT_BUILD_ARGS = (
@@ -224,6 +228,8 @@ def build(design, *, name: str | None = None, toplevel: str = TOPLEVEL,
             # The first build of a runtime makes concurrent ones wait and reuse its objects.
             with _locked(runtime) if not runtime.is_dir() else contextlib.nullcontext():
                 _verilate(directory, sources, toplevel, args, trace, runtime)
+        os.utime(directory / "build.ok")     # marks the build as used now, for pruning
+    _prune_builds(keep=int(os.environ.get("SIM_BUILD_KEEP", KEEP_BUILDS)))
     seconds = time.perf_counter() - t0
     print(f"[verilator] {name}: {'cached build' if cached else 'built'} in {seconds:.1f} s "
           f"({directory.relative_to(REPO_ROOT)})")
@@ -258,6 +264,22 @@ def _verilate(directory: Path, sources: Mapping[str, str], toplevel: str, args: 
     if not runtime.is_dir():
         _save_runtime(directory, runtime)
     (directory / "build.ok").write_text(" ".join(args))
+
+
+def _prune_builds(keep: int) -> None:
+    """Delete design builds beyond the `keep` most recently used, unless used within
+    `PRUNE_AFTER_S` (another process may be about to run one) or being built right now."""
+    used = sorted(((ok.stat().st_mtime, ok.parent) for ok in BUILD_ROOT.glob("*/build.ok")
+                   if not ok.parent.name.startswith("runtime-")), reverse=True)
+    for mtime, directory in used[keep:]:
+        if time.time() - mtime < PRUNE_AFTER_S:
+            continue
+        with open(directory.with_name(directory.name + ".lock"), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue                        # being built or checked right now
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -22,11 +22,8 @@ class SeedNetwork:
         self.interpreter = golden_interpreter(self.model.tflite)
 
     def int8_inputs(self, n: int) -> np.ndarray:
-        from quantize import assets
-        from quantize.convert import quantize_input
-        images, _ = assets.sample_test_images()
-        g = self.graph.input
-        return quantize_input(images[:n], g.scale[0], g.zp, g.shape[1])
+        from quantize.pipeline import sample_inputs
+        return sample_inputs(self.graph, n)[0]
 
 
 _networks: dict[float, SeedNetwork] = {}

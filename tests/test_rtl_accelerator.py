@@ -218,6 +218,67 @@ def test_network_bit_exact_with_model_and_tflite(model, cfg):
           + ", ".join(f"{Opcode(d.opcode).name}={c}" for d, c in zip(net.fw.descriptors, cycles)))
 
 
+# Tiling through DDR: 1 KiB activation buffers against 17x4x32 feature maps (2,176 bytes),
+# with more depthwise lanes than requantizer lanes (the depthwise output serializes).
+TILED = AccelConfig(pw_out=4, pw_in=4, dw_lanes=8, bus_bytes=8,
+                    act_buffer_bytes=1024, weight_buffer_bytes=1024)
+TILED_SHAPE = (34, 8, 3)
+
+
+@pytest.fixture(scope="module")
+def tiled_model():
+    """Seed-shaped, with feature maps larger than TILED's activation buffers."""
+    import keras
+    from keras import layers
+    keras.utils.set_random_seed(11)
+    init = "random_normal"
+    inp = keras.Input(TILED_SHAPE)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu",
+                      bias_initializer=init)(inp)
+    x = layers.DepthwiseConv2D(3, padding="same", activation="relu", bias_initializer=init)(x)
+    x = layers.Conv2D(32, 1, activation="relu", bias_initializer=init)(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu",
+                               bias_initializer=init)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Softmax()(layers.Dense(10, bias_initializer=init)(x))
+    rng = np.random.default_rng(11)
+    tflite = to_int8_tflite_from_float(keras.Model(inp, out),
+                                       rng.normal(0, 1, (16, *TILED_SHAPE)).astype(np.float32))
+    x = rng.integers(-128, 128, (1, *TILED_SHAPE), dtype=np.int8)
+    return SimpleNamespace(graph=load_graph(tflite), interp=golden_interpreter(tflite), x=x)
+
+
+def compiled_tiled(model):
+    """`tiled_model` for TILED: its first four layers run as bands of rows."""
+    fw = compile_graph(model.graph, TILED, base=BASE)
+    check_fits(fw)
+    bands = [(Opcode(d.opcode).name, d.stride, d.pad_top, d.pad_bottom)
+             for d, (_, n) in zip(fw.descriptors, fw.bands) if n > 1]
+    assert {b[0] for b in bands} == {"CONV", "DWCONV"}
+    assert {b[1:] for b in bands if b[0] == "DWCONV"} >= {(1, 1, 0), (1, 0, 0), (1, 0, 1),
+                                                         (2, 1, 0), (2, 0, 1)}, bands
+    expected = Memory(bytearray(fw.image), fw.base)
+    expected.write(fw.regions["input"][0], host_input(fw, model.x))
+    assert execute(expected, fw.program_addr, TILED) == len(fw.descriptors) - 1
+    return SimpleNamespace(graph=model.graph, interp=model.interp, x=model.x, fw=fw,
+                           expected=expected)
+
+
+def test_tiled_network_under_back_pressure(tiled_model):
+    """Bands of rows through DDR, depthwise bands with every row padding at both strides,
+    random AXI back-pressure: every band's output equals the functional model, every tensor
+    TFLite."""
+    net = compiled_tiled(tiled_model)
+    ram, (regs,) = run_accelerator(net.fw, net.fw.image, x=net.x, stall=0.3, seed=5,
+                                   max_cycles=200_000)
+    assert regs["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, regs
+    assert regs["LAYER_COUNT"] == len(net.fw.descriptors) - 1
+    assert_matches_model(net, ram)
+    mem = Memory(bytearray(ram.dump(BASE, len(net.fw.image))), BASE)
+    ours = {t: read_tensor(net.fw, mem, t) for t in net.fw.tensors if t != net.fw.input_tensor}
+    assert assert_bit_exact(net.graph, ours, golden_run(net.interp, net.x)) == 7
+
+
 @pytest.mark.slow
 def test_seed_network_default_config():
     """The seed MobileNet (alpha 0.25, all 26 layers) on an 8x8 input with the default
