@@ -124,6 +124,7 @@ def check_against_tflite(graph, tflite: bytes, fw, n: int) -> dict:
 
 def write_firmware(out, fw, graph) -> None:
     from firmware import header
+    from firmware.program import Opcode
     out.write_bytes("firmware/program.bin", b"".join(d.pack() for d in fw.descriptors))
     out.write_bytes("firmware/ddr_image.bin", bytes(fw.image))
     out.write_json("firmware/memory_map.json", {
@@ -131,7 +132,13 @@ def write_firmware(out, fw, graph) -> None:
         "tensors": [{"tensor": p.tensor, "name": graph.tensors[p.tensor].name, "addr": p.addr,
                      "shape": list(p.shape), "stored_channels": p.c_pad, "zero_point": p.zero_point}
                     for p in fw.tensors.values()],
-        "im2col_input": fw.im2col is not None})
+        "im2col_input": fw.im2col is not None,
+        # LAYER_CYCLES[i] belongs to descriptor i: its network layer and, for a layer tiled
+        # through DDR, which band of output rows it computes.
+        "descriptors": [{"index": d.layer, "opcode": Opcode(d.opcode).name,
+                         "graph_op": op, "layer_name": graph.ops[op].name,
+                         "band": band, "bands": bands, "out_rows": d.out_h}
+                        for d, op, (band, bands) in zip(fw.descriptors, fw.layer_ops, fw.bands)]})
     g = graph.input
     out.write_text("firmware/mnet_accel.h", header.render(fw, {
         "input_scale": float(g.scale[0]), "input_zero_point": g.zp,

@@ -20,6 +20,10 @@ def test_gen_accel_defaults(tmp_path):
     assert layers[0]["op"] == "CONV_2D" and layers[-1]["op"] == "SOFTMAX"
     assert manifest["total_macs"] == sum(r["macs"] for r in layers)
     assert "module mnet_accel(" in (out / "rtl/mnet_accel.v").read_text()
+    descriptors = json.loads((out / "firmware/memory_map.json").read_text())["descriptors"]
+    assert [d["index"] for d in descriptors] == list(range(26))    # one per layer, untiled
+    assert [d["graph_op"] for d in descriptors] == list(range(26))
+    assert "#define MNET_LAYER_COUNT 26u" in (out / "firmware/mnet_accel.h").read_text()
     # Rerunning replaces the folder atomically and leaves no staging folders behind.
     assert cli.main(["--out", str(out), "--check-images", "1", "-q"]) == 0
     assert not list(tmp_path.glob(".build.*"))
