@@ -23,7 +23,7 @@ from rtl_gen.sequencer import Geometry
 
 from . import layout as L
 from .program import DESCRIPTOR_BYTES, Descriptor, Flags, Opcode
-from .tiling import split_rows
+from .tiling import split_layer
 
 
 @dataclass
@@ -154,7 +154,7 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
         d = _descriptor(op, cfg, tensors[src], place, weight_regions[op.index],
                         pads_into.get(op.index, (0, 0, 0, 0)), im2col is not None and op is first)
         d.layer = len(descriptors)
-        parts = split_rows(d, capacity, cfg, op.describe())
+        parts = split_layer(d, capacity, cfg, op.describe())
         for k, part in enumerate(parts):
             part.layer = len(descriptors)
             descriptors.append(part)

@@ -18,10 +18,12 @@ from .program import DESCRIPTOR_BYTES, Descriptor, DescriptorError, Flags, Opcod
 
 
 class Memory:
-    """A DDR image addressed from `base`."""
+    """A DDR image addressed from `base`, plus the one piece of accelerator state that
+    outlives a descriptor: the MeanUnit's sums between the bands of a tiled MEAN."""
 
     def __init__(self, image: bytearray, base: int = 0):
         self.data, self.base = image, base
+        self.mean_sums = None
 
     def read(self, addr: int, n: int) -> bytes:
         o = addr - self.base
@@ -75,8 +77,12 @@ def run_layer(mem: Memory, d: Descriptor, cfg: AccelConfig) -> None:
         y = _requant(acc, raw, d, d.out_c)
     elif d.opcode == Opcode.MEAN:
         x = mem.fmap(d.input_addr, d.in_h, d.in_w, d.in_c).astype(np.int64)
-        count = d.in_h * d.in_w
-        total = x.sum(axis=(1, 2)) - d.input_zp * count
+        total = x.sum(axis=(1, 2)) - d.input_zp * d.in_h * d.in_w
+        if d.flags & Flags.MEAN_CONTINUE:       # a later band of pixels: add to the sums
+            total = total + mem.mean_sums
+        if d.flags & Flags.MEAN_PARTIAL:        # more bands follow: keep the sums, no output
+            mem.mean_sums = total
+            return
         y = np.clip(fx.multiply_by_quantized_multiplier(fx.wrap_int32(total), d.multiplier, d.shift)
                     + d.output_zp, -128, 127).astype(np.int8)
     elif d.opcode == Opcode.SOFTMAX:

@@ -39,7 +39,7 @@ def render(firmware=None, model_info: dict | None = None) -> str:
             f"#define MNET_DESC_CHECK_MAGIC 0x{CHECK_MAGIC:08X}u  /* word 15 = magic ^ words 0..14 */"]
     for op in Opcode:
         out.append(f"#define MNET_OP_{op.name} {int(op)}u")
-    for name in ("IM2COL", "FLOAT_REQUANT"):
+    for name in ("IM2COL", "FLOAT_REQUANT", "MEAN_CONTINUE", "MEAN_PARTIAL"):
         out.append(f"#define MNET_FLAG_{name} 0x{getattr(Flags, name):02X}u")
     for name, word, lo, width, signed in FIELDS:
         base = f"MNET_DESC_{_c_name(name)}"

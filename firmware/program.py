@@ -26,6 +26,9 @@ class Opcode(IntEnum):
 class Flags:
     IM2COL = 1 << 0         # input holds host-made 3x3 patches (first conv)
     FLOAT_REQUANT = 1 << 1  # channel records hold double scales (dense layers), see layout.py
+    # A MEAN whose input is too large for an activation buffer runs as bands of pixels:
+    MEAN_CONTINUE = 1 << 2  # add to the sums of the previous MEAN band instead of restarting
+    MEAN_PARTIAL = 1 << 3   # more bands follow: no output, nothing stored
 
 
 # (field, word, bit offset, width, signed): the single source of the binary format.

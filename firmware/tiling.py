@@ -1,5 +1,6 @@
 """Tiling feature maps through DDR: a CONV or DWCONV layer whose input or output is larger than
-an activation buffer runs as several descriptors, each on a band of output rows.
+an activation buffer runs as several descriptors, each on a band of output rows (a MEAN: on
+a band of pixels, `split_mean`).
 
 A band reads the input rows its outputs need (for a 3x3 depthwise layer, one halo row above
 and below that a neighbouring band also reads) from the layer's input region, and writes its
@@ -19,9 +20,9 @@ import dataclasses
 import math
 
 from rtl_gen.config import AccelConfig
-from rtl_gen.sequencer import ProgramError
+from rtl_gen.sequencer import Geometry, ProgramError
 
-from .program import Descriptor, Opcode
+from .program import Descriptor, Flags, Opcode
 
 
 class TilingError(ProgramError):
@@ -51,16 +52,19 @@ def band(d: Descriptor, first: int, last: int) -> Descriptor:
     return dataclasses.replace(d, **changes)
 
 
-def split_rows(d: Descriptor, capacity: int, cfg: AccelConfig,
-               name: str | None = None) -> list[Descriptor]:
+def split_layer(d: Descriptor, capacity: int, cfg: AccelConfig,
+                name: str | None = None) -> list[Descriptor]:
     """`d` as bands whose inputs and outputs each fit `capacity` bytes; [d] if it fits whole.
-    Layers other than CONV and DWCONV are never split (a MEAN or SOFTMAX too large is left to
-    `rtl_gen.sequencer.check_fits` to reject). `name` names the layer in errors (default:
-    its opcode and descriptor index)."""
+    CONV and DWCONV split into bands of rows, MEAN into bands of pixels (`split_mean`); other
+    layers are never split (`rtl_gen.sequencer.check_fits` rejects them if too large). `name`
+    names the layer in errors (default: its opcode and descriptor index)."""
     name = name or f"layer {d.layer} ({Opcode(d.opcode).name})"
     in_row, out_row = d.in_w * d.in_c, d.out_w * d.out_c
-    if (d.in_h * in_row <= capacity and d.out_h * out_row <= capacity) or \
-            d.opcode not in (Opcode.CONV, Opcode.DWCONV):
+    if d.in_h * in_row <= capacity and d.out_h * out_row <= capacity:
+        return [d]
+    if d.opcode == Opcode.MEAN:
+        return split_mean(d, capacity, cfg, name)
+    if d.opcode not in (Opcode.CONV, Opcode.DWCONV):
         return [d]
 
     def fits(rows: int) -> bool:
@@ -86,3 +90,29 @@ def split_rows(d: Descriptor, capacity: int, cfg: AccelConfig,
     count = math.ceil(d.out_h / rows)
     bounds = [round(i * d.out_h / count) for i in range(count + 1)]
     return [band(d, a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def split_mean(d: Descriptor, capacity: int, cfg: AccelConfig, name: str) -> list[Descriptor]:
+    """A global average pool over more pixels than an activation buffer holds, as bands of
+    whole pixels: the MeanUnit keeps its sums from band to band (MEAN_CONTINUE) and only the
+    last band, the others being MEAN_PARTIAL, requantizes with the multiplier folded for the
+    whole map and stores the result."""
+
+    pixels, per_band = d.in_h * d.in_w, capacity // d.in_c
+    limit = Geometry(cfg).mean_pixels
+    if per_band < 1 or pixels > limit:
+        raise TilingError(f"{name}: a MEAN over {pixels} pixels of {d.in_c} channels does not "
+                          f"fit: the MeanUnit sums up to {limit} pixels, an activation buffer "
+                          f"holds {capacity} B; use larger activation buffers (act_buffer_bytes)")
+    if d.in_c % cfg.bus_bytes:
+        raise TilingError(f"{name}: its {d.in_c}-byte pixels are not whole {cfg.bus_bytes} B "
+                          "bus words, so the MEAN cannot be split into bands of pixels")
+    count = math.ceil(pixels / per_band)
+    bounds = [round(i * pixels / count) for i in range(count + 1)]
+    bands = []
+    for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        flags = d.flags | (Flags.MEAN_CONTINUE if k else 0) | \
+            (Flags.MEAN_PARTIAL if k < count - 1 else 0)
+        bands.append(dataclasses.replace(d, in_h=1, in_w=b - a, flags=flags,
+                                         input_addr=d.input_addr + a * d.in_c))
+    return bands

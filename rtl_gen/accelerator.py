@@ -247,7 +247,8 @@ class Accelerator(wiring.Component):
         writer = BufferWriter(word_bytes=g.act_word, depth=g.act_depth, lanes=g.lanes)
         m.submodules.writer = resettable(writer)
         wiring.connect(m, seq.out_walk, writer.cmd)
-        m.d.comb += [seq.weight_idle.eq(weight_rd.idle), seq.out_idle.eq(writer.idle)]
+        m.d.comb += [seq.act_idle.eq(act_rd.idle), seq.weight_idle.eq(weight_rd.idle),
+                     seq.out_idle.eq(writer.idle)]
 
         # ---- loader: DMA read words into a buffer or a register ----------------------------
         beat = Signal(range(max(g.act_capacity, g.weight_capacity) // bus + 1))
@@ -336,6 +337,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [mean.channels.eq(desc.in_c), mean.pixels.eq(seq.in_pixels),
                      mean.input_zp.eq(desc.input_zp), mean.output_zp.eq(desc.output_zp),
                      mean.multiplier.eq(desc.multiplier), mean.shift.eq(desc.shift),
+                     mean.accumulate.eq((desc.flags & Flags.MEAN_CONTINUE) != 0),
+                     mean.emit.eq((desc.flags & Flags.MEAN_PARTIAL) == 0),
                      softmax.length.eq(desc.real_c), softmax.input_multiplier.eq(desc.multiplier),
                      softmax.input_left_shift.eq(desc.shift), softmax.diff_min.eq(desc.aux)]
 

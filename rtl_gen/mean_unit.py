@@ -24,6 +24,11 @@ class MeanUnit(wiring.Component):
     [-128, 127]: ceil(channels / lanes) output beats, the first Requantizer.LATENCY + 2 cycles
     after the last input beat when not back-pressured. Then it is ready for the next map.
     channels, pixels and the quantization inputs must hold from the first beat to the last output.
+
+    A map too large for one pass arrives as several parts of `pixels` pixels each (the bands
+    of a MEAN tiled through DDR): `accumulate` adds a part to the sums left by the previous
+    one instead of starting from zero, and `emit` low ends a part without output, ready for
+    the next. The parts together may hold at most `max_pixels` pixels (the sums' width).
     """
 
     def __init__(self, lanes: int = 8, max_channels: int = 1024, max_pixels: int = 256):
@@ -44,6 +49,8 @@ class MeanUnit(wiring.Component):
             "output_zp": In(signed(8)),
             "multiplier": In(signed(32)),
             "shift": In(signed(6)),
+            "accumulate": In(1),
+            "emit": In(1, init=1),
         })
 
     def elaborate(self, platform):
@@ -86,7 +93,8 @@ class MeanUnit(wiring.Component):
             with m.State("ACCUMULATE"):
                 m.d.comb += self.i_stream.ready.eq(1)
                 with m.If(self.i_stream.valid):
-                    m.d.sync += [beat_valid.eq(1), beat_group.eq(group), beat_first.eq(pixel == 0),
+                    m.d.sync += [beat_valid.eq(1), beat_group.eq(group),
+                                 beat_first.eq((pixel == 0) & ~self.accumulate),
                                  group.eq(Mux(last_group, 0, group + 1))]
                     m.d.sync += [beat[k].eq(self.i_stream.payload[k] - self.input_zp)
                                  for k in range(lanes)]
@@ -94,7 +102,8 @@ class MeanUnit(wiring.Component):
                         m.d.sync += pixel.eq(pixel + 1)
                         with m.If(pixel == self.pixels - 1):
                             m.d.sync += pixel.eq(0)
-                            m.next = "FETCH"
+                            with m.If(self.emit):
+                                m.next = "FETCH"
             with m.State("FETCH"):
                 # Row 0 is read now (forwarded if the last beat's write targets it).
                 m.next = "DRAIN"

@@ -14,7 +14,9 @@ and buffer walks, in this order:
                 drain, switch slots, hand the group to the engine, start it
                 (all taps at once because a group's 9 x dw_lanes bytes need not start on a bus
                 word; a group's taps are then 9 aligned dw_lanes-byte reads of the buffer)
-       MEAN / SOFTMAX: run (SOFTMAX then pads its output to out_c with -128)
+       MEAN / SOFTMAX: run (SOFTMAX then pads its output to out_c with -128); a MEAN band
+                flagged MEAN_PARTIAL only accumulates: it ends once its input is read,
+                stores nothing, and the next layer never takes its input on chip
     -> wait for the previous layer's store, start this layer's store -> next descriptor
 
 What overlaps: a tile's (group's) compute with the next tile's (group's) parameter loads, and a
@@ -25,7 +27,8 @@ descriptors or parameters (the compiler never does): those reads do not wait for
 
 LAYER_CYCLES[i] counts from layer i's descriptor fetch to the start of its store, so the
 layers partition the run up to the END descriptor; the store itself runs in the next layer's
-time. LAYER_COUNT counts the layers whose output has reached DDR.
+time (a MEAN_PARTIAL band: to its end). LAYER_COUNT counts the descriptors whose output has
+reached DDR, and the MEAN_PARTIAL bands that have ended.
 
 A run always ends, with DONE, and with ERROR plus an `ErrorCode` when something is wrong:
 the DMA answers every command even after an AXI error (see `rtl_gen.dma`), every descriptor
@@ -286,7 +289,8 @@ class Sequencer(wiring.Component):
       store_src, store_bytes (out): the buffer the running store reads and its layer's output
         size (bytes past it are stored as zeros).
       act_walk, weight_walk, out_walk, store_walk (out): buffer reader/writer commands.
-      weight_idle, out_idle (in): the weight reader and the output writer have finished.
+      act_idle, weight_idle, out_idle (in): the activation and weight readers and the output
+        writer have finished.
       tile_valid/tile_ready: hand the loaded depthwise group to the DepthwiseEngine.
       pad_phase (out): the output writer takes SOFTMAX's -128 padding.
       in_pixels (out): pixels of the current layer's input, for the MEAN unit.
@@ -314,7 +318,7 @@ class Sequencer(wiring.Component):
             "weight_walk": Out(stream.Signature(walk_layout(g.weight_capacity))),
             "out_walk": Out(stream.Signature(write_command_layout(g.act_capacity))),
             "store_walk": Out(stream.Signature(walk_layout(g.act_capacity))),
-            "weight_idle": In(1), "out_idle": In(1),
+            "act_idle": In(1), "weight_idle": In(1), "out_idle": In(1),
             "tile_valid": Out(1), "tile_ready": In(1),
             "pad_phase": Out(1),
             "in_pixels": Out(32),
@@ -349,12 +353,13 @@ class Sequencer(wiring.Component):
         prev_out_addr = Signal(cfg.addr_width)
         storing = Signal()
 
+        # A descriptor ends without a store (a MEAN_PARTIAL band) in the cycle this is high.
+        ended_unstored = Signal()
         m.d.comb += [self.error_code.eq(code), self.layer_count.eq(completed)]
-        m.d.sync += cycles.eq(cycles + 1)
+        m.d.sync += [cycles.eq(cycles + 1),
+                     completed.eq(completed + (self.wr_done & ~self.wr_error) + ended_unstored)]
         with m.If(self.wr_done):
             m.d.sync += storing.eq(0)
-            with m.If(~self.wr_error):
-                m.d.sync += completed.eq(completed + 1)
 
         words = [d.as_value()[32 * i:32 * (i + 1)] for i in range(16)]
         expected_check = CHECK_MAGIC
@@ -553,14 +558,31 @@ class Sequencer(wiring.Component):
 
             # ---- MEAN, SOFTMAX ----------------------------------------------------------------
             beats = d.in_c >> exact_log2(g.lanes)
+            partial = (d.flags & Flags.MEAN_PARTIAL) != 0
             with m.State("MEAN_RUN"):
-                ready = [
-                    walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=beats,
-                         inner_step=g.lanes),
-                    walk(self.out_walk, 0, inner=beats, inner_step=g.lanes),
-                ]
-                with m.If(ready[0] & ready[1]):
-                    m.next = "OUT_WAIT"
+                with m.If(partial):
+                    with m.If(walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c,
+                                   inner=beats, inner_step=g.lanes)):
+                        m.next = "MEAN_PARTIAL_WAIT"
+                with m.Else():
+                    ready = [
+                        walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=beats,
+                             inner_step=g.lanes),
+                        walk(self.out_walk, 0, inner=beats, inner_step=g.lanes),
+                    ]
+                    with m.If(ready[0] & ready[1]):
+                        m.next = "OUT_WAIT"
+            with m.State("MEAN_PARTIAL_WAIT"):
+                # The MeanUnit takes a beat every cycle: once the reader is idle, the band's
+                # sums are (a cycle later) complete, long before the next band's first beat.
+                with m.If(self.act_idle):
+                    m.d.comb += [ended_unstored.eq(1),
+                                 self.layer_cycles.index.eq(layer),
+                                 self.layer_cycles.value.eq(cycles + 1),
+                                 self.layer_cycles.strobe.eq(layer < self.limits.max_layers)]
+                    m.d.sync += [have_prev.eq(0), layer.eq(layer + 1),
+                                 desc_addr.eq(desc_addr + DESCRIPTOR_BYTES)]
+                    fetch_next()
             with m.State("SOFTMAX_RUN"):
                 ready = [walk(self.act_walk, inner=d.real_c),
                          walk(self.out_walk, 1, inner=d.real_c)]

@@ -64,6 +64,7 @@ _CREDIT_RETURN = 2
 _WALK_START = 2
 # From the last write into the output buffer to the sequencer's next state.
 _WRITER_IDLE = 1
+_MEAN_PARTIAL_END = 1
 # DECODE, SIZE and VALIDATE.
 _DECODE = 3
 TAPS = 9
@@ -205,6 +206,13 @@ def mean_cycles(d: Descriptor, cfg: AccelConfig) -> int:
             + _WRITER_IDLE)
 
 
+def mean_partial_cycles(d: Descriptor, cfg: AccelConfig) -> int:
+    """MEAN_RUN of a MEAN_PARTIAL band to the next FETCH: its beats into the sums, then the
+    activation reader's last item and MEAN_PARTIAL_WAIT."""
+    beats = d.in_c // Geometry(cfg).lanes
+    return _WALK_START + d.in_h * d.in_w * beats + _MEAN_PARTIAL_END
+
+
 def softmax_cycles(d: Descriptor) -> int:
     """SOFTMAX_RUN to STORE, including the -128 padding up to out_c."""
     run = _WALK_START + SoftmaxUnit.vector_cycles(d.real_c) + _WRITER_IDLE
@@ -325,11 +333,17 @@ class _Schedule:
             weight_bytes, record_bytes, compute = self.conv(d)
         elif d.opcode == Opcode.DWCONV:
             weight_bytes, record_bytes, compute = self.dwconv(d)
+        elif d.opcode == Opcode.MEAN and d.flags & Flags.MEAN_PARTIAL:
+            compute = mean_partial_cycles(d, self.cfg)
+            self.now += compute
         else:
             compute = mean_cycles(d, self.cfg) if d.opcode == Opcode.MEAN else softmax_cycles(d)
             self.now += compute
-        output_bytes = self.store(d)
-        self.prev = d
+        if d.opcode == Opcode.MEAN and d.flags & Flags.MEAN_PARTIAL:
+            output_bytes, self.prev = 0, None       # no store; nothing chains after it
+        else:
+            output_bytes = self.store(d)
+            self.prev = d
         name = Opcode(d.opcode).name
         band, bands = self.fw.bands[d.layer] if d.layer < len(self.fw.bands) else (0, 1)
         if bands > 1:

@@ -120,3 +120,38 @@ def test_mean_output_timing():
 def test_mean_converts_to_verilog(lanes):
     assert "module" in verilog.convert(MeanUnit(lanes, max_channels=64, max_pixels=64),
                                        name="mean_unit")
+
+
+def test_mean_over_parts():
+    """Maps arriving as parts of rows (a MEAN tiled through DDR): `accumulate` continues the
+    sums, `emit` only on the last part; parts of one pixel and uneven parts included, and a
+    whole map in one part between them starts from zero again."""
+    rng = np.random.default_rng(29)
+    cases = [random_case(rng) for _ in range(6)]
+    dut = MeanUnit(lanes=4, max_channels=32, max_pixels=49)
+    splits = []
+    for i, case in enumerate(cases):
+        pixels = case.x.shape[0] * case.x.shape[1]
+        cuts = sorted(set(rng.integers(1, pixels, i % 3 + 1).tolist())) if i % 2 == 0 else []
+        splits.append([b - a for a, b in zip([0] + cuts, cuts + [pixels])])
+    results = []
+
+    async def bench(ctx):
+        for case, parts in zip(cases, splits):
+            beats = case.beats(dut.lanes, rng)
+            per_pixel = len(beats) // sum(parts)
+            for k, part in enumerate(parts):
+                set_ports(ctx, dut, {**case.ports, "pixels": part, "accumulate": k > 0,
+                                     "emit": k == len(parts) - 1})
+                for beat in beats[:part * per_pixel]:
+                    await send(ctx, dut.i_stream, beat, rng, 0.8)
+                beats = beats[part * per_pixel:]
+                await ctx.tick().repeat(3)          # the next part's descriptor
+            channels = case.x.shape[2]
+            payloads, _, _ = await collect(ctx, dut.o_stream, -(-channels // dut.lanes), rng, 0.7)
+            results.append(np.array([p[k] for p in payloads for k in range(dut.lanes)][:channels]))
+
+    run_sim(dut, bench)
+    assert any(len(parts) > 2 for parts in splits) and any(len(p) == 1 for p in splits)
+    for case, got in zip(cases, results):
+        np.testing.assert_array_equal(got, case.want, err_msg=f"shape {case.x.shape}")
