@@ -182,10 +182,19 @@ def _source(op: Op, pad_source: dict[int, int]) -> int:
     return pad_source.get(t, t)
 
 
-def _place_params(op: Op, cfg: AccelConfig, alloc: _Allocator, chunks):
-    """Lay out weights and channel records of a weighted op; returns (w_addr, w_bytes, p_addr)."""
+@dataclass
+class _Params:
+    """Where a weighted op's weights and channel records went, and its requantization."""
+    weight_addr: int = 0
+    weight_bytes: int = 0
+    param_addr: int = 0
+    requant: object = None
+
+
+def _place_params(op: Op, cfg: AccelConfig, alloc: _Allocator, chunks) -> _Params:
+    """Lay out weights and channel records of a weighted op."""
     if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-        return 0, 0, 0
+        return _Params()
     ca = L.channel_align(cfg)
     w = op.inputs[1].data
     bias = op.inputs[2].data if len(op.inputs) > 2 and op.inputs[2] is not None else None
@@ -203,7 +212,7 @@ def _place_params(op: Op, cfg: AccelConfig, alloc: _Allocator, chunks):
     params = L.channel_params(bias, rq.multiplier, rq.shift, c_pad, rq.float_scale)
     p_addr = alloc.take(len(params))
     chunks.append((p_addr, params))
-    return w_addr, len(wbytes), p_addr
+    return _Params(w_addr, len(wbytes), p_addr, rq)
 
 
 def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlacement,
@@ -212,7 +221,8 @@ def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlace
     in_shape, out_shape = src.shape, dst.shape
     d = Descriptor(input_addr=src.addr, output_addr=dst.addr, input_zp=src.zero_point,
                    output_zp=y.zp, in_c=src.c_pad, out_c=dst.c_pad, real_c=y.shape[-1])
-    d.weight_addr, d.weight_bytes, d.param_addr = weights
+    d.weight_addr, d.weight_bytes, d.param_addr = (weights.weight_addr, weights.weight_bytes,
+                                                   weights.param_addr)
     if len(in_shape) == 4:
         d.in_h, d.in_w = in_shape[1:3]
     else:
@@ -223,7 +233,7 @@ def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlace
         d.out_h = d.out_w = 1
     if op.kind in ("CONV_2D", "FULLY_CONNECTED"):
         d.opcode = Opcode.CONV
-        rq = requant_for(op)
+        rq = weights.requant
         d.act_min, d.act_max = rq.act_min, rq.act_max
         if rq.float_scale is not None:
             d.flags |= Flags.FLOAT_REQUANT
@@ -240,7 +250,7 @@ def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlace
     elif op.kind == "DEPTHWISE_CONV_2D":
         d.opcode, d.kernel, d.stride = Opcode.DWCONV, 3, op.options["stride"][0]
         d.pad_top, d.pad_left, d.pad_bottom, d.pad_right = _pads(op, extra_pads)
-        rq = requant_for(op)
+        rq = weights.requant
         d.act_min, d.act_max = rq.act_min, rq.act_max
     elif op.kind == "MEAN":
         m, s = fx.quantize_multiplier(float(np.float32(x.scale[0])) / float(np.float32(y.scale[0])))
