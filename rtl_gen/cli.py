@@ -303,6 +303,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(name)s: %(message)s")
+    # -q also silences libraries that set their own loggers' levels (cocotb's runner).
+    logging.disable(logging.INFO if args.quiet else logging.NOTSET)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from quantize.tflite_graph import UnsupportedModelError
 

@@ -58,6 +58,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -69,6 +70,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 from xml.etree import ElementTree
 
+_log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = REPO_ROOT / "sim_build"
 TOPLEVEL = "sim_top"
@@ -231,8 +233,8 @@ def build(design, *, name: str | None = None, toplevel: str = TOPLEVEL,
         os.utime(directory / "build.ok")     # marks the build as used now, for pruning
     _prune_builds(keep=int(os.environ.get("SIM_BUILD_KEEP", KEEP_BUILDS)))
     seconds = time.perf_counter() - t0
-    print(f"[verilator] {name}: {'cached build' if cached else 'built'} in {seconds:.1f} s "
-          f"({directory.relative_to(REPO_ROOT)})")
+    _log.info(f"[verilator] {name}: {'cached build' if cached else 'built'} in {seconds:.1f} s "
+             f"({directory.relative_to(REPO_ROOT)})")
     return Build(directory, toplevel, seconds, cached, trace)
 
 
@@ -376,7 +378,7 @@ def run(b: Build, test_module: str, *, params: Mapping | None = None,
                                f"({', '.join(names)}); end of {log}:\n{_tail(log)}")
     metrics_file = test_dir / METRICS_FILE
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    print(f"[verilator] {test_module}: {tests} cocotb tests passed in {wall:.1f} s")
+    _log.info(f"[verilator] {test_module}: {tests} cocotb tests passed in {wall:.1f} s")
     return RunResult(wall, tests, test_dir, metrics)
 
 
