@@ -32,10 +32,8 @@ import numpy as np  # noqa: E402
 
 from firmware.compiler import compile_graph  # noqa: E402
 from firmware.executor import host_input  # noqa: E402
-from quantize import assets  # noqa: E402
-from quantize.convert import quantize_input  # noqa: E402
 from quantize.model import ModelSpec  # noqa: E402
-from quantize.pipeline import build_int8_model  # noqa: E402
+from quantize.pipeline import build_int8_model, sample_inputs  # noqa: E402
 from quantize.tflite_graph import load_graph  # noqa: E402
 from rtl_gen.config import AccelConfig  # noqa: E402
 from rtl_gen.sequencer import check_fits  # noqa: E402
@@ -48,9 +46,7 @@ def seed(alpha: float, cfg: AccelConfig, n: int = 1):
     graph = load_graph(build_int8_model(ModelSpec(alpha)).tflite)
     fw = compile_graph(graph, cfg)
     check_fits(fw)
-    g = graph.input
-    xs = quantize_input(assets.sample_test_images()[0][:n], g.scale[0], g.zp, g.shape[1])
-    return fw, xs
+    return fw, sample_inputs(graph, n)[0]
 
 
 def verilator(fw, xs, read_latency: int) -> dict:

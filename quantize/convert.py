@@ -71,5 +71,9 @@ def golden_run(interp, x_int8: np.ndarray) -> dict[int, np.ndarray]:
 
 def quantize_input(images_u8: np.ndarray, scale: float, zero_point: int, size: int) -> np.ndarray:
     """Host-side preprocessing: center crop, standardize, quantize to the model's int8 input."""
-    f = normalize(center_crop(images_u8, size))
-    return np.clip(np.round(f / scale) + zero_point, -128, 127).astype(np.int8)
+    return quantize_images(center_crop(images_u8, size), scale, zero_point)
+
+
+def quantize_images(images_u8: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Standardize uint8 images already fitted to the input, quantize to int8."""
+    return np.clip(np.round(normalize(images_u8) / scale) + zero_point, -128, 127).astype(np.int8)

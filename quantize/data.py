@@ -40,12 +40,14 @@ def normalize(images_u8: np.ndarray) -> np.ndarray:
     return (images_u8.astype(np.float32) / 255.0 - MEAN) / STD
 
 
-def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+def center_crop(images: np.ndarray, size: int, width: int | None = None) -> np.ndarray:
+    """The central size x size (or size x width) window of NHWC images."""
+    width = size if width is None else width
     h, w = images.shape[1:3]
-    if size > h or size > w:
-        raise ValueError(f"crop {size} larger than image {h}x{w}")
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[:, top:top + size, left:left + size]
+    if size > h or width > w:
+        raise ValueError(f"crop {size}x{width} larger than image {h}x{w}")
+    top, left = (h - size) // 2, (w - width) // 2
+    return images[:, top:top + size, left:left + width]
 
 
 def _decode(path: Path) -> np.ndarray:

@@ -19,12 +19,14 @@ from tqdm import tqdm
 
 from . import assets
 from .convert import golden_interpreter, golden_run, quantize_input
-from .data import center_crop, default_dataset_path, load_cifar10, normalize
+from .data import DatasetError, center_crop, default_dataset_path, load_cifar10, normalize
 from .model import ModelSpec
 from .pipeline import build_int8_model
 from .reference import run_graph, run_op
 from .tflite_graph import load_graph
 from .verify import assert_bit_exact
+
+PROG = "python -m quantize.evaluate"
 
 
 def int8_predictions(graph, x_int8: np.ndarray, batch: int = 250) -> np.ndarray:
@@ -56,7 +58,7 @@ def evaluate(spec: ModelSpec, weights: Path, data, crosscheck: int = 20) -> dict
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--alpha", type=float, required=True)
     p.add_argument("--input-size", type=int, default=28)
     p.add_argument("--weights", type=Path, required=True)
@@ -64,8 +66,14 @@ def main(argv=None) -> int:
     p.add_argument("--export", action="store_true", help="copy weights + accuracy into assets/")
     p.add_argument("--training-result", type=Path, help="training result.json to record")
     args = p.parse_args(argv)
-    spec = ModelSpec(args.alpha, args.input_size)
-    result = evaluate(spec, args.weights, load_cifar10(args.data or default_dataset_path()))
+    try:
+        spec = ModelSpec(args.alpha, args.input_size)
+        if not args.weights.is_file():
+            raise ValueError(f"{args.weights}: no such weights file")
+        result = evaluate(spec, args.weights, load_cifar10(args.data or default_dataset_path()))
+    except (ValueError, DatasetError, OSError) as e:   # WeightsError is a ValueError
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     if args.training_result and args.training_result.is_file():
         result["training"] = json.loads(args.training_result.read_text())
     print(json.dumps(result, indent=1))

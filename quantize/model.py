@@ -19,6 +19,9 @@ BLOCKS: tuple[tuple[int, int], ...] = (
 STEM_CHANNELS = 32
 NUM_CLASSES = 10
 DEFAULT_INPUT_SIZE = 28
+# Widest network the tools build: 4 x 1024 channels still fits the descriptors' 16-bit
+# channel fields, and anything wider is a typo rather than a MobileNet.
+MAX_ALPHA = 4.0
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,8 @@ class ModelSpec:
     num_classes: int = NUM_CLASSES
 
     def __post_init__(self):
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if not 0 < self.alpha <= MAX_ALPHA:   # also rejects nan
+            raise ValueError(f"alpha must be > 0 and <= {MAX_ALPHA:g}, got {self.alpha}")
         if not 8 <= self.input_size <= 512:
             raise ValueError(f"input size must be in 8..512, got {self.input_size}")
         if self.num_classes < 2:

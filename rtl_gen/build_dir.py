@@ -29,7 +29,11 @@ class BuildDir:
             raise OutputError(f"{parent}: not writable")
         if self.target.is_dir() and not os.access(self.target, os.W_OK):
             raise OutputError(f"{self.target}: not writable")
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-", dir=parent))
+        try:
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-",
+                                                 dir=parent))
+        except OSError as e:
+            raise OutputError(f"{parent}: cannot write there ({e.strerror})") from e
         umask = os.umask(0)
         os.umask(umask)
         self.staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700

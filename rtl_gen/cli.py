@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("gen-accel")
+DEFAULT_ALPHA = 0.25
+DEFAULT_INPUT_SIZE = 28
 
 
 class UsageError(ValueError):
@@ -28,9 +30,11 @@ class UsageError(ValueError):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="gen-accel", description=__doc__.split("\n\n")[0])
-    p.add_argument("--alpha", type=float, default=0.25, help="width multiplier (default 0.25)")
-    p.add_argument("--input-size", type=int, default=28, help="input resolution (default 28)")
-    p.add_argument("--model", type=Path, help="use this int8 .tflite instead of the seed network")
+    p.add_argument("--alpha", type=float, help=f"width multiplier (default {DEFAULT_ALPHA})")
+    p.add_argument("--input-size", type=int,
+                   help=f"input resolution (default {DEFAULT_INPUT_SIZE})")
+    p.add_argument("--model", type=Path, help="use this int8 .tflite instead of the seed network "
+                   "(its own input shape; not with --alpha, --input-size or --weights)")
     p.add_argument("--weights", type=Path, help="Keras weights (.weights.h5) for the seed network")
     p.add_argument("--config", type=Path, help="hardware config JSON (AccelConfig fields)")
     p.add_argument("--check-images", type=int, default=8,
@@ -66,21 +70,30 @@ def obtain_model(args):
     """(tflite bytes, provenance dict) from --model or from the seed network."""
     from quantize.model import ModelSpec
     if args.model is not None:
+        seed_options = [f"--{k.replace('_', '-')}" for k in ("alpha", "input_size", "weights")
+                        if getattr(args, k) is not None]
+        if seed_options:
+            raise UsageError(f"--model fixes the network and its input shape; "
+                             f"{', '.join(seed_options)} only apply to the seed network")
         if not args.model.is_file():
             raise UsageError(f"{args.model}: no such model file")
         return args.model.read_bytes(), {"source": str(args.model)}
     try:
-        spec = ModelSpec(args.alpha, args.input_size)
+        spec = ModelSpec(DEFAULT_ALPHA if args.alpha is None else args.alpha,
+                         DEFAULT_INPUT_SIZE if args.input_size is None else args.input_size)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if args.weights is not None and not args.weights.is_file():
         raise UsageError(f"{args.weights}: no such weights file")
-    from quantize.pipeline import build_int8_model
+    from quantize.pipeline import WeightsError, build_int8_model
     log.info("building %s and converting to int8 ...", spec.name)
-    m = build_int8_model(spec, str(args.weights) if args.weights else None)
+    try:
+        m = build_int8_model(spec, str(args.weights) if args.weights else None)
+    except WeightsError as e:
+        raise UsageError(str(e)) from None
     if not m.trained:
-        log.warning("no trained weights shipped for alpha %g: using BN-calibrated random "
-                    "weights (bit-exactness holds, accuracy is chance)", spec.alpha)
+        log.warning("no trained weights shipped for %s: using BN-calibrated random "
+                    "weights (bit-exactness holds, accuracy is chance)", spec.name)
     return m.tflite, {"source": "seed", "alpha": spec.alpha, "input_size": spec.input_size,
                       "trained": m.trained}
 
@@ -96,16 +109,13 @@ def check_against_tflite(graph, tflite: bytes, fw, n: int) -> dict:
     from quantize.convert import golden_interpreter, golden_run
     from quantize.reference import run_graph
     from quantize.verify import compare_layers
-    g = graph.input
-    if len(g.shape) != 4 or g.shape[3] != 3:
-        return {"images": 0, "note": f"input shape {g.shape} is not an RGB image; skipped"}
     n = min(n, len(assets.sample_test_images()[1]))
     xs, labels = sample_inputs(graph, n)
     interp = golden_interpreter(tflite)
     bad = {"reference": {}, "firmware": {}}
     correct = 0
-    for x, y in tqdm(list(zip(xs, labels)), desc="check vs TFLite", unit="img",
-                     disable=not log.isEnabledFor(logging.INFO)):
+    for i, x in enumerate(tqdm(xs, desc="check vs TFLite", unit="img",
+                               disable=not log.isEnabledFor(logging.INFO))):
         golden = golden_run(interp, x[None])
         ours = run_graph(graph, x[None])
         mem = Memory(bytearray(fw.image), fw.base)
@@ -116,10 +126,17 @@ def check_against_tflite(graph, tflite: bytes, fw, n: int) -> dict:
             for d in compare_layers(graph, run, golden):
                 if d.mismatches:
                     bad[name][d.op_index] = bad[name].get(d.op_index, 0) + d.mismatches
-        correct += int(np.argmax(ours[graph.output.index]) == y)
-    return {"images": n, "layers": len(graph.ops),
+        if labels is not None:
+            correct += int(np.argmax(ours[graph.output.index]) == labels[i])
+    return {"images": n, "inputs": input_kind(labels), "layers": len(graph.ops),
             "bit_exact": not bad["reference"] and not bad["firmware"],
-            "mismatching_layers": bad, "top1_on_sample": correct / max(n, 1)}
+            "mismatching_layers": bad,
+            "top1_on_sample": None if labels is None else correct / max(n, 1)}
+
+
+def input_kind(labels) -> str:
+    return ("real CIFAR-10 test images" if labels is not None else
+            "seeded random int8 tensors (the model input is not an RGB image)")
 
 
 def write_firmware(out, fw, graph) -> None:
@@ -166,15 +183,17 @@ def verify_rtl(graph, tflite: bytes, fw, n: int) -> tuple[dict, dict]:
     results = simulate(fw, list(xs), fw.cfg, progress=log.isEnabledFor(logging.INFO))
     interp = golden_interpreter(tflite)
     failures, per_image = [], []
-    for x, y, r in zip(xs, labels, results):
+    for i, (x, r) in enumerate(zip(xs, results)):
         bad = {d.op_index: d.mismatches
                for d in compare_layers(graph, r.tensors, golden_run(interp, x[None])) if d.mismatches}
         if r.error_code or r.timed_out or bad:
             failures.append({"image": r.index, "error_code": r.error_code,
                              "timed_out": r.timed_out, "mismatching_layers": bad})
         per_image.append({"image": r.index, "cycles": r.cycles, "wall_s": round(r.wall_s, 2),
-                          "top1_correct": bool(np.argmax(r.output) == y)})
-    verdict = {"images": n, "layers": len(graph.ops), "bit_exact": not failures,
+                          "top1_correct": None if labels is None else
+                          bool(np.argmax(r.output) == labels[i])})
+    verdict = {"images": n, "inputs": input_kind(labels), "layers": len(graph.ops),
+               "bit_exact": not failures,
                "failures": failures, "per_image": per_image,
                "cycles_per_second": round(sum(r.sim_cycles for r in results) /
                                           max(sum(r.run_wall_s for r in results), 1e-9))}

@@ -350,10 +350,9 @@ def main(argv=None) -> int:
     alpha = float(argv[0]) if argv else 0.25
     n = int(argv[1]) if len(argv) > 1 else 1
     from firmware.compiler import compile_graph
-    from quantize import assets
-    from quantize.convert import golden_interpreter, golden_run, quantize_input
+    from quantize.convert import golden_interpreter, golden_run
     from quantize.model import ModelSpec
-    from quantize.pipeline import build_int8_model
+    from quantize.pipeline import build_int8_model, sample_inputs
     from quantize.tflite_graph import load_graph
     from quantize.verify import assert_bit_exact
     from rtl_gen.config import AccelConfig
@@ -361,8 +360,7 @@ def main(argv=None) -> int:
     graph = load_graph(int8.tflite)
     cfg = AccelConfig()           # larger feature maps run as bands of rows (firmware.tiling)
     fw = compile_graph(graph, cfg)
-    g = graph.input
-    xs = quantize_input(assets.sample_test_images()[0][:n], g.scale[0], g.zp, g.shape[1])
+    xs, _ = sample_inputs(graph, n)
     interp = golden_interpreter(int8.tflite)
     for x, r in zip(xs, simulate(fw, xs, cfg)):
         layers = assert_bit_exact(graph, r.tensors, golden_run(interp, x[None]))

@@ -58,3 +58,43 @@ def test_gen_accel_synth_ulx3s(tmp_path):
     assert code == 0, "synthesis failed or missed timing (see the log above)"
     assert report["fmax_mhz"] >= report["target_mhz"] > 0
     assert json.loads((out / "MANIFEST.json").read_text())["synthesis"]["fmax_mhz"] == report["fmax_mhz"]
+
+
+def _small_int8_model(shape) -> bytes:
+    """A tiny MobileNet-shaped int8 model (conv s2, depthwise, pointwise, mean, dense)."""
+    import keras
+    import numpy as np
+    from keras import layers
+
+    from quantize.convert import to_int8_tflite_from_float
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(shape)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    x = layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(16, 1, activation="relu")(x)
+    x = layers.Softmax()(layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
+    calib = np.random.default_rng(0).normal(0, 1, (8, *shape)).astype(np.float32)
+    return to_int8_tflite_from_float(keras.Model(inp, x), calib)
+
+
+@pytest.mark.parametrize("shape,inputs", [
+    ((20, 28, 3), "real CIFAR-10 test images"),            # non-square: images cropped to 20x28
+    ((12, 16, 1), "seeded random int8 tensors (the model input is not an RGB image)"),
+])
+def test_gen_accel_any_input_shape_is_checked(tmp_path, shape, inputs):
+    """A --model whose input is not a square RGB image is still checked bit-exact against
+    TFLite, in the functional model and in the Verilated RTL, never skipped."""
+    from sim.verilator_runner import verilator_available
+    why = verilator_available()
+    if why:
+        pytest.skip(why)
+    model = tmp_path / "small.tflite"
+    model.write_bytes(_small_int8_model(shape))
+    out = tmp_path / "build"
+    assert cli.main(["--model", str(model), "--check-images", "3", "--verify", "2",
+                     "--out", str(out), "-q"]) == 0
+    check = json.loads((out / "tflite_check.json").read_text())
+    assert check == {**check, "images": 3, "inputs": inputs, "layers": 6, "bit_exact": True}
+    assert (check["top1_on_sample"] is None) == (shape[2] != 3)
+    rtl = json.loads((out / "rtl_verify.json").read_text())
+    assert rtl == {**rtl, "images": 2, "inputs": inputs, "bit_exact": True, "failures": []}

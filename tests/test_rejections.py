@@ -86,7 +86,17 @@ def test_cli_rejects_unsupported_model(tmp_path, residual_tflite, capsys):
     (["--model", "/nonexistent/m.tflite"], "no such model file"),
     (["--alpha", "0"], "alpha must be > 0"),
     (["--alpha", "-1"], "alpha must be > 0"),
+    (["--alpha", "nan"], "alpha must be > 0 and <= 4, got nan"),
+    (["--alpha", "inf"], "alpha must be > 0 and <= 4, got inf"),
+    (["--alpha", "5"], "alpha must be > 0 and <= 4, got 5.0"),
+    (["--input-size", "4"], "input size must be in 8..512, got 4"),
     (["--check-images", "-1"], "--check-images must be >= 0"),
+    (["--verify", "-1"], "--verify must be >= 0"),
+    (["--weights", "/nonexistent/w.weights.h5"], "no such weights file"),
+    (["--config", "/nonexistent/hw.json"], "no such config file"),
+    (["--model", "/nonexistent/m.tflite", "--alpha", "0.5", "--input-size", "32"],
+     "--model fixes the network and its input shape; --alpha, --input-size only apply to "
+     "the seed network"),
 ])
 def test_cli_bad_arguments(tmp_path, capsys, args, msg):
     code, err = _cli(args + ["--out", str(tmp_path / "b")], capsys)
@@ -100,6 +110,38 @@ def test_cli_output_is_a_file(tmp_path, capsys):
     code, err = _cli(["--out", str(f)], capsys)
     assert code == 2 and "not a directory" in err
     assert f.read_text() == "not a dir"
+
+
+@pytest.mark.parametrize("parent", ["a_file", "/proc"])
+def test_cli_output_cannot_be_created(tmp_path, capsys, parent):
+    """An output folder whose parent is a file, or lies where nothing can be created."""
+    if parent == "a_file":
+        parent = tmp_path / "a_file"
+        parent.write_text("x")
+    code, err = _cli(["--check-images", "0", "--out", f"{parent}/build"], capsys)
+    assert code == 2 and err.startswith(f"gen-accel: error: {parent}")
+    assert "cannot" in err
+
+
+def test_cli_weights_for_another_network(tmp_path, capsys):
+    """The shipped alpha-0.25 checkpoint does not fit the alpha-0.5 network: one line that
+    names the file, the network and the first mismatching shape, not Keras' layer list."""
+    from quantize import assets
+    w = assets.weights_path(0.25)
+    code, err = _cli(["--alpha", "0.5", "--weights", str(w), "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and err.startswith(f"gen-accel: error: {w}: cannot load weights for "
+                                        f"mobilenet_a0.5_r28")
+    assert "variable.shape=(3, 3, 3, 16), Received: value.shape=(3, 3, 3, 8)" in err
+    assert len(err) < 600 and not (tmp_path / "b").exists()
+
+
+def test_cli_corrupt_weights_file(tmp_path, capsys):
+    w = tmp_path / "bad.weights.h5"
+    w.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
+    code, err = _cli(["--weights", str(w), "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and err.startswith(f"gen-accel: error: {w}: cannot load weights for "
+                                        f"mobilenet_a0.25_r28 (")
+    assert not (tmp_path / "b").exists()
 
 
 def test_cli_corrupt_model_file(tmp_path, capsys):
@@ -174,3 +216,27 @@ def test_train_output_is_a_file(tmp_path, capsys):
     f.write_text("x")
     assert train.main(["--data", str(tmp_path), "--out", str(f)]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_train_corrupt_image(tmp_path, capsys):
+    """A data set tree with every class folder but an image that is not one."""
+    from quantize import train
+    from quantize.data import CLASSES
+    for split in ("train", "test"):
+        for cls in CLASSES:
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            (tmp_path / "data" / split / cls / "0001.jpg").write_bytes(b"not a jpeg")
+    code = train.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("mobilenet-train: error:") and "0001.jpg" in err
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--alpha", "0", "--weights", "w.h5"], "alpha must be > 0"),
+    (["--alpha", "0.25", "--weights", "/nonexistent/w.weights.h5"], "no such weights file"),
+])
+def test_evaluate_bad_arguments(capsys, args, msg):
+    from quantize import evaluate
+    assert evaluate.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("python -m quantize.evaluate: error:") and msg in err
