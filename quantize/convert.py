@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 
+from . import native_stderr
 from .data import center_crop, normalize
 
 
@@ -25,9 +26,10 @@ def to_int8_tflite_from_float(model, calib: np.ndarray) -> bytes:
         for img in calib:
             yield [img[None]]
 
-    # The converter narrates on stdout and through absl; a CLI's output should stay readable.
+    # The converter narrates on stdout, through absl and with C stdio on descriptor 2; a CLI's
+    # output should stay readable (a failed conversion still raises with its message).
     tf.get_logger().setLevel("ERROR")
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), native_stderr.muted():
         warnings.simplefilter("ignore")
         return _convert(tf, model, representative)
 

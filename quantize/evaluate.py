@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import assets
+from . import assets, native_stderr
 from .convert import golden_interpreter, golden_run, quantize_input
 from .data import DatasetError, center_crop, default_dataset_path, load_cifar10, normalize
 from .model import ModelSpec
@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     p.add_argument("--export", action="store_true", help="copy weights + accuracy into assets/")
     p.add_argument("--training-result", type=Path, help="training result.json to record")
     args = p.parse_args(argv)
+    native_stderr.load_tensorflow_quietly()
     try:
         spec = ModelSpec(args.alpha, args.input_size)
         if not args.weights.is_file():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import native_stderr
 from .data import DatasetError, center_crop, default_dataset_path, load_cifar10, normalize
 from .model import ModelSpec, build_mobilenet
 
@@ -111,6 +112,7 @@ def main(argv=None) -> int:
                         "../shared/datasets/cifar10-jpeg, else Keras' downloader)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
+    native_stderr.load_tensorflow_quietly()
     try:
         spec = ModelSpec(args.alpha, args.input_size)
         if args.epochs < 1:

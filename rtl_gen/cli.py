@@ -325,6 +325,8 @@ def main(argv=None) -> int:
     # -q also silences libraries that set their own loggers' levels (cocotb's runner).
     logging.disable(logging.INFO if args.quiet else logging.NOTSET)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from quantize.native_stderr import load_tensorflow_quietly
+    load_tensorflow_quietly()     # its start-up notes (oneDNN, no CUDA) tell a user nothing
     from quantize.tflite_graph import UnsupportedModelError
 
     from .build_dir import OutputError
