@@ -1,6 +1,7 @@
-"""The board flow: out-of-context Yosys + nextpnr builds of small components, a bitstream build,
-the failure modes, and the board resource model. About a minute on one core; the full
-accelerator build is marked slow (tens of minutes)."""
+"""The board flow: out-of-context Yosys + nextpnr builds of small components and of the
+smallest whole accelerator, a bitstream build, the failure modes, and the board resource
+model. About six minutes on one core; the board-sized accelerator builds are marked slow
+(tens of minutes)."""
 import json
 
 import pytest
@@ -148,6 +149,29 @@ def test_default_config_explains_a_board_too_small():
         default_config("ulx3s-25f")
     with pytest.raises(ValueError, match="known: " + ", ".join(BOARDS)):
         get_board("icebreaker")
+
+
+# The smallest accelerator: every engine, the DMA, the sequencer and the registers, with a
+# 2x2 MAC array, one depthwise lane, a 32-bit bus and small buffers. About 4 minutes.
+SMALLEST = AccelConfig(pw_out=2, pw_in=2, dw_lanes=1, bus_bytes=4, max_burst=8,
+                       max_outstanding=2, act_buffer_bytes=4096, weight_buffer_bytes=2048,
+                       clock_mhz=30)
+
+
+def test_smallest_accelerator_out_of_context(tmp_path):
+    """The whole accelerator (a small config) through Yosys + nextpnr on the ULX3S 45F: it
+    fits, meets the board's 30 MHz target, and uses exactly the multipliers and block RAMs
+    that `boards.targets.estimate` predicts (LUTs are a fitted model: within 20%)."""
+    from rtl_gen.accelerator import Accelerator
+
+    board = get_board("ulx3s-45f")
+    report = synthesize(Accelerator(SMALLEST), board, SMALLEST.clock_mhz, tmp_path,
+                        top_name="mnet_accel", progress=False, timeout_s=1800)
+    use, est = report.resources, estimate(SMALLEST)
+    assert report.timing_met and report.fmax_mhz >= SMALLEST.clock_mhz
+    assert (use["dsp"].used, use["bram"].used) == (est.mult18, est.bram_blocks)
+    assert 0.8 <= est.luts / use["lut"].used <= 1.2, (est.luts, use["lut"].used)
+    assert use["lut"].used < board.luts and use["io"].used == 0
 
 
 @pytest.mark.slow
