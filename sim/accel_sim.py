@@ -274,11 +274,14 @@ class _ProgressPrinter(threading.Thread):
 
 def simulate(firmware, inputs_int8: Sequence[np.ndarray] | np.ndarray, cfg=None, *,
              read_latency: int = DEFAULT_READ_LATENCY,
-             beat_interval: int = DEFAULT_BEAT_INTERVAL, progress: bool = True,
-             max_cycles: int | None = None, keep_run_dir: bool = False) -> list[SimResult]:
+             beat_interval: int = DEFAULT_BEAT_INTERVAL, stall_per_256: int = 0,
+             progress: bool = True, max_cycles: int | None = None,
+             keep_run_dir: bool = False) -> list[SimResult]:
     """Run ``firmware`` on each int8 input (NHWC, with or without the batch axis) on the
     Verilated accelerator built for ``cfg`` (default: the firmware's own config); see the
-    module docstring. ``max_cycles`` overrides `cycle_limit`. Returns one `SimResult` per
+    module docstring. ``stall_per_256`` sets the DDR model's random back-pressure (a run-time
+    setting: same build; the cycle model then no longer applies). ``max_cycles`` overrides
+    `cycle_limit`. Returns one `SimResult` per
     input, in order. Raises `sim.verilator_runner.SimulationFailed` if the build or the
     session itself fails (not for a run that ends with an error code or times out). The run
     folder (simulator log, dumps) is removed afterwards unless ``keep_run_dir`` or failure.
@@ -286,6 +289,8 @@ def simulate(firmware, inputs_int8: Sequence[np.ndarray] | np.ndarray, cfg=None,
     from sim.verilator_runner import run
     fw = firmware
     cfg = cfg or fw.cfg
+    if not 0 <= stall_per_256 <= 255:
+        raise ValueError(f"stall_per_256 must be 0..255, got {stall_per_256}")
     images = _as_images(inputs_int8)
     if not images:
         return []
@@ -310,7 +315,7 @@ def simulate(firmware, inputs_int8: Sequence[np.ndarray] | np.ndarray, cfg=None,
         "base": fw.base, "image_bytes": len(fw.image), "program_addr": fw.program_addr,
         "input_addr": in_addr, "input_bytes": in_len, "images": len(inputs),
         "dump_lo": dump_lo, "dump_hi": dump_hi,
-        "max_cycles": int(max_cycles or cycle_limit(fw, cfg)),
+        "max_cycles": int(max_cycles or cycle_limit(fw, cfg)), "stall": stall_per_256,
     }
     printer = _ProgressPrinter(run_dir / "progress.jsonl", len(inputs)) if progress else None
     if printer:

@@ -23,6 +23,10 @@ Timing model (all at elaboration time; a different setting is a different Verila
   most one W beat, every ``beat_interval`` cycles (1 = full bus rate), independently.
 * The B response is valid the cycle after a burst's last W beat; W waits for its AW (which
   AXI4 allows a subordinate to do).
+* Random back-pressure, set at run time through the backdoor's ``stall`` input (0..255,
+  default 0 = none): each cycle, AR, AW and W are not ready, and R and B beats not yet
+  shown are held back, each with probability ``stall``/256 (a free-running LFSR, so a run
+  is repeatable). VALID, once shown, stays up until its handshake, as AXI requires.
 * Beats outside ``[0, size)`` answer DECERR (reads return zero, writes are dropped); other
   beats answer OKAY. IDs are echoed; responses come back in request order, which is legal
   for a subordinate whatever the IDs.
@@ -105,10 +109,18 @@ _MIN_READ_LATENCY = 4
 
 
 def backdoor_signature(words: int) -> wiring.Signature:
-    """Backdoor controls, from the testbench's side; addresses are word indices."""
+    """Backdoor controls, from the testbench's side; addresses are word indices, ``stall``
+    the random back-pressure in 256ths."""
     abits = max(1, (words - 1).bit_length())
     return wiring.Signature({"load": Out(1), "dump": Out(1),
-                             "dump_first": Out(abits), "dump_last": Out(abits)})
+                             "dump_first": Out(abits), "dump_last": Out(abits),
+                             "stall": Out(8)})
+
+
+# Taps of a maximal-length 32-bit Galois LFSR (x^32 + x^22 + x^2 + x + 1), and which byte
+# of its state decides the stall of each channel.
+_LFSR_TAPS = 0x8020_0003
+_STALL_BYTES = {"ar": 0, "aw": 1, "w": 2, "r": 3, "b": 0}
 
 
 class AxiMemModel(wiring.Component):
@@ -160,13 +172,14 @@ class AxiMemModel(wiring.Component):
         burst = data.StructLayout({"word": word_bits, "len": 8, "id": cfg.id_width, "due": 32})
         now = Signal(32)
         m.d.sync += now.eq(now + 1)
+        stall = self._stalls(m)
 
         # ---- read: AR queue (with due times) -> burst engine -> storage -> R queue ----------
         m.submodules.ar_q = ar_q = SyncFIFO(width=burst.size, depth=self.queue_depth)
         ar_in, ar_head = data.View(burst, ar_q.w_data), data.View(burst, ar_q.r_data)
         m.d.comb += [
-            axi.arready.eq(ar_q.w_rdy),
-            ar_q.w_en.eq(axi.arvalid),
+            axi.arready.eq(ar_q.w_rdy & ~stall["ar"]),
+            ar_q.w_en.eq(axi.arvalid & axi.arready),
             ar_in.word.eq(axi.araddr[shift:]), ar_in.len.eq(axi.arlen), ar_in.id.eq(axi.arid),
             ar_in.due.eq(now + (self.read_latency - _MIN_READ_LATENCY + 1)),
         ]
@@ -174,9 +187,10 @@ class AxiMemModel(wiring.Component):
         m.submodules.r_q = r_q = SyncFIFO(width=beat.size, depth=4)
         r_out = data.View(beat, r_q.r_data)
         m.d.comb += [
-            axi.rvalid.eq(r_q.r_rdy), axi.rdata.eq(r_out.data), axi.rresp.eq(r_out.resp),
+            axi.rvalid.eq(self._shown(m, r_q.r_rdy, axi.rready, stall["r"])),
+            axi.rdata.eq(r_out.data), axi.rresp.eq(r_out.resp),
             axi.rlast.eq(r_out.last), axi.rid.eq(r_out.id),
-            r_q.r_en.eq(axi.rready),
+            r_q.r_en.eq(axi.rvalid & axi.rready),
         ]
 
         active = Signal()
@@ -208,20 +222,21 @@ class AxiMemModel(wiring.Component):
         m.submodules.aw_q = aw_q = SyncFIFO(width=burst.size, depth=self.queue_depth)
         aw_in, aw_head = data.View(burst, aw_q.w_data), data.View(burst, aw_q.r_data)
         m.d.comb += [
-            axi.awready.eq(aw_q.w_rdy),
-            aw_q.w_en.eq(axi.awvalid),
+            axi.awready.eq(aw_q.w_rdy & ~stall["aw"]),
+            aw_q.w_en.eq(axi.awvalid & axi.awready),
             aw_in.word.eq(axi.awaddr[shift:]), aw_in.len.eq(axi.awlen), aw_in.id.eq(axi.awid),
         ]
         resp = data.StructLayout({"resp": 2, "id": cfg.id_width})
         m.submodules.b_q = b_q = SyncFIFO(width=resp.size, depth=self.queue_depth)
         b_out, b_in = data.View(resp, b_q.r_data), data.View(resp, b_q.w_data)
-        m.d.comb += [axi.bvalid.eq(b_q.r_rdy), axi.bresp.eq(b_out.resp), axi.bid.eq(b_out.id),
-                     b_q.r_en.eq(axi.bready)]
+        m.d.comb += [axi.bvalid.eq(self._shown(m, b_q.r_rdy, axi.bready, stall["b"])),
+                     axi.bresp.eq(b_out.resp), axi.bid.eq(b_out.id),
+                     b_q.r_en.eq(axi.bvalid & axi.bready)]
 
         w_beat, w_count, w_err = Signal(), Signal(8), Signal()
         w_word = aw_head.word + w_count
         m.d.comb += [
-            axi.wready.eq(aw_q.r_rdy & b_q.w_rdy & self._pace(m, w_beat)),
+            axi.wready.eq(aw_q.r_rdy & b_q.w_rdy & self._pace(m, w_beat) & ~stall["w"]),
             w_beat.eq(axi.wvalid & axi.wready),
             waddr.eq(w_word),
             we.eq(Mux(w_beat & (w_word < self.words), axi.wstrb, 0)),
@@ -236,6 +251,22 @@ class AxiMemModel(wiring.Component):
             with m.Else():
                 m.d.sync += [w_count.eq(w_count + 1), w_err.eq(burst_err)]
         return m
+
+    def _stalls(self, m: Module) -> dict:
+        """One stall strobe per channel, each high with probability ``backdoor.stall``/256."""
+        lfsr = Signal(32, init=1)
+        m.d.sync += lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ _LFSR_TAPS, lfsr >> 1))
+        return {ch: lfsr.word_select(byte, 8) < self.backdoor.stall
+                for ch, byte in _STALL_BYTES.items()}
+
+    @staticmethod
+    def _shown(m: Module, ready_to_show, taken, stall):
+        """VALID of a response channel: withheld while `stall`, except that once shown it
+        stays up until taken."""
+        held = Signal()
+        valid = ready_to_show & (~stall | held)
+        m.d.sync += held.eq(valid & ~taken)
+        return valid
 
     def _pace(self, m: Module, taken: Signal):
         """High when a beat may be taken now: once every ``beat_interval`` cycles at most."""

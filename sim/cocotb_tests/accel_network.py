@@ -70,6 +70,7 @@ async def run_images(dut):
     Clock(dut.clk, clock_ns, unit="ns").start()
     dut.rst.value = 1
     dut.ddr__load.value = 0
+    dut.ddr__stall.value = p["stall"]          # random AXI back-pressure, in 256ths
     dut.ddr__dump.value = 0
     for _ in range(3):
         await RisingEdge(dut.clk)
