@@ -59,7 +59,9 @@ class Op:
         return self.outputs[0].name
 
     def describe(self) -> str:
-        return f"layer {self.index} '{self.name}' ({self.kind})"
+        # The converter names a fused op after every tensor folded into it, ';'-joined; the
+        # first is the op's own output and enough to find the layer.
+        return f"layer {self.index} '{self.name.split(';')[0]}' ({self.kind})"
 
 
 @dataclass

@@ -10,6 +10,13 @@ class ConfigError(ValueError):
     """An impossible hardware configuration."""
 
 
+# Upper bounds that keep generation practical: Amaranth writes a memory's initial contents
+# word by word (a 1 MiB buffer alone takes about a minute to convert), and arrays wider than
+# 64 lanes only multiply elaboration time on any FPGA this targets.
+MAX_BUFFER_BYTES = 1 << 20
+MAX_PARALLEL = 64
+
+
 def _pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -34,10 +41,19 @@ class AccelConfig:
     clock_mhz: float = 50.0
 
     def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kinds = (int, float) if f.type == "float" else (int,)
+            if isinstance(v, bool) or not isinstance(v, kinds):
+                raise ConfigError(f"{f.name} must be {'a number' if f.type == 'float' else 'an integer'}, "
+                                  f"got {v!r}")
         for f in ("pw_out", "pw_in", "dw_lanes", "bus_bytes", "max_burst", "max_outstanding"):
             v = getattr(self, f)
             if not _pow2(v):
                 raise ConfigError(f"{f} must be a power of two, got {v}")
+        for f in ("pw_out", "pw_in", "dw_lanes"):
+            if getattr(self, f) > MAX_PARALLEL:
+                raise ConfigError(f"{f} must be <= {MAX_PARALLEL}, got {getattr(self, f)}")
         if not 4 <= self.bus_bytes <= 64:
             raise ConfigError(f"bus_bytes must be 4..64 (32- to 512-bit AXI), got {self.bus_bytes}")
         if self.max_burst > 256:
@@ -46,10 +62,12 @@ class AccelConfig:
             raise ConfigError("one burst must not exceed the 4 KiB AXI boundary")
         if not 16 <= self.addr_width <= 64:
             raise ConfigError(f"addr_width must be 16..64, got {self.addr_width}")
-        if self.act_buffer_bytes < 1024 or self.weight_buffer_bytes < 1024:
-            raise ConfigError("buffers must be at least 1 KiB")
-        if self.clock_mhz <= 0:
-            raise ConfigError(f"clock_mhz must be > 0, got {self.clock_mhz}")
+        for f in ("act_buffer_bytes", "weight_buffer_bytes"):
+            if not 1024 <= getattr(self, f) <= MAX_BUFFER_BYTES:
+                raise ConfigError(f"{f} must be 1 KiB .. {MAX_BUFFER_BYTES >> 20} MiB, "
+                                  f"got {getattr(self, f)}")
+        if not 0 < self.clock_mhz <= 1000:
+            raise ConfigError(f"clock_mhz must be > 0 and <= 1000, got {self.clock_mhz}")
 
     @property
     def macs_per_cycle(self) -> int:
@@ -61,6 +79,8 @@ class AccelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "AccelConfig":
         known = {f.name for f in fields(cls)}
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is a JSON object of AccelConfig fields, got {type(d).__name__}")
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")

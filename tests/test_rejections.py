@@ -160,14 +160,24 @@ def test_cli_program_too_large_for_buffers(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("text,msg", [("{", "not a valid config JSON"),
-                                      ('{"pw_out": 12}', "pw_out must be a power of two"),
-                                      ('{"lanes": 4}', "unknown config keys: lanes")])
+@pytest.mark.parametrize("text,msg", [
+    ("{", "not a valid config JSON"),
+    ("[1, 2]", "a config is a JSON object of AccelConfig fields, got list"),
+    ('{"pw_out": 12}', "pw_out must be a power of two"),
+    ('{"pw_out": "8"}', "pw_out must be an integer, got '8'"),
+    ('{"pw_in": true}', "pw_in must be an integer, got True"),
+    ('{"dw_lanes": 1024}', "dw_lanes must be <= 64, got 1024"),
+    ('{"act_buffer_bytes": 1000000000}', "act_buffer_bytes must be 1 KiB .. 1 MiB"),
+    ('{"weight_buffer_bytes": 512}', "weight_buffer_bytes must be 1 KiB .. 1 MiB"),
+    ('{"clock_mhz": "fast"}', "clock_mhz must be a number, got 'fast'"),
+    ('{"clock_mhz": 0}', "clock_mhz must be > 0 and <= 1000"),
+    ('{"lanes": 4}', "unknown config keys: lanes")])
 def test_cli_bad_config(tmp_path, capsys, text, msg):
     cfg = tmp_path / "hw.json"
     cfg.write_text(text)
     code, err = _cli(["--config", str(cfg), "--out", str(tmp_path / "b")], capsys)
-    assert code == 2 and msg in err
+    assert code == 2 and msg in err and err.startswith(f"gen-accel: error: {cfg}: ")
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("board,msg", [("nope", "unknown board 'nope'"),
