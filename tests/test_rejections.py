@@ -1,20 +1,10 @@
 """Models the flow cannot map are rejected with a message naming the layer; bad input to the
 CLI gives a one-line error, a non-zero exit, and no build folder that looks complete."""
-import numpy as np
 import pytest
+from keras_models import int8_tflite
 
-from quantize.convert import to_int8_tflite_from_float
 from quantize.tflite_graph import UnsupportedModelError, load_graph
 from rtl_gen import cli
-
-
-def _int8(build, shape):
-    import keras
-    keras.utils.set_random_seed(0)
-    inp = keras.Input(shape)
-    model = keras.Model(inp, build(inp))
-    calib = np.random.default_rng(0).normal(0, 1, (8, *shape)).astype(np.float32)
-    return to_int8_tflite_from_float(model, calib)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +15,7 @@ def residual_tflite():
         y = layers.Conv2D(4, 1, name="proj")(x)
         y = layers.Add(name="residual_add")([y, layers.Conv2D(4, 3, padding="same")(y)])
         return layers.Conv2D(2, 1)(y)
-    return _int8(net, (6, 6, 3))
+    return int8_tflite(net, (6, 6, 3))
 
 
 def test_residual_add_rejected_naming_layer(residual_tflite):
@@ -35,7 +25,7 @@ def test_residual_add_rejected_naming_layer(residual_tflite):
 
 def test_5x5_depthwise_rejected():
     from keras import layers
-    tfl = _int8(lambda x: layers.Conv2D(2, 1)(
+    tfl = int8_tflite(lambda x: layers.Conv2D(2, 1)(
         layers.DepthwiseConv2D(5, padding="same", name="dw5")(x)), (8, 8, 4))
     with pytest.raises(UnsupportedModelError, match=r"'.*dw5.*'.*depthwise kernel 5x5"):
         load_graph(tfl)
