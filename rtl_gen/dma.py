@@ -301,11 +301,13 @@ class AxiDMA(wiring.Component):
             "wr_busy": Out(1), "wr_done": Out(1), "wr_error": Out(1),
             "error_clear": In(1),
         })
+        # Built here, not in elaborate, so that the formal harness can name their registers.
+        self.reader, self.writer = ReadDMA(cfg), WriteDMA(cfg)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.reader = reader = ReadDMA(self.cfg)
-        m.submodules.writer = writer = WriteDMA(self.cfg)
+        m.submodules.reader = reader = self.reader
+        m.submodules.writer = writer = self.writer
         forward(m, self.m_axi, reader.m_axi)
         forward(m, self.m_axi, writer.m_axi)
         wiring.connect(m, wiring.flipped(self.rd_cmd), reader.cmd)

