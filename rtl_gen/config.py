@@ -43,9 +43,9 @@ class AccelConfig:
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            kinds = (int, float) if f.type == "float" else (int,)
-            if isinstance(v, bool) or not isinstance(v, kinds):
-                raise ConfigError(f"{f.name} must be {'a number' if f.type == 'float' else 'an integer'}, "
+            number = f.type == "float"       # a string: `from __future__ import annotations`
+            if isinstance(v, bool) or not isinstance(v, (int, float) if number else int):
+                raise ConfigError(f"{f.name} must be {'a number' if number else 'an integer'}, "
                                   f"got {v!r}")
         for f in ("pw_out", "pw_in", "dw_lanes", "bus_bytes", "max_burst", "max_outstanding"):
             v = getattr(self, f)

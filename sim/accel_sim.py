@@ -281,8 +281,7 @@ def simulate(firmware, inputs_int8: Sequence[np.ndarray] | np.ndarray, cfg=None,
     Verilated accelerator built for ``cfg`` (default: the firmware's own config); see the
     module docstring. ``stall_per_256`` sets the DDR model's random back-pressure (a run-time
     setting: same build; the cycle model then no longer applies). ``max_cycles`` overrides
-    `cycle_limit`. Returns one `SimResult` per
-    input, in order. Raises `sim.verilator_runner.SimulationFailed` if the build or the
+    `cycle_limit`. Returns one `SimResult` per input, in order. Raises `sim.verilator_runner.SimulationFailed` if the build or the
     session itself fails (not for a run that ends with an error code or times out). The run
     folder (simulator log, dumps) is removed afterwards unless ``keep_run_dir`` or failure.
     """

@@ -14,7 +14,8 @@ and in the cocotb test::
     ...
     result = await ddr.read(0x8000, 4096)
 
-Timing model (all at elaboration time; a different setting is a different Verilator build):
+Timing model (at elaboration time, a different setting being a different Verilator build,
+except the random back-pressure, which is set at run time):
 
 * ``read_latency``: cycles from an AR handshake to its first R beat being valid, for
   a request that finds the model idle; requests are pipelined, so up to ``queue_depth``

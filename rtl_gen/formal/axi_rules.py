@@ -208,13 +208,17 @@ class DMAAxiRules(Elaboratable):
     # the DMA's registers disagree with what the bus and the checker have seen, that an
     # induction step would otherwise start from.
 
-    def _read_invariants(self, m, dma, rd_q, rd_out, r_beat, exp_addr, exp_left, out_left,
-                         shift):
-        ax, split, out, cfg = dma.m_axi, dma.split, dma.data, dma.cfg
-
+    def _invariant(self, m):
+        """`inv(rule, test)`: an assertion of group "invariant", named by the caller's line."""
         def inv(rule, test):
             self._prop(m, "assert", f"invariant: {rule}", test, group="invariant",
                        src_loc_at=1)
+        return inv
+
+    def _read_invariants(self, m, dma, rd_q, rd_out, r_beat, exp_addr, exp_left, out_left,
+                         shift):
+        ax, split, out, cfg = dma.m_axi, dma.split, dma.data, dma.cfg
+        inv = self._invariant(m)
 
         inv("the DMA counts in flight the bursts accepted without RLAST plus a pending AR",
             (dma.in_flight == rd_out + ax.arvalid) & (dma.in_flight <= cfg.max_outstanding))
@@ -240,10 +244,7 @@ class DMAAxiRules(Elaboratable):
         """Enough for the "handshake" group's induction; "burst" and "command" would also
         need the AW and W splitters' positions related through the burst cuts."""
         ax, cfg = dma.m_axi, dma.cfg
-
-        def inv(rule, test):
-            self._prop(m, "assert", f"invariant: {rule}", test, group="invariant",
-                       src_loc_at=1)
+        inv = self._invariant(m)
 
         inv("the DMA awaits B for the bursts accepted without B plus a pending AW",
             (dma.awaiting_b == aw_unans + ax.awvalid) & (dma.awaiting_b <= cfg.max_outstanding))
@@ -607,8 +608,7 @@ def check(kind: str = "read", depth: int | None = None, workdir=None, *, mode: s
     ``kind``: "read", "write" or "both". ``mode``: "bmc" (the assertions hold for ``depth``
     cycles from reset), "prove" (k-induction with k = ``depth``: they hold forever; UNKNOWN
     when the induction does not close, as for the write side's burst and command rules, see
-    the module doc) or
-    "cover" (every liveness cover is reached within ``depth`` cycles). ``rules`` picks the
+    the module doc) or "cover" (every liveness cover is reached within ``depth`` cycles). ``rules`` picks the
     assertion groups of a bmc/prove run, a key of `RULE_SETS`: "handshake", "burst",
     "command", "sequence" (burst + command) or "all". One run per group is much faster than
     one run of the union. ``depth`` defaults to `DEFAULT_DEPTH` for the mode and rules.
