@@ -85,7 +85,9 @@ def calibrate_batchnorm(model, images, seed: int = 0) -> None:
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
-        probe = keras.Model(model.inputs, layer.input)
+        # model.input, not model.inputs: a one-element list is a different input structure
+        # from the single array the probe is called with, and Keras warns on every call.
+        probe = keras.Model(model.input, layer.input)
         x = np.asarray(probe(images, training=False))
         mean = x.reshape(-1, x.shape[-1]).mean(0)
         var = x.reshape(-1, x.shape[-1]).var(0) + 1e-3
