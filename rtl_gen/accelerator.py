@@ -39,7 +39,7 @@ from .float_requant import FLOAT_LANE_LAYOUT, FloatRequantizer
 from .mean_unit import MeanUnit
 from .pointwise import PointwiseEngine
 from .regs import RegisterFile
-from .requant import LANE_LAYOUT, Requantizer
+from .requant import Requantizer, requant_layout
 from .sequencer import (ErrorCode, Geometry, Limits, LoadDest, Sequencer, check_config,
                         descriptor_layout)
 from .softmax_unit import SoftmaxUnit
@@ -50,9 +50,6 @@ REGS_ADDR_WIDTH = 12
 # quantized multiplier and shift or, with FLOAT_REQUANT, the scale's mantissa and exponent.
 RECORD_LAYOUT = data.StructLayout({"bias": signed(32), "word1": 32, "word2": 32, "word3": 32})
 
-
-def _requant_layout(lanes: int):
-    return LANE_LAYOUT if lanes == 1 else data.ArrayLayout(LANE_LAYOUT, lanes)
 
 
 class AccSerializer(wiring.Component):
@@ -73,7 +70,7 @@ class AccSerializer(wiring.Component):
             "records": In(data.ArrayLayout(RECORD_LAYOUT, self.n)),
             "count": In(range(self.n + 1)),
             "float_mode": In(1),
-            "fixed": Out(stream.Signature(_requant_layout(self.lanes))),
+            "fixed": Out(stream.Signature(requant_layout(self.lanes))),
             "float": Out(stream.Signature(FLOAT_LANE_LAYOUT)),
         })
 
@@ -293,8 +290,9 @@ class Accelerator(wiring.Component):
         # ---- engines ------------------------------------------------------------------------
         pw = PointwiseEngine(cfg)
         dw = DepthwiseEngine(cfg, max_width=limits.max_width)
+        # The MeanUnit's rows go through the shared Requantizer (idle during a MEAN layer).
         mean = MeanUnit(lanes=g.lanes, max_channels=limits.max_channels,
-                        max_pixels=g.mean_pixels)
+                        max_pixels=g.mean_pixels, own_requantizer=False)
         softmax = SoftmaxUnit(max_length=limits.max_classes)
         m.submodules.pointwise, m.submodules.depthwise = resettable(pw), resettable(dw)
         m.submodules.mean, m.submodules.softmax = resettable(mean), resettable(softmax)
@@ -353,11 +351,16 @@ class Accelerator(wiring.Component):
                              engine.acc.ready.eq(ser.acc.ready)]
                 m.d.comb += [ser.acc.payload[k].eq(engine.acc.payload[k]) for k in range(n)]
         m.d.comb += [ser.records.eq(records.as_value()), ser.float_mode.eq(is_float)]
-        wiring.connect(m, ser.fixed, rq.i_stream)
+        with m.If(is_mean):
+            wiring.connect(m, mean.to_requant, rq.i_stream)
+        with m.Else():
+            wiring.connect(m, ser.fixed, rq.i_stream)
         wiring.connect(m, ser.float, frq.i_stream)
         for unit in (rq, frq):
-            m.d.comb += [unit.output_zp.eq(desc.output_zp), unit.act_min.eq(desc.act_min),
-                         unit.act_max.eq(desc.act_max)]
+            # A MEAN clamps to the int8 range (TFLite's MEAN has no fused activation).
+            m.d.comb += [unit.output_zp.eq(desc.output_zp),
+                         unit.act_min.eq(Mux(is_mean, -128, desc.act_min)),
+                         unit.act_max.eq(Mux(is_mean, 127, desc.act_max))]
 
         # ---- output writer source -------------------------------------------------------------
         def feed(src, values):
@@ -368,8 +371,6 @@ class Accelerator(wiring.Component):
             m.d.comb += [writer.data.valid.eq(1), writer.data.payload[0].eq(-128)]
         with m.Elif(is_softmax):
             feed(softmax.o_stream, [softmax.o_stream.payload])
-        with m.Elif(is_mean):
-            feed(mean.o_stream, [mean.o_stream.payload[k] for k in range(g.lanes)])
         with m.Elif(is_float):
             feed(frq.o_stream, [frq.o_stream.payload])
         with m.Else():

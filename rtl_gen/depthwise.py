@@ -26,7 +26,7 @@ left corner is (oy*s - p_top, ox*s - p_left) and its last row is at most
 height - 1 + pad_bottom. Taps outside the image are masked to zero rather than stored as
 padding, so stale line-buffer contents from a previous group never matter.
 
-Cycles per group, with the streams never stalling: (H+1)*(W+1) grid positions plus 5 to
+Cycles per group, with the streams never stalling: (H+1)*(W+1) grid positions plus 7 to
 drain the pipeline before the next group's weights may be loaded (`tile_cycles`).
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from .config import AccelConfig
+from .lut_mul import partial_products, sum_tree
 from .pointwise import ACC_SHAPE, StallPipe
 
 TAPS = 9
@@ -71,6 +72,10 @@ def tile_layout(cfg: AccelConfig, max_width: int) -> data.StructLayout:
     })
 
 
+def _halves(rows: list) -> tuple[list, list]:
+    return rows[:len(rows) // 2], rows[len(rows) // 2:]
+
+
 def _window_ends_output(pos, pad_before, stride2):
     """Whether a window whose last row (column) is grid index `pos` starts at o*s - pad_before
     for some output index o >= 0."""
@@ -82,14 +87,15 @@ class DepthwiseEngine(wiring.Component):
     """Streaming 3x3 depthwise convolution over one channel group at a time.
 
     Ports: `tile` (parameters and weights of a group), `pixels` (input feature map),
-    `acc` (int32 accumulators, wrapping modulo 2**32). `acc.valid` rises `latency` = 5
+    `acc` (int32 accumulators, wrapping modulo 2**32). `acc.valid` rises `latency` = 7
     cycles after the grid position that completes the output's window is consumed.
     Pipeline: position counters and line-buffer read; 3x3 window shift and line-buffer
-    write; masked products; row sums; bias plus total into the output register. It
+    write; masked differences x - zp; two halves of each product's partial-product rows
+    (LUT multipliers); products; row sums; bias plus total into the output register. It
     advances as a whole and freezes only while an output waits on `acc.ready`.
     """
 
-    latency = 5
+    latency = 7
 
     def __init__(self, cfg: AccelConfig, max_width: int = 224):
         self.cfg, self.max_width = cfg, max_width
@@ -165,16 +171,28 @@ class DepthwiseEngine(wiring.Component):
                              win[i][2].eq(newest)]
         s2 = pipe.stage(s1, name="s2")
 
-        # Stage 3: products of the in-image taps, 9 x 8 -> 17 bits signed.
+        # Stage 3: the in-image taps' differences x - zp (9 bits signed), zero outside.
         s3_valid = pipe.stage(s2.valid & s2.emit, name="s3_valid")
-        prod = [[[pipe.stage(Mux(s2.rows[i] & s2.cols[j],
-                                 (win[i][j][k] - tile.input_zp) * tile.weights[3 * i + j][k], 0),
-                             name=f"s3_p{i}{j}_{k}")
+        diff = [[[pipe.stage(Mux(s2.rows[i] & s2.cols[j], win[i][j][k] - tile.input_zp, 0),
+                             shape=signed(9), name=f"s3_d{i}{j}_{k}")
                   for k in range(lanes)] for j in range(3)] for i in range(3)]
 
-        # Stage 4: row sums.
+        # Stages 4 and 5: the products (9 x 8 -> 17 bits signed) in LUTs (`lut_mul`: the DSP
+        # blocks belong to the MAC array), their partial-product rows summed in two halves,
+        # then the halves added.
         s4_valid = pipe.stage(s3_valid, name="s4_valid")
-        rows = [[pipe.stage(prod[i][0][k] + prod[i][1][k] + prod[i][2][k], name=f"s4_r{i}_{k}")
+        halves = [[[[pipe.stage(sum_tree(rows), name=f"s4_h{i}{j}_{k}_{h}")
+                     for h, rows in enumerate(_halves(partial_products(
+                         diff[i][j][k], tile.weights[3 * i + j][k])))]
+                    for k in range(lanes)] for j in range(3)] for i in range(3)]
+        s5_valid = pipe.stage(s4_valid, name="s5_valid")
+        prod = [[[pipe.stage((halves[i][j][k][0] + halves[i][j][k][1])[:17].as_signed(),
+                             name=f"s5_p{i}{j}_{k}")
+                  for k in range(lanes)] for j in range(3)] for i in range(3)]
+
+        # Stage 6: row sums.
+        s6_valid = pipe.stage(s5_valid, name="s6_valid")
+        rows = [[pipe.stage(prod[i][0][k] + prod[i][1][k] + prod[i][2][k], name=f"s6_r{i}_{k}")
                  for k in range(lanes)] for i in range(3)]
 
         # Output register.
@@ -187,7 +205,7 @@ class DepthwiseEngine(wiring.Component):
         ]
         with m.If(self.acc.ready):
             m.d.sync += out_valid.eq(0)
-        with m.If(en & s4_valid):
+        with m.If(en & s6_valid):
             m.d.sync += out_valid.eq(1)
             m.d.sync += [out[k].eq(tile.bias[k] + rows[0][k] + rows[1][k] + rows[2][k])
                          for k in range(lanes)]
@@ -195,9 +213,10 @@ class DepthwiseEngine(wiring.Component):
         # A new group's weights may only be loaded once nothing of the previous one is in flight.
         # Every grid position is tracked to the end of the pipeline, emitting or not, so a group
         # always takes `tile_cycles` whatever its padding.
-        s3_live = pipe.stage(s2.valid, name="s3_live")
-        s4_live = pipe.stage(s3_live, name="s4_live")
-        drained = ~busy & ~(s1.valid | s2.valid | s3_live | s4_live)
+        live = [s2.valid]
+        for n in range(3, 7):
+            live.append(pipe.stage(live[-1], name=f"s{n}_live"))
+        drained = ~busy & ~s1.valid & ~Cat(live).any()
         m.d.comb += self.tile.ready.eq(drained)
         with m.If(self.tile.valid & drained):
             m.d.sync += [tile.eq(self.tile.payload), busy.eq(1), row.eq(0), col.eq(0)]

@@ -29,6 +29,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .lut_mul import lut_product
 from .requant import clamp
 
 FLOAT_LANE_LAYOUT = data.StructLayout({
@@ -46,19 +47,21 @@ class FloatRequantizer(wiring.Component):
     output_zp/act_min/act_max are per-layer settings, held stable while values are in flight.
 
     The 53 x 32 product is built most significant digit first with one 53 x `digit_width`
-    multiplier (digit_width 32: one wide multiply; 1: shift-and-add, no multiplier), then
+    multiplier made of LUTs (`lut_mul`; the DSP blocks belong to the MAC array; the default
+    digit_width 1 is shift-and-add: one 84-bit adder, short enough for 100+ MHz), then
     one cycle each for the leading-one search, the round-half-even step, the final rounding
     shift with saturation, and the zero point + clamp into the output register.
 
     States: IDLE (accepts a value: i_stream.ready = 1) -> MUL x (32 / digit_width) -> LZC ->
     RNE -> SHIFT -> FINAL. A value accepted in cycle c is valid on the output from cycle
     c + CYCLES, and the next value is accepted in that same cycle: one value every
-    CYCLES = 32 / digit_width + 5 cycles (7 with the default 16-bit digits). The output is a
+    CYCLES = 32 / digit_width + 5 cycles (37 with the default 1-bit digits; a dense layer has
+    few outputs). The output is a
     register of its own: o_stream.valid never depends on o_stream.ready, and a value waiting
     on back-pressure only stalls the unit once the next result is ready to take its place.
     """
 
-    def __init__(self, digit_width: int = 16):
+    def __init__(self, digit_width: int = 1):
         if digit_width not in (1, 2, 4, 8, 16, 32):
             raise ValueError(f"digit_width must divide 32 (1, 2, 4, 8, 16, 32), got {digit_width}")
         self.digit_width = digit_width
@@ -111,7 +114,7 @@ class FloatRequantizer(wiring.Component):
                 # Horner, most significant digit first: p = p * 2^w + mantissa * digit. Every
                 # partial p is mantissa * (a prefix of |acc|'s digits) <= the final p < 2^84.
                 m.d.sync += [
-                    p.eq((p << w)[:84] + mantissa * mag[32 - w:]),
+                    p.eq((p << w)[:84] + lut_product(mantissa, mag[32 - w:])),
                     mag.eq(mag << w),
                     count.eq(count + 1),
                 ]

@@ -6,7 +6,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .requant import Requantizer, wrap32
+from .requant import Requantizer, requant_layout, wrap32
+
 
 
 class MeanUnit(wiring.Component):
@@ -21,7 +22,8 @@ class MeanUnit(wiring.Component):
 
     After the last beat it streams the rows through a `Requantizer` with the 1/count-folded
     multiplier and shift (`reference.mean_multiplier`, computed by the host) and clamps to
-    [-128, 127]: ceil(channels / lanes) output beats, the first Requantizer.LATENCY + 2 cycles
+    [-128, 127] (with `own_requantizer` False the rows leave on `to_requant` instead, for the
+    accelerator's shared Requantizer, which the user sets to output_zp and [-128, 127]): ceil(channels / lanes) output beats, the first Requantizer.LATENCY + 2 cycles
     after the last input beat when not back-pressured. Then it is ready for the next map.
     channels, pixels and the quantization inputs must hold from the first beat to the last output.
 
@@ -31,7 +33,8 @@ class MeanUnit(wiring.Component):
     the next. The parts together may hold at most `max_pixels` pixels (the sums' width).
     """
 
-    def __init__(self, lanes: int = 8, max_channels: int = 1024, max_pixels: int = 256):
+    def __init__(self, lanes: int = 8, max_channels: int = 1024, max_pixels: int = 256,
+                 own_requantizer: bool = True):
         if lanes < 1 or lanes & (lanes - 1):
             raise ValueError(f"lanes must be a power of two, got {lanes}")
         self.lanes = lanes
@@ -40,9 +43,12 @@ class MeanUnit(wiring.Component):
         # |sum(x - zp)| <= 255 * pixels; wider than 32 bits it wraps like TFLite's int32 total.
         self.sum_shape = signed((255 * max_pixels).bit_length() + 1)
         beat = data.ArrayLayout(signed(8), lanes)
+        self.own_requantizer = own_requantizer
+        out = ({"o_stream": Out(stream.Signature(beat))} if own_requantizer else
+               {"to_requant": Out(stream.Signature(requant_layout(lanes)))})
         super().__init__({
             "i_stream": In(stream.Signature(beat)),
-            "o_stream": Out(stream.Signature(beat)),
+            **out,
             "channels": In(range(1, max_channels + 1)),
             "pixels": In(range(1, max_pixels + 1)),
             "input_zp": In(signed(8)),
@@ -57,16 +63,20 @@ class MeanUnit(wiring.Component):
         m = Module()
         lanes = self.lanes
 
-        m.submodules.requant = requant = Requantizer(lanes)
-        m.d.comb += [
-            requant.output_zp.eq(self.output_zp),
-            requant.act_min.eq(-128),
-            requant.act_max.eq(127),
-            self.o_stream.valid.eq(requant.o_stream.valid),
-            requant.o_stream.ready.eq(self.o_stream.ready),
-        ]
-        for k, lane in enumerate(requant.lanes_of(requant.o_stream.payload)):
-            m.d.comb += self.o_stream.payload[k].eq(lane)
+        if self.own_requantizer:
+            m.submodules.requant = requant = Requantizer(lanes)
+            m.d.comb += [
+                requant.output_zp.eq(self.output_zp),
+                requant.act_min.eq(-128),
+                requant.act_max.eq(127),
+                self.o_stream.valid.eq(requant.o_stream.valid),
+                requant.o_stream.ready.eq(self.o_stream.ready),
+            ]
+            for k, lane in enumerate(requant.lanes_of(requant.o_stream.payload)):
+                m.d.comb += self.o_stream.payload[k].eq(lane)
+            to_requant = requant.i_stream
+        else:
+            to_requant = self.to_requant
 
         m.submodules.sums = sums = Memory(shape=data.ArrayLayout(self.sum_shape, lanes),
                                           depth=self.depth, init=[])
@@ -109,12 +119,14 @@ class MeanUnit(wiring.Component):
                 m.next = "DRAIN"
             with m.State("DRAIN"):
                 # The read address runs one row ahead so each accepted row is followed by the next.
-                m.d.comb += requant.i_stream.valid.eq(1)
-                for k, lane in enumerate(requant.lanes_of(requant.i_stream.payload)):
+                m.d.comb += to_requant.valid.eq(1)
+                lanes_in = [to_requant.payload] if lanes == 1 else \
+                    [to_requant.payload[k] for k in range(lanes)]
+                for k, lane in enumerate(lanes_in):
                     m.d.comb += [lane.acc.eq(wrap32(rd.data[k])),
                                  lane.multiplier.eq(self.multiplier),
                                  lane.shift.eq(self.shift)]
-                with m.If(requant.i_stream.ready):
+                with m.If(to_requant.ready):
                     m.d.comb += rd.addr.eq(group + 1)
                     m.d.sync += group.eq(group + 1)
                     with m.If(last_group):

@@ -61,6 +61,11 @@ LANE_LAYOUT = data.StructLayout({
 })
 
 
+def requant_layout(lanes: int):
+    """A Requantizer's input payload: `LANE_LAYOUT`, or an array of `lanes` of them."""
+    return LANE_LAYOUT if lanes == 1 else data.ArrayLayout(LANE_LAYOUT, lanes)
+
+
 class Requantizer(wiring.Component):
     """Pipelined requantizer: `lanes` channels per beat, one beat per clock.
 
@@ -81,7 +86,7 @@ class Requantizer(wiring.Component):
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, got {lanes}")
         self.lanes = lanes
-        in_layout = LANE_LAYOUT if lanes == 1 else data.ArrayLayout(LANE_LAYOUT, lanes)
+        in_layout = requant_layout(lanes)
         out_layout = signed(8) if lanes == 1 else data.ArrayLayout(signed(8), lanes)
         super().__init__({
             "i_stream": In(stream.Signature(in_layout)),

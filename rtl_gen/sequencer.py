@@ -2,7 +2,8 @@
 it, and runs each layer through the datapath of `rtl_gen.accelerator` by issuing DMA commands
 and buffer walks, in this order:
 
-    FETCH descriptor -> DECODE (check word, layer index) -> SIZE -> VALIDATE
+    FETCH descriptor -> DECODE (check word, layer index) -> PIXELS, BYTES (the size
+       products, serially) -> VALIDATE
     -> swap the two activation buffers: the previous layer's output buffer becomes the input
        buffer; when the layer's input is exactly that output (same DDR address, no more
        bytes), the data is already there and nothing is loaded; otherwise the input is loaded
@@ -159,6 +160,19 @@ def _not(x):
     return x == 0
 
 
+def times9(x):
+    """9 * x as a shift and an add, for Python integers and Amaranth values alike (a `*` by a
+    constant that is not a power of two would cost a DSP block)."""
+    return (x << 3) + x
+
+
+# The sequencer's size products are built serially, one bit of the 16-bit descriptor field
+# per cycle (two rounds: pixel counts, then bytes), in LUTs: the DSP blocks belong to the
+# MAC array. DECODE, the two rounds and VALIDATE take this many cycles (`sim.perf_model`).
+PRODUCT_BITS = 16
+DECODE_CYCLES = 2 + 2 * PRODUCT_BITS
+
+
 def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
     """[(ErrorCode, failed)] in priority order for a non-END descriptor `d`.
 
@@ -205,14 +219,14 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
                   (d.weight_bytes != d.weight_product))) |
          (dw & ((d.out_c != d.in_c) | (padded_h < 3) | (d.out_h != dw_out_h) |
                 (d.out_w != dw_out(d.in_w)) |
-                (d.weight_bytes != 9 * d.in_c))) |
+                (d.weight_bytes != times9(d.in_c)))) |
          (mean & ((d.out_c != d.in_c) | unit_out)) |
          (softmax & ((d.in_h != 1) | (d.in_w != 1) | unit_out | (d.real_c == 0) |
                      (d.real_c > d.in_c) | (d.real_c > d.out_c)))),
         (ErrorCode.TOO_LARGE,
          (d.in_bytes > g.act_capacity) | (d.out_bytes > g.act_capacity) |
          (conv & (cfg.pw_out * d.in_c > g.weight_slot)) |
-         (dw & ((9 * d.in_c > g.weight_capacity) |
+         (dw & ((times9(d.in_c) > g.weight_capacity) |
                 (d.in_h > limits.max_width) | (d.in_w > limits.max_width))) |
          (mean & ((d.in_c > limits.max_channels) | (d.in_pixels > g.mean_pixels))) |
          (softmax & (d.real_c > limits.max_classes))),
@@ -340,6 +354,9 @@ class Sequencer(wiring.Component):
         in_pixels, out_pixels = self.in_pixels, Signal(32)
         in_bytes, out_bytes = Signal(48), Signal(48)
         weight_product = Signal(32)
+        # The serial multiplier's operand registers (descriptor fields, shifted out MSB first).
+        multiplier_bits = [Signal(PRODUCT_BITS, name=f"multiplier_bits{i}") for i in range(3)]
+        bit = Signal(range(PRODUCT_BITS))
         # Loop state of the tiles (CONV) or channel groups (DWCONV) of a layer.
         index = Signal(16)
         weight_addr = Signal(cfg.addr_width)
@@ -446,13 +463,34 @@ class Sequencer(wiring.Component):
                 with m.Elif(op == Opcode.END):
                     m.next = "FINISH"
                 with m.Else():
-                    m.d.sync += [in_pixels.eq(d.in_h * d.in_w), out_pixels.eq(d.out_h * d.out_w),
-                                 weight_product.eq(d.out_c * d.in_c)]
-                    m.next = "SIZE"
+                    m.d.sync += [in_pixels.eq(0), out_pixels.eq(0), weight_product.eq(0),
+                                 in_bytes.eq(0), out_bytes.eq(0), bit.eq(0),
+                                 multiplier_bits[0].eq(d.in_w), multiplier_bits[1].eq(d.out_w),
+                                 multiplier_bits[2].eq(d.in_c)]
+                    m.next = "PIXELS"
 
-            with m.State("SIZE"):
-                m.d.sync += [in_bytes.eq(in_pixels * d.in_c), out_bytes.eq(out_pixels * d.out_c)]
-                m.next = "VALIDATE"
+            def serial_products(pairs):
+                """One shift-and-add step of each (product, multiplicand, multiplier bits):
+                the multiplier's bits are taken most significant first."""
+                for product, a, b in pairs:
+                    m.d.sync += [product.eq((product << 1)[:len(product)] +
+                                            Mux(b[-1], a, 0)),
+                                 b.eq(b << 1)]
+                m.d.sync += bit.eq(bit + 1)
+
+            with m.State("PIXELS"):
+                serial_products([(in_pixels, d.in_h, multiplier_bits[0]),
+                                 (out_pixels, d.out_h, multiplier_bits[1]),
+                                 (weight_product, d.out_c, multiplier_bits[2])])
+                with m.If(bit == PRODUCT_BITS - 1):
+                    m.d.sync += [multiplier_bits[0].eq(d.in_c), multiplier_bits[1].eq(d.out_c)]
+                    m.next = "BYTES"
+
+            with m.State("BYTES"):
+                serial_products([(in_bytes, in_pixels, multiplier_bits[0]),
+                                 (out_bytes, out_pixels, multiplier_bits[1])])
+                with m.If(bit == PRODUCT_BITS - 1):
+                    m.next = "VALIDATE"
 
             def dispatch():
                 with m.Switch(op):
@@ -524,7 +562,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += param_addr.eq(param_addr + PARAM_BYTES * lanes)
                 m.next = "DW_TAPS"
 
-            load("DW_WEIGHTS", d.weight_addr, round_up(d.in_c * 9, bus), LoadDest.WEIGHTS,
+            load("DW_WEIGHTS", d.weight_addr, round_up(times9(d.in_c), bus), LoadDest.WEIGHTS,
                  goto("DW_RECORDS"))
             load("DW_RECORDS", param_addr, PARAM_BYTES * lanes, LoadDest.RECORDS, dw_loaded)
             with m.State("DW_TAPS"):

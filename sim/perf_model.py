@@ -47,7 +47,7 @@ from rtl_gen.float_requant import FloatRequantizer
 from rtl_gen.pointwise import PointwiseEngine
 from rtl_gen.requant import Requantizer
 from rtl_gen.softmax_unit import SoftmaxUnit
-from rtl_gen.sequencer import Geometry, check_fits
+from rtl_gen.sequencer import DECODE_CYCLES, Geometry, check_fits
 
 # From the cycle a DMA command is accepted to its first AR (AW) handshake.
 _ADDRESS_ISSUE = 2
@@ -65,8 +65,8 @@ _WALK_START = 2
 # From the last write into the output buffer to the sequencer's next state.
 _WRITER_IDLE = 1
 _MEAN_PARTIAL_END = 1
-# DECODE, SIZE and VALIDATE.
-_DECODE = 3
+# DECODE, the serial size products and VALIDATE.
+_DECODE = DECODE_CYCLES
 TAPS = 9
 
 

@@ -19,7 +19,7 @@ def expected(case, zp, lo, hi):
     return min(max(round_scaled_double(acc, mantissa, exponent) + zp, lo), hi)
 
 
-def run(cases, zp=0, lo=-128, hi=127, digit_width=16, seed=0, valid_prob=1.0, ready_prob=1.0):
+def run(cases, zp=0, lo=-128, hi=127, digit_width=1, seed=0, valid_prob=1.0, ready_prob=1.0):
     """Stream `cases` (acc, mantissa, exponent) through a FloatRequantizer with random input
     gaps and output back-pressure; checks every output against the reference and the stream
     rules (a valid output stays put until taken). Returns the cycle of each output transfer."""
@@ -194,7 +194,7 @@ def test_clamp_and_zero_points():
             ready_prob=0.5)
 
 
-@pytest.mark.parametrize("digit_width", [1, 8, 32])
+@pytest.mark.parametrize("digit_width", [16, 8, 32])
 def test_other_digit_widths(digit_width):
     rng = np.random.default_rng(10 + digit_width)
     cases = realistic_cases(rng, 40) + double_rounding_cases(rng, 10) + carry_cases(rng, 5)
@@ -202,7 +202,7 @@ def test_other_digit_widths(digit_width):
     run(cases, zp=-7, digit_width=digit_width, seed=11, ready_prob=0.7)
 
 
-@pytest.mark.parametrize("digit_width", [16, 8])
+@pytest.mark.parametrize("digit_width", [1, 8])
 def test_cycles_per_value(digit_width):
     """With the output always taken, one value leaves every CYCLES = 32 / digit_width + 5."""
     rng = np.random.default_rng(12)
