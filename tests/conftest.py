@@ -8,6 +8,29 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import yowasp_warm  # noqa: E402  (tests/ is on sys.path: this conftest's folder)
+
+
+@pytest.fixture(scope="session")
+def yowasp_tools():
+    """Compiles YoWASP tools once per session (and, through the cache folder's lock, once per
+    machine): call it with the tools a test needs; returns the seconds each warm-up took."""
+    took: dict[str, float] = {}
+
+    def ensure(tools) -> dict[str, float]:
+        took.update(yowasp_warm.warm(tools))
+        return took
+    return ensure
+
+
+@pytest.fixture(autouse=True)
+def _yowasp_tools_compiled(request):
+    """Tests that run YoWASP tools (`yowasp_warm.TOOLS_BY_TEST`) find them compiled, so no
+    test spends its own time limit on the one-off WebAssembly compile."""
+    tools = yowasp_warm.tools_for(request.path.name, request.function.__name__)
+    if tools:
+        request.getfixturevalue("yowasp_tools")(tools)
+
 
 class SeedNetwork:
     """One converted seed network with its parsed graph and golden interpreter."""

