@@ -47,7 +47,9 @@ def parse_args(argv):
                    help="also synthesize, place and route the accelerator for BOARD (e.g. "
                         "ulx3s-85f) with Yosys + nextpnr; without --config the largest config "
                         "that fits the board is used; missing the clock target fails")
-    p.add_argument("--out", type=Path, default=Path("build"), help="output folder (default build/)")
+    # A string, not a Path: Path("") would silently become the current folder.
+    p.add_argument("--out", default="build", help="output folder: new, empty or a previous "
+                   "gen-accel build, which is replaced (default build/)")
     p.add_argument("-q", "--quiet", action="store_true")
     return p.parse_args(argv)
 
@@ -235,10 +237,10 @@ def run_synthesis(out, cfg, board) -> dict:
         synthesize(Accelerator(cfg), board, cfg.clock_mhz, synth_dir, top_name="mnet_accel",
                    progress=log.isEnabledFor(logging.INFO))
     except SynthError as e:
-        kept = out.target.with_name(out.target.name + ".synth-failed")
-        shutil.rmtree(kept, ignore_errors=True)
+        kept = failed_synthesis_folder(out.target)
         if synth_dir.is_dir():
             shutil.copytree(synth_dir, kept)
+            (kept / SYNTH_FAILED_MARKER).touch()
         message = str(e).replace(str(synth_dir), str(kept))
         raise RuntimeError(f"synthesis for {board.name}: {message} (logs and reports kept in "
                            f"{kept})") from None
@@ -250,6 +252,23 @@ def run_synthesis(out, cfg, board) -> dict:
     log.info("synthesis: %s", ", ".join(f"{k}={v}" for k, v in summary.items()
                                         if k in ("fmax_mhz", "target_mhz")))
     return summary
+
+
+SYNTH_FAILED_MARKER = ".gen-accel-synth-failed"
+
+
+def failed_synthesis_folder(target: Path) -> Path:
+    """`<target>.synth-failed`, emptied if an earlier failed synthesis wrote it; a folder of
+    that name that gen-accel did not write is kept and a numbered name used instead."""
+    kept = target.with_name(target.name + ".synth-failed")
+    n = 1
+    while kept.exists() or kept.is_symlink():
+        if kept.is_dir() and not kept.is_symlink() and (kept / SYNTH_FAILED_MARKER).is_file():
+            shutil.rmtree(kept)
+            break
+        n += 1
+        kept = target.with_name(f"{target.name}.synth-failed-{n}")
+    return kept
 
 
 def write_rtl(out, cfg) -> None:

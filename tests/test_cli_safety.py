@@ -1,0 +1,232 @@
+"""gen-accel never loses a user's data: its output folder replaces only a previous build of
+its own, a symlink is followed rather than replaced, and bad output paths get one line."""
+import json
+import os
+
+import pytest
+
+from rtl_gen import cli
+from rtl_gen.build_dir import MANIFEST, BuildDir, OutputError, output_folder
+
+
+def fake_build(folder, files=("model.tflite", "rtl/mnet_accel.v", "report/layer_cycles.md")):
+    """A previous build as BuildDir commits one (no TensorFlow needed)."""
+    out = BuildDir(folder)
+    for name in files:
+        out.write_text(name, f"old {name}\n")
+    out.commit({"tool": "gen-accel"})
+    return folder
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def commit_new_build(out):
+    b = BuildDir(out)
+    b.write_text("model.tflite", "new\n")
+    return b.commit({"tool": "gen-accel"})
+
+
+def _cli(argv, capsys):
+    code = cli.main(argv + ["-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+# ---- the output folder rules, without running a build ------------------------------------------
+
+def test_folder_of_user_files_is_refused_and_kept(tmp_path):
+    user = tmp_path / "models"
+    user.mkdir()
+    (user / "m.tflite").write_bytes(b"precious")
+    with pytest.raises(OutputError, match=r"models: exists, is not empty and is not a gen-accel "
+                                          r"build .*refusing to replace it"):
+        BuildDir(user)
+    assert snapshot(user) == {"m.tflite": b"precious"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]    # no staging left
+
+
+def test_home_like_folder_is_refused(tmp_path):
+    home = tmp_path / "home"
+    (home / ".config").mkdir(parents=True)
+    (home / ".bashrc").write_text("x")
+    with pytest.raises(OutputError, match="not a gen-accel build"):
+        output_folder(home)
+    assert (home / ".bashrc").read_text() == "x" and (home / ".config").is_dir()
+
+
+def test_manifest_of_another_tool_is_not_ours(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / MANIFEST).write_text(json.dumps({"tool": "something-else", "files": {}}))
+    with pytest.raises(OutputError, match="not a gen-accel build"):
+        output_folder(other)
+
+
+def test_empty_folder_is_used(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert commit_new_build(empty) == empty
+    assert snapshot(empty)["model.tflite"] == b"new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_previous_build_is_replaced_entirely(tmp_path):
+    old = fake_build(tmp_path / "build")
+    commit_new_build(old)
+    files = snapshot(old)
+    assert set(files) == {"model.tflite", MANIFEST} and files["model.tflite"] == b"new\n"
+    assert json.loads(files[MANIFEST])["tool"] == "gen-accel"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+@pytest.mark.parametrize("extra", ["notes.txt", "rtl/my_patch.v", "data/"])
+def test_previous_build_with_user_files_is_refused(tmp_path, extra):
+    build = fake_build(tmp_path / "build")
+    (build / extra.rstrip("/")).mkdir() if extra.endswith("/") else (build / extra).write_text("mine")
+    before = snapshot(build)
+    with pytest.raises(OutputError, match=rf"holds files gen-accel did not write \({extra}\)"):
+        BuildDir(build)
+    assert snapshot(build) == before
+
+
+def test_user_file_added_during_the_run_stops_the_swap(tmp_path):
+    """The check is repeated at the swap: a file put into the old build while gen-accel ran
+    makes the commit fail, and both that file and the old build stay."""
+    build = fake_build(tmp_path / "build")
+    staged = BuildDir(build)
+    staged.write_text("model.tflite", "new\n")
+    (build / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"did not write \(notes.txt\)"), staged:
+        staged.commit({"tool": "gen-accel"})
+    assert snapshot(build)["notes.txt"] == b"mine"
+    assert snapshot(build)["model.tflite"] == b"old model.tflite\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+def test_symlink_is_followed_and_kept(tmp_path):
+    real = fake_build(tmp_path / "real")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert commit_new_build(link) == link
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert snapshot(real)["model.tflite"] == b"new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_symlink_to_user_folder_is_refused(tmp_path):
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "a.txt").write_text("mine")
+    (tmp_path / "link").symlink_to(user)
+    with pytest.raises(OutputError, match="not a gen-accel build"):
+        output_folder(tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and (user / "a.txt").read_text() == "mine"
+
+
+def test_dangling_symlink_is_refused(tmp_path):
+    (tmp_path / "link").symlink_to(tmp_path / "missing")
+    with pytest.raises(OutputError, match=r"link: a symlink to .*missing, which does not exist"):
+        output_folder(tmp_path / "link")
+
+
+@pytest.mark.parametrize("out", ["", " ", "/", ".", "..", "a/b/.."])
+def test_paths_that_name_no_folder_of_their_own(tmp_path, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputError, match=r"--out is empty|not a folder a build can replace"):
+        output_folder(out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_under_a_file_creates_nothing(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match=r"f: cannot create the output folder under it"):
+        output_folder(tmp_path / "f" / "sub" / "build")
+
+
+def test_previous_build_keeps_files_it_never_listed(tmp_path):
+    """Deleting a previous build removes exactly the files its manifest lists: a file that
+    appears between the check and the delete survives (in the `.old` folder, with a warning)."""
+    from rtl_gen.build_dir import remove_build
+    build = fake_build(tmp_path / "build")
+    (build / "rtl" / "late.v").write_text("mine")
+    assert remove_build(build) is False
+    assert snapshot(build) == {"rtl/late.v": b"mine"}
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("out", ["", "/", "a/b/.."])
+def test_cli_bad_output_path_is_one_line(tmp_path, monkeypatch, capsys, out):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    code, err = _cli(["--out", out], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("gen-accel: error: ")
+    assert sorted(p.as_posix() for p in tmp_path.rglob("*")) == [f"{tmp_path}/a", f"{tmp_path}/a/b"]
+
+
+def test_cli_model_inside_a_user_folder_is_never_lost(tmp_path, capsys):
+    """The issue's case: `--model DIR/m.tflite --out DIR` used to empty DIR, model included."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "m.tflite").write_bytes(b"my model")
+    code, err = _cli(["--model", str(folder / "m.tflite"), "--out", str(folder)], capsys)
+    assert code == 2 and len(err) == 1
+    assert err[0] == (f"gen-accel: error: {folder}: exists, is not empty and is not a gen-accel "
+                      "build (no MANIFEST.json from gen-accel); refusing to replace it, choose "
+                      "a new or empty folder")
+    assert snapshot(folder) == {"m.tflite": b"my model"}
+
+
+def test_cli_synthesis_logs_never_replace_a_user_folder(tmp_path):
+    user = tmp_path / "b.synth-failed"
+    user.mkdir()
+    (user / "mine.txt").write_text("x")
+    kept = cli.failed_synthesis_folder(tmp_path / "b")
+    assert kept == tmp_path / "b.synth-failed-2" and (user / "mine.txt").read_text() == "x"
+    ours = tmp_path / "c.synth-failed"
+    ours.mkdir()
+    (ours / cli.SYNTH_FAILED_MARKER).touch()
+    assert cli.failed_synthesis_folder(tmp_path / "c") == ours and not ours.exists()
+
+
+# ---- a real build ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_build(tmp_path_factory):
+    """One cheap real gen-accel run (default network, one checked image)."""
+    out = tmp_path_factory.mktemp("real") / "build"
+    assert cli.main(["--out", str(out), "--check-images", "1", "-q"]) == 0
+    return out
+
+
+def test_cli_replaces_its_own_build_with_the_model_inside(real_build, tmp_path, capsys):
+    """`--model build/model.tflite --out build`: the model is read before the swap and
+    written again, so nothing is lost; the old build is gone, no sibling left behind."""
+    build = tmp_path / "build"
+    import shutil
+    shutil.copytree(real_build, build)
+    model = (build / "model.tflite").read_bytes()
+    code, _ = _cli(["--model", str(build / "model.tflite"), "--check-images", "1",
+                    "--out", str(build)], capsys)
+    assert code == 0 and (build / "model.tflite").read_bytes() == model
+    assert json.loads((build / MANIFEST).read_text())["model"]["source"] == str(build / "model.tflite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+def test_cli_refuses_its_own_build_with_a_user_file(real_build, tmp_path, capsys):
+    build = tmp_path / "build"
+    import shutil
+    shutil.copytree(real_build, build)
+    (build / "my.weights.h5").write_bytes(b"weights")
+    before = snapshot(build)
+    code, err = _cli(["--out", str(build)], capsys)
+    assert code == 2 and len(err) == 1
+    assert err[0] == (f"gen-accel: error: {build}: a previous gen-accel build, but it holds files "
+                      "gen-accel did not write (my.weights.h5); refusing to replace it, move "
+                      "them out or choose another folder")
+    assert snapshot(build) == before
+    assert os.listdir(tmp_path) == ["build"]
