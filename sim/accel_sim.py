@@ -175,12 +175,13 @@ def build_accelerator(cfg, mem_bytes: int, *, read_latency: int = DEFAULT_READ_L
 
     Converting the accelerator to Verilog takes 10-20 s, on every call, before the runner can
     even hash the text; with ``cache_verilog`` the text is kept in
-    ``sim_build/verilog/accel_ddr-<key>.v``, keyed by the configuration, the model's
+    ``verilog/accel_ddr-<key>.v`` of the Verilator build cache
+    (`sim.verilator_runner.build_root`), keyed by the configuration, the model's
     parameters, the Amaranth version and the source of every module the design is generated
     from (`_RTL_SOURCES`), so any edit there converts afresh.
     """
     from sim.axi_mem_model import STORAGE_MODULE, STORAGE_VERILOG
-    from sim.verilator_runner import BUILD_ROOT, TOPLEVEL, build, to_verilog
+    from sim.verilator_runner import TOPLEVEL, VERILOG_DIR, build, build_root, to_verilog
 
     def top():
         from rtl_gen.accelerator import Accelerator
@@ -196,8 +197,10 @@ def build_accelerator(cfg, mem_bytes: int, *, read_latency: int = DEFAULT_READ_L
                                    amaranth.__version__, TOPLEVEL]).encode())
     for path in _rtl_sources():
         h.update(str(path.relative_to(_REPO)).encode() + b"\0" + path.read_bytes())
-    cached = BUILD_ROOT / "verilog" / f"accel_ddr-{h.hexdigest()[:16]}.v"
-    if not cached.is_file():
+    cached = build_root() / VERILOG_DIR / f"accel_ddr-{h.hexdigest()[:16]}.v"
+    try:
+        os.utime(cached)                # used now: pruned last
+    except FileNotFoundError:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(to_verilog(top(), TOPLEVEL))

