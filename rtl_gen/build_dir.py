@@ -8,6 +8,11 @@ The target may be a new folder, an empty one, or a previous gen-accel build hold
 but the files its manifest lists; anything else (a home folder, a folder of models, a build
 a user has put notes into) is refused, never replaced. A symlink is followed: the folder it
 points to is swapped, the link stays.
+
+SIGINT and SIGTERM unwind as `Interrupted` (`interrupts_unwind`), so the staging folder is
+removed on the way out, except during the swap, which they cannot tear. Staging folders are
+named `.NAME.partial-PID-*` and marked as gen-accel's: those of a run that was killed
+outright (SIGKILL, out of memory) are removed by the next run for the same folder.
 """
 from __future__ import annotations
 
@@ -15,14 +20,19 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import signal
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 MANIFEST = "MANIFEST.json"
 TOOL = "gen-accel"
 # Folders gen-accel writes; an empty one inside a previous build is still its own.
 GENERATED_FOLDERS = ("firmware", "rtl", "report", "synth")
+# Marks a staging folder as gen-accel's, so a stale one may be deleted.
+STAGING_MARKER = ".gen-accel-staging"
 
 log = logging.getLogger(TOOL)
 
@@ -43,12 +53,20 @@ def output_folder(out: str | os.PathLike) -> Path:
                           "parent or the root); name a folder, e.g. build/")
     if path.is_symlink():
         path = _link_target(path)
+        if not path.is_dir():
+            raise OutputError(f"{text}: a symlink to {path}, which is not a directory")
     if path.exists():
         if not path.is_dir():
             raise OutputError(f"{path}: output path exists and is not a directory")
         check_replaceable(path)
     _check_parent(path.parent)
     return path
+
+
+def target_path(out: str | os.PathLike) -> Path:
+    """Where `--out out` builds, unchecked: `out`, or the folder a symlink `out` points to."""
+    path = Path(out)
+    return path.resolve() if path.is_symlink() else path
 
 
 def _link_target(link: Path) -> Path:
@@ -147,6 +165,89 @@ def remove_build(folder: Path) -> bool:
     return not folder.exists()
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised like KeyboardInterrupt so that every `with BuildDir`
+    removes its staging folder on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum        # the shell's convention: 130 SIGINT, 143 SIGTERM
+
+
+_swapping = False                       # a signal now would tear the build folder
+_deferred: list[int] = []
+
+
+def _raise_interrupted(signum, frame):
+    # Later signals are ignored: they would cut short the cleanup the first one starts.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    if _swapping:
+        _deferred.append(signum)
+        return
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interrupts_unwind():
+    """While active (main thread only), SIGINT and SIGTERM raise `Interrupted`."""
+    saved = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+@contextmanager
+def _uninterrupted():
+    """Hold SIGINT/SIGTERM back until the block is done, then raise `Interrupted`."""
+    global _swapping
+    _swapping = True
+    try:
+        yield
+    finally:
+        _swapping = False
+    if _deferred:
+        raise Interrupted(_deferred.pop())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True                     # someone else's process
+    return True
+
+
+def remove_stale_staging(target: Path, pid: int | None = None) -> list[Path]:
+    """Delete the staging folders for `target` left by runs that died without cleaning up
+    (only gen-accel's own, by their marker, and only of processes no longer alive; `pid`:
+    only that one's). Also put back a previous build that a killed run had moved aside.
+    Returns the folders removed."""
+    removed = []
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(partial|old)-(\d+)(-.*)?")
+    for p in sorted(target.parent.glob(f".{target.name}.*-*")):
+        m = pattern.fullmatch(p.name)
+        if (not m or p.is_symlink() or not p.is_dir() or pid_alive(int(m[2]))
+                or (pid is not None and int(m[2]) != pid)):
+            continue
+        if m[1] == "partial" and (p / STAGING_MARKER).is_file():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        elif m[1] == "old" and not target.exists() and read_manifest(p) is not None:
+            p.rename(target)            # killed between the swap's two renames
+        elif m[1] == "old" and remove_build(p):
+            removed.append(p)
+    return removed
+
+
 class BuildDir:
     def __init__(self, out: str | os.PathLike):
         self.target = output_folder(out)
@@ -154,8 +255,10 @@ class BuildDir:
         parent = self.target.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-",
-                                                 dir=parent))
+            remove_stale_staging(self.target)
+            self.staging = Path(tempfile.mkdtemp(
+                prefix=f".{self.target.name}.partial-{os.getpid()}-", dir=parent))
+            (self.staging / STAGING_MARKER).touch()
         except OSError as e:
             raise OutputError(f"{parent}: cannot write there ({e.strerror})") from e
         umask = os.umask(0)
@@ -190,14 +293,16 @@ class BuildDir:
             files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         (self.staging / MANIFEST).write_text(json.dumps({**meta, "tool": TOOL, "files": files},
                                                         indent=1))
-        self._swap()
+        with _uninterrupted():
+            (self.staging / STAGING_MARKER).unlink()
+            self._swap()
         return self.shown
 
     def _staged_files(self) -> list[str]:
         """Every file in the staging folder, so the manifest lists all that a later run
         may delete (a file written without `path`, e.g. by the synthesis tools, included)."""
         found = {p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*")
-                 if p.is_file() or p.is_symlink()}
+                 if (p.is_file() or p.is_symlink()) and p.name != STAGING_MARKER}
         return sorted(found | set(self.files))
 
     def _swap(self) -> None:

@@ -337,12 +337,35 @@ def run(args) -> Path:
     return path
 
 
-def main(argv=None) -> int:
+def main(argv=None, *, isolate: bool | None = None) -> int:
+    """The gen-accel command. `isolate` (default: when run as the command, argv None) runs
+    the build in a child process watched by this one (`run_supervised`)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(name)s: %(message)s")
     # -q also silences libraries that set their own loggers' levels (cocotb's runner).
     logging.disable(logging.INFO if args.quiet else logging.NOTSET)
+    if isolate if isolate is not None else argv is None and hasattr(os, "fork"):
+        return run_supervised(args)
+    return run_reporting_errors(args)
+
+
+def run_reporting_errors(args) -> int:
+    """Run the build; every expected failure, and SIGINT/SIGTERM, becomes one line on stderr
+    and an exit status (2 bad input, 1 failed, 130/143 interrupted)."""
+    from .build_dir import Interrupted, OutputError, interrupts_unwind
+    try:
+        with interrupts_unwind():
+            return build_reporting_errors(args)
+    except (Interrupted, KeyboardInterrupt) as e:
+        print("gen-accel: interrupted", file=sys.stderr)
+        return e.exit_status if isinstance(e, Interrupted) else 130
+    except OutputError as e:
+        print(f"gen-accel: error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_reporting_errors(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from quantize.native_stderr import load_tensorflow_quietly
     load_tensorflow_quietly()     # its start-up notes (oneDNN, no CUDA) tell a user nothing
@@ -360,6 +383,84 @@ def main(argv=None) -> int:
         print(f"gen-accel: failed: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+# After SIGINT/SIGTERM, how long the build may take to clean up before it is killed (a
+# signal only reaches Python code once a long native call, e.g. TFLite's converter, returns).
+INTERRUPT_GRACE_S = 5.0
+
+
+def run_supervised(args) -> int:
+    """Run the build in a forked child and wait for it. A native abort() (TensorFlow Lite
+    aborts on some models instead of raising), a crash or the kernel's out-of-memory killer
+    end a process without running any Python: only a parent can still say what happened in
+    one line and remove the child's staging folder."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:                                    # the child: the build itself
+        code = 1
+        try:
+            code = run_reporting_errors(args)
+        except BaseException:                      # a bug: its traceback is the report
+            import traceback
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    signals, status = wait_forwarding_signals(pid)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    from .build_dir import remove_stale_staging, target_path
+    remove_stale_staging(target_path(args.out), pid)
+    if signals:
+        print("gen-accel: interrupted", file=sys.stderr)
+        return 128 + signals[0]
+    print(f"gen-accel: failed: {death_reason(os.WTERMSIG(status))}; no build was written to "
+          f"{args.out}", file=sys.stderr)
+    return 1
+
+
+def wait_forwarding_signals(pid: int) -> tuple[list[int], int]:
+    """Wait for child `pid`, passing SIGINT/SIGTERM on to it and killing it if it has not
+    ended INTERRUPT_GRACE_S after the first. Returns (signals received, wait status)."""
+    import signal
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    saved = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        deadline = None
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return received, status
+            if received and deadline is None:
+                deadline = time.monotonic() + INTERRUPT_GRACE_S
+            if deadline is not None and time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def death_reason(signum: int) -> str:
+    import signal
+    name = signal.Signals(signum).name
+    if signum == signal.SIGKILL:
+        return "the build was killed (SIGKILL), most likely by the system for running out of memory"
+    if signum == signal.SIGABRT:
+        return ("the build aborted (SIGABRT) inside a native library, most likely TensorFlow "
+                "Lite failing a check on the model; its message, if any, is above")
+    return f"the build crashed ({name})"
 
 
 if __name__ == "__main__":

@@ -230,3 +230,125 @@ def test_cli_refuses_its_own_build_with_a_user_file(real_build, tmp_path, capsys
                       "them out or choose another folder")
     assert snapshot(build) == before
     assert os.listdir(tmp_path) == ["build"]
+
+
+# ---- signals, crashes and what a killed run leaves behind ---------------------------------------
+
+def dead_pid():
+    import subprocess
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_staging_of_a_dead_run_is_removed(tmp_path):
+    """Only staging folders marked as gen-accel's, of processes that are gone, are removed."""
+    from rtl_gen.build_dir import STAGING_MARKER
+    dead, alive = dead_pid(), os.getpid()
+    stale = tmp_path / f".build.partial-{dead}-abc"
+    running = tmp_path / f".build.partial-{alive}-def"
+    unmarked = tmp_path / f".build.partial-{dead}-ghi"
+    for p in (stale, running, unmarked):
+        (p / "rtl").mkdir(parents=True)
+    (stale / STAGING_MARKER).touch()
+    (running / STAGING_MARKER).touch()
+    commit_new_build(tmp_path / "build")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["build", running.name, unmarked.name])
+
+
+def test_previous_build_moved_aside_by_a_killed_swap_is_restored(tmp_path):
+    """Killed between the swap's two renames: the next run puts the old build back first."""
+    old = fake_build(tmp_path / "build")
+    aside = tmp_path / f".build.old-{dead_pid()}"
+    old.rename(aside)
+    from rtl_gen.build_dir import remove_stale_staging
+    remove_stale_staging(tmp_path / "build")
+    assert snapshot(tmp_path / "build")["model.tflite"] == b"old model.tflite\n"
+    assert not aside.exists()
+
+
+def test_signal_during_the_swap_waits_for_it(tmp_path):
+    """SIGTERM arriving mid-swap is held back until the new build is in place."""
+    import signal
+
+    from rtl_gen import build_dir
+    old = fake_build(tmp_path / "build")
+    staged = BuildDir(old)
+    staged.write_text("model.tflite", "new\n")
+    real_rename = BuildDir._rename
+
+    def rename_then_signal(src, dst):
+        real_rename(src, dst)
+        os.kill(os.getpid(), signal.SIGTERM)      # handled at once: between the renames
+
+    with build_dir.interrupts_unwind(), pytest.raises(build_dir.Interrupted) as e, staged:
+        BuildDir._rename = staticmethod(rename_then_signal)
+        try:
+            staged.commit({"tool": "gen-accel"})
+        finally:
+            BuildDir._rename = staticmethod(real_rename)
+    assert e.value.exit_status == 143
+    assert snapshot(old)["model.tflite"] == b"new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+def _start(tmp_path, code):
+    """gen-accel in a subprocess running `code` (with `out` bound), and its staging folder
+    once it exists."""
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "build"
+    proc = subprocess.Popen([sys.executable, "-c", f"out = {str(out)!r}\n{code}"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".build.partial-*")):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "no staging folder appeared"
+        time.sleep(0.05)
+    return proc, next(tmp_path.glob(".build.partial-*"))
+
+
+SUPERVISED = ("import sys\nfrom rtl_gen import cli\n"
+              "sys.exit(cli.main(['--out', out, '--check-images', '1', '-q'], isolate={}))")
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+@pytest.mark.parametrize("signame,status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupted_run_says_so_and_leaves_nothing(tmp_path, signame, status, isolate):
+    import signal
+    proc, _ = _start(tmp_path, SUPERVISED.format(isolate))
+    proc.send_signal(getattr(signal, signame))
+    err = proc.communicate(timeout=60)[1].strip().splitlines()
+    assert proc.returncode == status and err == ["gen-accel: interrupted"], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_build_is_reported_and_cleaned_by_its_supervisor(tmp_path):
+    """SIGKILL (what the out-of-memory killer sends) to the process doing the build."""
+    import signal
+    proc, staging = _start(tmp_path, SUPERVISED.format(True))
+    os.kill(int(staging.name.split("-")[1]), signal.SIGKILL)
+    err = proc.communicate(timeout=60)[1].strip().splitlines()
+    assert proc.returncode == 1 and err == [
+        "gen-accel: failed: the build was killed (SIGKILL), most likely by the system for "
+        f"running out of memory; no build was written to {tmp_path / 'build'}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_native_abort_is_one_line(tmp_path):
+    """A native abort() in the build (as TFLite's checks do) is reported, not silent."""
+    proc, _ = _start(tmp_path, (
+        "import os, sys\nfrom rtl_gen import cli\n"
+        "def aborting(args):\n"
+        "    from rtl_gen.build_dir import BuildDir\n"
+        "    BuildDir(args.out)\n"
+        "    os.abort()\n"
+        "cli.run = aborting\n"
+        "sys.exit(cli.main(['--out', out, '-q'], isolate=True))"))
+    err = proc.communicate(timeout=60)[1].strip().splitlines()
+    assert proc.returncode == 1 and err == [
+        "gen-accel: failed: the build aborted (SIGABRT) inside a native library, most likely "
+        "TensorFlow Lite failing a check on the model; its message, if any, is above; no build "
+        f"was written to {tmp_path / 'build'}"]
+    assert list(tmp_path.iterdir()) == []
