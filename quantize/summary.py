@@ -5,8 +5,14 @@ import numpy as np
 
 from .tflite_graph import Graph, Op
 
+# One definition for every report (layers.md/json, MANIFEST.json, and the cycle report of
+# sim.report from sim.perf_model): MEAN's additions, PAD and SOFTMAX count no MACs.
+MAC_DEFINITION = ("MACs: multiply-accumulates of CONV_2D, DEPTHWISE_CONV_2D and "
+                  "FULLY_CONNECTED layers (unpadded channels); MEAN's additions are not MACs.")
+
 
 def op_macs(op: Op) -> int:
+    """The op's multiply-accumulates (`MAC_DEFINITION`); 0 for an op without any."""
     out = op.outputs[0].shape
     if op.kind == "CONV_2D":
         cout, kh, kw, cin = op.inputs[1].shape
@@ -17,8 +23,6 @@ def op_macs(op: Op) -> int:
     if op.kind == "FULLY_CONNECTED":
         cout, cin = op.inputs[1].shape
         return int(np.prod(out[:-1])) * cout * cin
-    if op.kind == "MEAN":
-        return int(np.prod(op.inputs[0].shape))  # additions
     return 0
 
 
@@ -40,7 +44,8 @@ def layer_table(graph: Graph) -> list[dict]:
 
 
 def layer_table_markdown(rows: list[dict]) -> str:
-    lines = ["| # | op | input | output | stride | MACs | param bytes |",
+    lines = [MAC_DEFINITION, "",
+             "| # | op | input | output | stride | MACs | param bytes |",
              "|---|----|-------|--------|--------|-----:|------------:|"]
     for r in rows:
         lines.append(f"| {r['index']} | {r['op']} | {'x'.join(map(str, r['input_shape']))} | "

@@ -81,7 +81,7 @@ class DdrTiming:
 class LayerCycles:
     """One layer of the program: work, traffic and predicted cycles."""
     layer: int
-    op: str
+    op: str               # `layer_label`, and "k/n" for band k of a layer tiled in n
     macs: int             # multiply-accumulates of the network layer (unpadded channels)
     weight_bytes: int     # weights read from DDR
     record_bytes: int     # channel records read from DDR
@@ -220,6 +220,15 @@ def softmax_cycles(d: Descriptor) -> int:
     return run + (1 + pad + _WRITER_IDLE if pad else 0)
 
 
+def layer_label(d: Descriptor) -> str:
+    """The layer's kind in reports: the descriptor's opcode, except that a dense layer, which
+    the firmware runs as a CONV descriptor, is FULLY_CONNECTED (it is the one CONV with
+    FLOAT_REQUANT: TFLite requantizes only FULLY_CONNECTED through double scales)."""
+    if d.opcode == Opcode.CONV and d.flags & Flags.FLOAT_REQUANT:
+        return "FULLY_CONNECTED"
+    return Opcode(d.opcode).name
+
+
 def _layer_macs(fw: Firmware, d: Descriptor) -> int:
     """The network layer's MACs, on its logical (unpadded) channels."""
     out_pixels = d.out_h * d.out_w
@@ -344,7 +353,7 @@ class _Schedule:
         else:
             output_bytes = self.store(d)
             self.prev = d
-        name = Opcode(d.opcode).name
+        name = layer_label(d)
         band, bands = self.fw.bands[d.layer] if d.layer < len(self.fw.bands) else (0, 1)
         if bands > 1:
             name += f" {band + 1}/{bands}"

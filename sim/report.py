@@ -4,6 +4,7 @@ measured cycles, error and MAC utilization, as Markdown, CSV, JSON and a PNG cha
 Rows are plain dicts so any predictor and any simulator can feed it:
     {"layer", "op", "macs", "bytes", "predicted_compute", "predicted_dma", "predicted_total",
      "measured" (optional)}
+MACs follow `quantize.summary.MAC_DEFINITION` (the same as layers.md), stated in the report.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import csv
 import io
 import json
 from pathlib import Path
+
+from quantize.summary import MAC_DEFINITION
 
 COLUMNS = ("layer", "op", "macs", "bytes", "predicted_compute", "predicted_dma",
            "predicted_total", "measured", "error_pct", "utilization_pct")
@@ -51,7 +54,8 @@ def _fmt(v) -> str:
 def markdown(rows: list[dict], total: dict, title: str, run: dict | None = None) -> str:
     head = ["layer", "op", "MACs", "bytes", "pred. compute", "pred. DMA", "pred. total",
             "measured", "error %", "MAC util. %"]
-    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"# {title}", "", MAC_DEFINITION + " MAC util. % = MACs / (cycles x MAC units).",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows + [total]:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |")
     if run:
@@ -99,6 +103,7 @@ def write(rows: list[dict], macs_per_cycle: int, out_dir: Path, title: str = "La
     names = [f"{stem}.{ext}" for ext in ("md", "csv", "json", "png")]
     (out_dir / names[0]).write_text(markdown(rows, total, title, run))
     (out_dir / names[1]).write_text(to_csv(rows, total))
-    (out_dir / names[2]).write_text(json.dumps({"layers": rows, "total": total, "run": run}, indent=1))
+    (out_dir / names[2]).write_text(json.dumps({"macs": MAC_DEFINITION, "layers": rows,
+                                                "total": total, "run": run}, indent=1))
     chart(rows, out_dir / names[3], title)
     return total, names
