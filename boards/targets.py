@@ -79,14 +79,17 @@ def get_board(board: str | Board) -> Board:
 
 # ---- resource model of rtl_gen.accelerator.Accelerator ------------------------------------------
 
-# MULT18X18D outside the engines and requantizers: the sequencer's size products (in_h * in_w,
-# out_c * in_c, ...), the SoftmaxUnit's 32x32 and the FloatRequantizer's 53x16 multiplier.
-FIXED_MULT18 = 16
+# MULT18X18D outside the MAC array and the Requantizer: the SoftmaxUnit's 32x32 product. The
+# depthwise taps, the sequencer's size products and the FloatRequantizer's digits are LUT
+# logic (`rtl_gen.lut_mul`), and the MeanUnit shares the Requantizer.
+FIXED_MULT18 = 4
 # Coarse logic model, LUT4 slots after place and route (LUT4 + 2 * CCU2C + 2 * DPR16X4),
 # least-squares fit to three builds of the same RTL: 26 856 for the 85F default (64 + 9*4
 # multipliers), 16 867 for the 45F default (32 + 9*1) and 13 879 for the smallest config
 # that CI builds (4 + 9*1); within 5% of each.
 LUT_BASE, LUT_PER_MULT = 11384, 152
+# A depthwise tap's 9x8 LUT multiplier and its share of the engine's adders (provisional).
+LUT_PER_DW_TAP = 120
 # Shares of a device the default configuration may plan for: the LUT model is coarse, and
 # nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).
 LUT_BUDGET, BRAM_BUDGET = 0.8, 0.9
@@ -130,7 +133,7 @@ def estimate(cfg: AccelConfig) -> Estimate:
     from rtl_gen.sequencer import Geometry, Limits
 
     g, limits = Geometry(cfg), Limits()
-    mult18 = cfg.pw_out * cfg.pw_in + 9 * cfg.dw_lanes + 2 * 4 * g.lanes + FIXED_MULT18
+    mult18 = cfg.pw_out * cfg.pw_in + 4 * g.lanes + FIXED_MULT18
     # MeanUnit(lanes, max_channels, max_pixels) keeps ceil(max_channels / lanes) rows of `lanes`
     # sums of (255 * max_pixels).bit_length() + 1 bits.
     mean_bits = g.lanes * ((255 * g.mean_pixels).bit_length() + 1)
@@ -139,7 +142,7 @@ def estimate(cfg: AccelConfig) -> Estimate:
               + bram_blocks(2 * 8 * cfg.dw_lanes, limits.max_width + 1, False)
               + bram_blocks(mean_bits, -(-limits.max_channels // g.lanes), False)
               + bram_blocks(32, limits.max_layers, False))
-    luts = LUT_BASE + LUT_PER_MULT * (cfg.pw_out * cfg.pw_in + 9 * cfg.dw_lanes)
+    luts = LUT_BASE + LUT_PER_MULT * cfg.pw_out * cfg.pw_in + LUT_PER_DW_TAP * 9 * cfg.dw_lanes
     return Estimate(mult18=mult18, bram_blocks=blocks, luts=luts)
 
 

@@ -53,14 +53,23 @@ RECORD_LAYOUT = data.StructLayout({"bias": signed(32), "word1": 32, "word2": 32,
 
 
 class AccSerializer(wiring.Component):
-    """Feeds one engine result (up to `Geometry.records` int32 lanes) to the requantizers:
+    """Feeds engine results (up to `Geometry.records` int32 lanes each) to the requantizers:
     `Geometry.lanes` lanes per beat to the fixed-point Requantizer, or one lane per beat to
     the FloatRequantizer, each lane with its channel's record.
 
-    Ports: ``acc`` (in stream, the result), ``records`` (in, the channel records of the tile
+    Ports: ``acc`` (in stream, the results), ``records`` (in, the channel records of the tile
     or group), ``count`` (in, lanes used: pw_out or dw_lanes), ``float_mode`` (in),
-    ``fixed`` and ``float`` (out streams). ``acc`` is taken with the last beat.
+    ``fixed`` and ``float`` (out streams).
+
+    The results wait in a two-entry queue, so an engine hands over a result as soon as it
+    is complete and goes on computing while the previous one is serialized: a pointwise
+    pixel whose pw_out / lanes beats take no longer than its in_c / pw_in steps never stalls
+    the MAC array. ``acc.ready`` is a register (queue not full), which keeps the
+    requantizer's back-pressure out of the engines' pipeline enables. A result taken in
+    cycle t is at the head of the queue, offered as its first beat, from cycle t + 1.
     """
+
+    DEPTH = 2
 
     def __init__(self, cfg: AccelConfig):
         g = Geometry(cfg)
@@ -77,21 +86,34 @@ class AccSerializer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, lanes = self.n, self.lanes
+        result = data.ArrayLayout(signed(32), n)
+        head, second = Signal(result), Signal(result)
+        held = Signal(range(self.DEPTH + 1))
         beat = Signal(range(n))
         beats = Mux(self.float_mode, self.count, self.count >> exact_log2(lanes))
         last = beat == beats - 1
         ready = Mux(self.float_mode, self.float.ready, self.fixed.ready)
+        valid = held != 0
 
+        push = self.acc.valid & self.acc.ready
+        pop = valid & ready & last
         m.d.comb += [
-            self.fixed.valid.eq(self.acc.valid & ~self.float_mode),
-            self.float.valid.eq(self.acc.valid & self.float_mode),
-            self.acc.ready.eq(ready & last),
+            self.acc.ready.eq(held != self.DEPTH),
+            self.fixed.valid.eq(valid & ~self.float_mode),
+            self.float.valid.eq(valid & self.float_mode),
         ]
-        with m.If(self.acc.valid & ready):
+        with m.If(valid & ready):
             m.d.sync += beat.eq(Mux(last, 0, beat + 1))
+        m.d.sync += held.eq(held + push - pop)
+        with m.If(pop):
+            m.d.sync += head.eq(Mux(held == 2, second, self.acc.payload))
+        with m.Elif(push & (held == 0)):
+            m.d.sync += head.eq(self.acc.payload)
+        with m.If(push & (held == Mux(pop, 2, 1))):
+            m.d.sync += second.eq(self.acc.payload)
 
         acc_groups = data.View(data.ArrayLayout(data.ArrayLayout(signed(32), lanes), n // lanes),
-                               self.acc.payload.as_value())
+                               head.as_value())
         rec_groups = data.View(data.ArrayLayout(data.ArrayLayout(RECORD_LAYOUT, lanes), n // lanes),
                                self.records.as_value())
         out = self.fixed.payload
@@ -101,7 +123,7 @@ class AccSerializer(wiring.Component):
             m.d.comb += [lane.acc.eq(acc_groups[beat][k]), lane.multiplier.eq(rec.word1),
                          lane.shift.eq(rec.word2[:6])]
         rec = self.records[beat]
-        m.d.comb += [self.float.payload.acc.eq(self.acc.payload[beat]),
+        m.d.comb += [self.float.payload.acc.eq(head[beat]),
                      self.float.payload.mantissa.eq(Cat(rec.word1, rec.word2[:21])),
                      self.float.payload.exponent.eq(rec.word3[:12])]
         return m

@@ -22,9 +22,11 @@ class MeanUnit(wiring.Component):
 
     After the last beat it streams the rows through a `Requantizer` with the 1/count-folded
     multiplier and shift (`reference.mean_multiplier`, computed by the host) and clamps to
-    [-128, 127] (with `own_requantizer` False the rows leave on `to_requant` instead, for the
-    accelerator's shared Requantizer, which the user sets to output_zp and [-128, 127]): ceil(channels / lanes) output beats, the first Requantizer.LATENCY + 2 cycles
-    after the last input beat when not back-pressured. Then it is ready for the next map.
+    [-128, 127]: ceil(channels / lanes) output beats, the first Requantizer.LATENCY + 2
+    cycles after the last input beat when not back-pressured. With `own_requantizer` False
+    the rows leave on `to_requant` instead, for the accelerator's shared Requantizer (which
+    the accelerator sets to output_zp and [-128, 127]), the first 2 cycles after the last
+    input beat. Then it is ready for the next map.
     channels, pixels and the quantization inputs must hold from the first beat to the last output.
 
     A map too large for one pass arrives as several parts of `pixels` pixels each (the bands

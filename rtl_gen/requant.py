@@ -6,7 +6,7 @@ same expressions, so one proof of equivalence with `quantize.fixedpoint` covers 
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -74,13 +74,16 @@ class Requantizer(wiring.Component):
     otherwise arrays of them. output_zp/act_min/act_max are per-layer settings, held stable while
     beats are in flight.
 
-    Stages (registered): 1 left shift, 2 the 32x32 product alone (maps onto DSP blocks with their
-    input and output registers), 3 SRDHM rounding, 4 rounding right shift + zero point + clamp.
+    Stages (registered), each at most one adder or one shifter deep for 100+ MHz: 1 left
+    shift; 2 the 32x32 product as four 16x16 partial products, one DSP block each; 3 the
+    middle partial products summed and the SRDHM rounding constant added to the low one;
+    4 SRDHM's high word; 5 the RoundingDivideByPOT nudge added; 6 its arithmetic shift;
+    7 zero point and clamp.
     A beat accepted in cycle t is valid on the output in cycle t + LATENCY. The pipeline stalls
     as a whole when the output is not taken.
     """
 
-    LATENCY = 4
+    LATENCY = 7
 
     def __init__(self, lanes: int = 1):
         if lanes < 1:
@@ -105,38 +108,64 @@ class Requantizer(wiring.Component):
         advance = ~self.o_stream.valid | self.o_stream.ready
         m.d.comb += self.i_stream.ready.eq(advance)
 
-        valid = [Signal(name=f"valid{s}") for s in (1, 2, 3)]
+        valid = [Signal(name=f"valid{s}") for s in range(1, self.LATENCY)]
         with m.If(advance):
-            m.d.sync += [
-                valid[0].eq(self.i_stream.valid),
-                valid[1].eq(valid[0]),
-                valid[2].eq(valid[1]),
-                self.o_stream.valid.eq(valid[2]),
-            ]
+            m.d.sync += [valid[0].eq(self.i_stream.valid), self.o_stream.valid.eq(valid[-1])]
+            m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, len(valid))]
 
         for k, (lane, out) in enumerate(zip(self.lanes_of(self.i_stream.payload),
                                             self.lanes_of(self.o_stream.payload))):
-            a = Signal(signed(32), name=f"a{k}")
-            mult = Signal(signed(32), name=f"mult{k}")
-            product = Signal(signed(64), name=f"product{k}")
-            overflow = Signal(name=f"overflow{k}")
-            high = Signal(signed(32), name=f"high{k}")
-            # A right shift of up to 32 travels with the data to stage 4.
-            right = [Signal(range(33), name=f"right{s}_{k}") for s in (1, 2, 3)]
+            def reg(shape, name):
+                return Signal(shape, name=f"{name}{k}")
+
+            a, mult = reg(signed(32), "a"), reg(signed(32), "mult")
+            # The 32x32 product as four 16x16 (17-bit signed) partial products, one DSP block
+            # each, registered before they are added: the adders get a cycle of their own.
+            hh, hl, lh, ll = (reg(signed(34), n) for n in ("hh", "hl", "lh", "ll"))
+            mid, low, top = reg(signed(35), "mid"), reg(signed(35), "low"), reg(signed(34), "top")
+            overflow = [reg(1, f"overflow{s}_") for s in range(3)]
+            high = reg(signed(32), "high")
+            nudged = reg(signed(33), "nudged")
+            shifted = reg(signed(32), "shifted")
+            # A right shift of up to 32 travels with the data to the rounding stages.
+            right = [reg(range(33), f"right{s}_") for s in range(5)]
 
             shift = lane.shift
             left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
+
+            def halves(x):
+                return Cat(x[:16], Const(0, 1)).as_signed(), x[16:].as_signed()
+
+            a_lo, a_hi = halves(a)
+            m_lo, m_hi = halves(mult)
+            # SRDHM: floor((a * mult + 2^30) / 2^31); the 2^30 rides with the low product.
+            total = (top << 32) + (mid << 16) + low
+            x = high
+            nudge = (Const(1 << 31, 32) >> (32 - right[3]).as_unsigned()) - \
+                ((x < 0) & (right[3] != 0))
             with m.If(advance):
                 m.d.sync += [
+                    # 1: the positive exponent as a left shift.
                     a.eq(wrap32(lane.acc << left)),
                     mult.eq(lane.multiplier),
                     right[0].eq(Mux(shift < 0, -shift, 0)),
-                    product.eq(a * mult),
-                    overflow.eq((a == INT32_MIN) & (mult == INT32_MIN)),
+                    # 2: partial products.
+                    hh.eq(a_hi * m_hi), hl.eq(a_hi * m_lo), lh.eq(a_lo * m_hi),
+                    ll.eq(a_lo * m_lo),
+                    overflow[0].eq((a == INT32_MIN) & (mult == INT32_MIN)),
                     right[1].eq(right[0]),
-                    high.eq(srdhm_of_product(product, overflow)),
+                    # 3: the middle terms summed, the rounding constant added to the low one.
+                    top.eq(hh), mid.eq(hl + lh), low.eq(ll + (1 << 30)),
+                    overflow[1].eq(overflow[0]),
                     right[2].eq(right[1]),
-                    out.eq(clamp(rounding_divide_by_pot(high, right[2]) + self.output_zp,
-                                 self.act_min, self.act_max)),
+                    # 4: SaturatingRoundingDoublingHighMul.
+                    high.eq(Mux(overflow[1], INT32_MAX, wrap32(total >> 31))),
+                    right[3].eq(right[2]),
+                    # 5, 6: RoundingDivideByPOT as an add, then an arithmetic shift.
+                    nudged.eq(x + nudge),
+                    right[4].eq(right[3]),
+                    shifted.eq(wrap32(nudged >> right[4])),
+                    # 7: zero point and clamp.
+                    out.eq(clamp(shifted + self.output_zp, self.act_min, self.act_max)),
                 ]
         return m

@@ -121,10 +121,11 @@ class Geometry:
         # A pointwise tile lives in one of two slots (half the buffer each), so the next
         # tile's weights can load while it computes; a depthwise layer uses the whole buffer.
         self.weight_slot = self.weight_word * (self.weight_depth // 2)
-        # Requantizer lanes: both engines' outputs split into whole beats.
-        self.lanes = min(cfg.pw_out, cfg.dw_lanes)
+        # Requantizer lanes: a depthwise result is one beat, a pointwise one pw_out / dw_lanes
+        # beats (`check_config`: dw_lanes <= pw_out).
+        self.lanes = cfg.dw_lanes
         # Channel records held at once (a pointwise tile or a depthwise group).
-        self.records = max(cfg.pw_out, cfg.dw_lanes)
+        self.records = cfg.pw_out
         # Loaded as whole bus words.
         self.record_slots = max(self.records, cfg.bus_bytes // PARAM_BYTES)
         # The MEAN unit counts pixels up to a full activation buffer.
@@ -136,12 +137,15 @@ def check_config(cfg: AccelConfig) -> None:
     bus word: a pointwise tile's weights (pw_out * C bytes) and a tile's or a group's
     channel records (16 bytes each) must be whole bus words."""
     ca = channel_align(cfg)
+    if cfg.dw_lanes > cfg.pw_out:
+        raise ConfigError(f"dw_lanes={cfg.dw_lanes} must be <= pw_out={cfg.pw_out} (the "
+                          "requantizer has dw_lanes lanes: a depthwise result is one beat)")
     if (cfg.pw_out * ca) % cfg.bus_bytes:
         raise ConfigError(f"bus_bytes={cfg.bus_bytes} must divide pw_out * channel_align = "
                           f"{cfg.pw_out * ca} (a pointwise tile's weights start on a bus word)")
-    if (PARAM_BYTES * min(cfg.pw_out, cfg.dw_lanes)) % cfg.bus_bytes:
+    if (PARAM_BYTES * cfg.dw_lanes) % cfg.bus_bytes:
         raise ConfigError(f"bus_bytes={cfg.bus_bytes} must divide {PARAM_BYTES} * "
-                          "min(pw_out, dw_lanes) (channel records are loaded per tile)")
+                          "dw_lanes (channel records are loaded per tile)")
 
 
 def descriptor_layout() -> data.FlexibleLayout:

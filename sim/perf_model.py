@@ -12,9 +12,9 @@ The model walks the sequencer's states with closed forms for the units behind th
     until their last beat; writes: until their B), read beats `read_latency` cycles after
     their AR and in order, one per cycle, a B `write_latency` cycles after the later of its
     AW and its last W beat, W beats one per cycle from the store reader;
-  * a pointwise tile streams pixels x in_c / pw_in steps, each pixel's result freezing the
-    MAC array while the requantizer takes all but its last beat, then drains the engine
-    and requantizer pipelines; a depthwise group walks the (H+1) x (W+1) grid
+  * a pointwise tile streams pixels x in_c / pw_in steps; a pixel's result queues in the
+    AccSerializer, so the MAC array stalls only when its pw_out / lanes requantizer beats
+    take longer than the steps; then the engine and requantizer pipelines drain; a depthwise group walks the (H+1) x (W+1) grid
     (`DepthwiseEngine.tile_cycles`); MEAN and SOFTMAX run their units' fixed schedules.
 
 Overlap rules, as the sequencer implements them:
@@ -65,6 +65,8 @@ _WALK_START = 2
 # From the last write into the output buffer to the sequencer's next state.
 _WRITER_IDLE = 1
 _MEAN_PARTIAL_END = 1
+# An engine result's register in the AccSerializer's queue.
+_SERIALIZER = 1
 # DECODE, the serial size products and VALIDATE.
 _DECODE = DECODE_CYCLES
 TAPS = 9
@@ -162,8 +164,10 @@ def _pointwise_latency(cfg: AccelConfig) -> int:
 def conv_tile_cycles(d: Descriptor, cfg: AccelConfig) -> int:
     """CONV_RUN to the state after the tile's last output write, loads not counted.
 
-    Each pixel's result freezes the MAC array while the requantizer takes all but the last
-    of its beats: pw_out / lanes one-cycle beats, or pw_out FloatRequantizer values.
+    A pixel's result takes `steps` = in_c / pw_in cycles in the MAC array and `drain` =
+    pw_out / lanes one-cycle beats (or pw_out FloatRequantizer values) in the AccSerializer,
+    whose queue lets the array go on with the next pixel: results leave one every
+    max(steps, drain) cycles, and the last one still drains before the tail.
     """
     g = Geometry(cfg)
     steps = d.in_c // cfg.pw_in
@@ -171,16 +175,16 @@ def conv_tile_cycles(d: Descriptor, cfg: AccelConfig) -> int:
         beats, beat_cycles, tail = cfg.pw_out, _float_cycles(), _float_cycles()
     else:
         beats, beat_cycles, tail = cfg.pw_out // g.lanes, 1, Requantizer.LATENCY
-    pixel = steps + (beats - 1) * beat_cycles
-    return (_WALK_START + d.in_h * d.in_w * pixel + _pointwise_latency(cfg) + tail
-            + _WRITER_IDLE)
+    drain = beats * beat_cycles
+    pixels = d.in_h * d.in_w
+    return (_WALK_START + steps + _pointwise_latency(cfg) + _SERIALIZER
+            + (pixels - 1) * max(steps, drain) + drain - beat_cycles + tail + _WRITER_IDLE)
 
 
 def dw_group_cycles(d: Descriptor, cfg: AccelConfig) -> int:
-    """DW_RUN to the state after the group's last output write, loads not counted."""
-    g = Geometry(cfg)
-    stall = d.out_h * d.out_w * (cfg.dw_lanes // g.lanes - 1)
-    return (_WALK_START + DepthwiseEngine.tile_cycles(d.in_h, d.in_w) + stall
+    """DW_RUN to the state after the group's last output write, loads not counted. A
+    depthwise result is one requantizer beat, so the engine never waits on it."""
+    return (_WALK_START + DepthwiseEngine.tile_cycles(d.in_h, d.in_w) + _SERIALIZER
             + Requantizer.LATENCY + _WRITER_IDLE)
 
 
@@ -195,7 +199,7 @@ def dw_trailing_positions(d: Descriptor) -> int:
 
 # After a group's last output leaves the DepthwiseEngine it still passes the requantizer
 # and the writer; the engine can take the next group that many cycles (and one state) sooner.
-_DW_OUTPUT_TAIL = Requantizer.LATENCY + _WRITER_IDLE + 1
+_DW_OUTPUT_TAIL = _SERIALIZER + Requantizer.LATENCY + _WRITER_IDLE + 1
 
 
 def mean_cycles(d: Descriptor, cfg: AccelConfig) -> int:
