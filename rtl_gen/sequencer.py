@@ -3,7 +3,7 @@ it, and runs each layer through the datapath of `rtl_gen.accelerator` by issuing
 and buffer walks, in this order:
 
     FETCH descriptor -> DECODE (check word, layer index) -> PIXELS, BYTES (the size
-       products, serially) -> VALIDATE
+       products, serially) -> CHECK (the rules, registered) -> VALIDATE
     -> swap the two activation buffers: the previous layer's output buffer becomes the input
        buffer; when the layer's input is exactly that output (same DDR address, no more
        bytes), the data is already there and nothing is loaded; otherwise the input is loaded
@@ -172,9 +172,10 @@ def times9(x):
 
 # The sequencer's size products are built serially, one bit of the 16-bit descriptor field
 # per cycle (two rounds: pixel counts, then bytes), in LUTs: the DSP blocks belong to the
-# MAC array. DECODE, the two rounds and VALIDATE take this many cycles (`sim.perf_model`).
+# MAC array. DECODE, the two rounds, CHECK and VALIDATE take this many cycles
+# (`sim.perf_model`).
 PRODUCT_BITS = 16
-DECODE_CYCLES = 2 + 2 * PRODUCT_BITS
+DECODE_CYCLES = 3 + 2 * PRODUCT_BITS
 
 
 def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
@@ -389,10 +390,13 @@ class Sequencer(wiring.Component):
         checks = layer_checks(_Derived(d, in_pixels=in_pixels, out_pixels=out_pixels,
                                        in_bytes=in_bytes, out_bytes=out_bytes,
                                        weight_product=weight_product), cfg, self.limits)
+        # The checks and the chaining test are registered in CHECK and combined in VALIDATE:
+        # each is a tree of wide comparisons, too deep to share a cycle with the priority.
+        failed_regs = [Signal(name=f"failed_{c.name.lower()}") for c, _ in checks]
+        chained = Signal()
         failure = ErrorCode.NONE
-        for c, failed in reversed(checks):
+        for (c, _), failed in reversed(list(zip(checks, failed_regs))):
             failure = Mux(failed, c, failure)
-        chained = have_prev & (d.input_addr == prev_out_addr) & (in_bytes <= self.store_bytes)
         slot_words = g.weight_slot // g.weight_word
         m.d.comb += self.weight_load_word.eq(Mux((op == Opcode.CONV) & ~slot, slot_words, 0))
 
@@ -494,7 +498,13 @@ class Sequencer(wiring.Component):
                 serial_products([(in_bytes, in_pixels, multiplier_bits[0]),
                                  (out_bytes, out_pixels, multiplier_bits[1])])
                 with m.If(bit == PRODUCT_BITS - 1):
-                    m.next = "VALIDATE"
+                    m.next = "CHECK"
+
+            with m.State("CHECK"):
+                m.d.sync += [reg.eq(failed) for reg, (_, failed) in zip(failed_regs, checks)]
+                m.d.sync += chained.eq(have_prev & (d.input_addr == prev_out_addr) &
+                                       (in_bytes <= self.store_bytes))
+                m.next = "VALIDATE"
 
             def dispatch():
                 with m.Switch(op):
