@@ -27,7 +27,7 @@ def yowasp_tools():
 def _yowasp_tools_compiled(request):
     """Tests that run YoWASP tools (`yowasp_warm.TOOLS_BY_TEST`) find them compiled, so no
     test spends its own time limit on the one-off WebAssembly compile."""
-    tools = yowasp_warm.tools_for(request.path.name, request.function.__name__)
+    tools = yowasp_warm.tools_for(request.path.name, getattr(request.node, "originalname", ""))
     if tools:
         request.getfixturevalue("yowasp_tools")(tools)
 
