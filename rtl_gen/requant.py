@@ -32,6 +32,42 @@ def srdhm_of_product(product, overflow) -> Value:
     return Mux(overflow, Const(INT32_MAX, signed(32)), high)
 
 
+def srdhm_pipeline(m: Module, a, b, enable, name: str) -> Signal:
+    """A registered SaturatingRoundingDoublingHighMul(a, b) of two signed 32-bit values,
+    `SRDHM_STAGES` = 3 enabled cycles after a and b: the 32x32 product as four 16x16 (17-bit
+    signed) partial products, one DSP block each, registered; then the middle two summed and
+    the rounding constant 2^30 added to the low one; then the high word. No stage is more
+    than two adders deep, short enough for 100+ MHz on an ECP5."""
+    a, b = Value.cast(a), Value.cast(b)
+
+    def reg(shape, suffix):
+        return Signal(shape, name=f"{name}_{suffix}")
+
+    def halves(x):
+        return Cat(x[:16], Const(0, 1)).as_signed(), x[16:32].as_signed()
+
+    a_lo, a_hi = halves(a)
+    b_lo, b_hi = halves(b)
+    hh, hl, lh, ll = (reg(signed(34), n) for n in ("hh", "hl", "lh", "ll"))
+    top, mid, low = reg(signed(34), "top"), reg(signed(35), "mid"), reg(signed(35), "low")
+    overflow = [reg(1, f"overflow{s}") for s in range(2)]
+    high = reg(signed(32), "high")
+    with m.If(enable):
+        m.d.sync += [
+            hh.eq(a_hi * b_hi), hl.eq(a_hi * b_lo), lh.eq(a_lo * b_hi), ll.eq(a_lo * b_lo),
+            overflow[0].eq((a == INT32_MIN) & (b == INT32_MIN)),
+            top.eq(hh), mid.eq(hl + lh), low.eq(ll + (1 << 30)),
+            overflow[1].eq(overflow[0]),
+            # floor((a * b + 2^30) / 2^31), see `srdhm_of_product`.
+            high.eq(Mux(overflow[1], INT32_MAX,
+                        wrap32(((top << 32) + (mid << 16) + low) >> 31))),
+        ]
+    return high
+
+
+SRDHM_STAGES = 3
+
+
 def rounding_divide_by_pot(x, exponent) -> Value:
     """gemmlowp RoundingDivideByPOT (round half away from zero) for exponent 0..32.
 
@@ -119,52 +155,28 @@ class Requantizer(wiring.Component):
                 return Signal(shape, name=f"{name}{k}")
 
             a, mult = reg(signed(32), "a"), reg(signed(32), "mult")
-            # The 32x32 product as four 16x16 (17-bit signed) partial products, one DSP block
-            # each, registered before they are added: the adders get a cycle of their own.
-            hh, hl, lh, ll = (reg(signed(34), n) for n in ("hh", "hl", "lh", "ll"))
-            mid, low, top = reg(signed(35), "mid"), reg(signed(35), "low"), reg(signed(34), "top")
-            overflow = [reg(1, f"overflow{s}_") for s in range(3)]
-            high = reg(signed(32), "high")
             nudged = reg(signed(33), "nudged")
             shifted = reg(signed(32), "shifted")
             # A right shift of up to 32 travels with the data to the rounding stages.
-            right = [reg(range(33), f"right{s}_") for s in range(5)]
+            right = [reg(range(33), f"right{s}_") for s in range(SRDHM_STAGES + 2)]
+            high = srdhm_pipeline(m, a, mult, advance, f"srdhm{k}")
+            r_high, r_shift = right[SRDHM_STAGES], right[SRDHM_STAGES + 1]
 
             shift = lane.shift
             left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
-
-            def halves(x):
-                return Cat(x[:16], Const(0, 1)).as_signed(), x[16:].as_signed()
-
-            a_lo, a_hi = halves(a)
-            m_lo, m_hi = halves(mult)
-            # SRDHM: floor((a * mult + 2^30) / 2^31); the 2^30 rides with the low product.
-            total = (top << 32) + (mid << 16) + low
-            x = high
-            nudge = (Const(1 << 31, 32) >> (32 - right[3]).as_unsigned()) - \
-                ((x < 0) & (right[3] != 0))
+            nudge = (Const(1 << 31, 32) >> (32 - r_high).as_unsigned()) - \
+                ((high < 0) & (r_high != 0))
             with m.If(advance):
                 m.d.sync += [
                     # 1: the positive exponent as a left shift.
                     a.eq(wrap32(lane.acc << left)),
                     mult.eq(lane.multiplier),
                     right[0].eq(Mux(shift < 0, -shift, 0)),
-                    # 2: partial products.
-                    hh.eq(a_hi * m_hi), hl.eq(a_hi * m_lo), lh.eq(a_lo * m_hi),
-                    ll.eq(a_lo * m_lo),
-                    overflow[0].eq((a == INT32_MIN) & (mult == INT32_MIN)),
-                    right[1].eq(right[0]),
-                    # 3: the middle terms summed, the rounding constant added to the low one.
-                    top.eq(hh), mid.eq(hl + lh), low.eq(ll + (1 << 30)),
-                    overflow[1].eq(overflow[0]),
-                    right[2].eq(right[1]),
-                    # 4: SaturatingRoundingDoublingHighMul.
-                    high.eq(Mux(overflow[1], INT32_MAX, wrap32(total >> 31))),
-                    right[3].eq(right[2]),
+                    # 2-4: SaturatingRoundingDoublingHighMul (`srdhm_pipeline`).
+                    *[right[s].eq(right[s - 1]) for s in range(1, len(right))],
                     # 5, 6: RoundingDivideByPOT as an add, then an arithmetic shift.
-                    nudged.eq(x + nudge),
-                    right[4].eq(right[3]),
-                    shifted.eq(wrap32(nudged >> right[4])),
+                    nudged.eq(high + nudge),
+                    shifted.eq(wrap32(nudged >> r_shift)),
                     # 7: zero point and clamp.
                     out.eq(clamp(shifted + self.output_zp, self.act_min, self.act_max)),
                 ]

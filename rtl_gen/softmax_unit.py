@@ -7,7 +7,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .requant import INT32_MAX, INT32_MIN, clamp, rounding_divide_by_pot, srdhm_of_product, wrap32
+from .requant import (INT32_MAX, INT32_MIN, SRDHM_STAGES, clamp, rounding_divide_by_pot, srdhm_pipeline,
+                      wrap32)
 
 # gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl, Q0.31.
 EXP_CONSTANT_TERM = 1895147668     # exp(-1/8)
@@ -22,6 +23,11 @@ RECIP_ONE = 1 << 29
 SCALED_DIFF_FRAC_BITS = 26         # Q5.26 input of exp_on_negative_values
 QUARTER_BITS = SCALED_DIFF_FRAC_BITS - 2   # 1/4 in Q5.26
 ACCUMULATION_INTEGER_BITS = 12     # Q12.19 sum of exponentials
+# A multiply: issue, the SRDHM pipeline, write-back; exp_on_negative_values takes 6 plus one
+# per barrel multiplier, the reciprocal a first guess and three Newton-Raphson steps of two.
+MULTIPLY_STATES = 1 + SRDHM_STAGES + 1
+EXP_MULTIPLIES = 6 + len(EXP_BARREL)
+RECIP_MULTIPLIES = 1 + 3 * 2
 
 
 def saturating_left_shift(x, exponent: int):
@@ -43,15 +49,16 @@ class SoftmaxUnit(wiring.Component):
     zero point -128), following reference_ops::Softmax step by step.
 
     It runs once per inference on ~10 values, so area wins over speed: every gemmlowp
-    SaturatingRoundingDoublingHighMul goes through one 32x32 multiplier with registered
-    operands and product, each multiply taking three states of a micro-sequenced FSM (issue:
-    operands registered; multiply: product registered; write-back). The operand registers
-    keep the LUT-RAM read, subtract and operand mux out of the multiplier's timing path
-    (without them that path limited the whole ECP5 accelerator to 34 MHz).
+    SaturatingRoundingDoublingHighMul goes through one pipelined 32x32 multiplier
+    (`requant.srdhm_pipeline`: four DSP blocks), each multiply taking MULTIPLY_STATES = 5
+    states of a micro-sequenced FSM (issue: operands registered; three pipeline states;
+    write-back from the registered high word), so no state is more than a couple of adders
+    deep (100+ MHz on an ECP5).
 
     Phases and cycles (n = length): load n cycles (one logit per clock; the maximum is tracked
-    on the fly), exponentials 40 per logit, reciprocal of the sum 22, output 4 per logit when
-    the consumer is ready. That is 45 n + 22 cycles, e.g. 472 for 10 logits.
+    on the fly), exponentials 66 per logit, reciprocal of the sum 37, output 7 per logit when
+    the consumer is ready. That is 74 n + 37 cycles (`vector_cycles`), e.g. 777 for 10
+    logits.
 
     input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
     (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector.
@@ -80,7 +87,10 @@ class SoftmaxUnit(wiring.Component):
     def vector_cycles(length: int) -> int:
         """Cycles from the first logit accepted to the last probability taken, when the
         streams never stall."""
-        return 45 * length + 22
+        per_logit = (1                                        # LOAD
+                     + EXP_MULTIPLIES * MULTIPLY_STATES + 1   # exponential, EXP_STORE
+                     + MULTIPLY_STATES + 2)                   # OUT .. OUT_ROUND, WB, SEND
+        return per_logit * length + 2 + RECIP_MULTIPLIES * MULTIPLY_STATES
 
     def elaborate(self, platform):
         m = Module()
@@ -95,14 +105,11 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += [logit_wr.addr.eq(index), logit_rd.addr.eq(index),
                      exp_wr.addr.eq(index), exp_rd.addr.eq(index)]
 
-        # The one multiplier: operands registered in an issue state, product registered in the
-        # next (every cycle), written back in the third.
+        # The one multiplier: operands registered in an issue state, then the pipelined
+        # SaturatingRoundingDoublingHighMul (`SRDHM_STAGES` states, running every cycle),
+        # then the write-back state, which reads the registered high word.
         mul_a, mul_b = Signal(signed(32)), Signal(signed(32))
-        product, overflow = Signal(signed(64)), Signal()
-        m.d.sync += [product.eq(mul_a * mul_b),
-                     overflow.eq((mul_a == INT32_MIN) & (mul_b == INT32_MIN))]
-        high = srdhm_of_product(product, overflow)
-
+        high = srdhm_pipeline(m, mul_a, mul_b, 1, "srdhm")
         maximum = Signal(signed(8))
         diff = logit_rd.data - maximum
         in_range = diff >= self.diff_min
@@ -114,17 +121,21 @@ class SoftmaxUnit(wiring.Component):
         input_is_zero = Signal()
         total = Signal(signed(32))
         out_exponent = Signal(range(33))
+        headroom = Signal(range(33))
+        nudged = Signal(signed(33))
 
         def multiplies(name, ops, after):
-            """Chain of (a, b, write-back statements) multiplies: issue, multiply and write-back
-            states."""
+            """Chain of (a, b, write-back statements) multiplies: issue, SRDHM_STAGES
+            multiply states and write-back."""
             names = [f"{name}_{n}" for n in range(len(ops))] + [after]
             for n, (a, b, writeback) in enumerate(ops):
+                stages = [f"{names[n]}_MUL{k}" for k in range(SRDHM_STAGES)]
                 with m.State(names[n]):
                     m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
-                    m.next = names[n] + "_MUL"
-                with m.State(names[n] + "_MUL"):
-                    m.next = names[n] + "_WB"
+                    m.next = stages[0]
+                for k, stage in enumerate(stages):
+                    with m.State(stage):
+                        m.next = stages[k + 1] if k + 1 < len(stages) else names[n] + "_WB"
                 with m.State(names[n] + "_WB"):
                     m.d.sync += writeback
                     m.next = names[n + 1]
@@ -180,23 +191,33 @@ class SoftmaxUnit(wiring.Component):
                     m.next = "EXP_0"
 
             with m.State("RECIP_SETUP"):
+                m.d.sync += headroom.eq(count_leading_zeros(total))
+                m.next = "RECIP_NORMALIZE"
+            with m.State("RECIP_NORMALIZE"):
                 # GetReciprocal normalises the sum (>= 2^19) to 2^31 (1 + x), x in [0, 1), so
                 # RoundingHalfSum(x, INT32_MAX) = (x + INT32_MAX + 1) / 2 is just the normalised
                 # sum halved: (1 + x) / 2 in Q0.31.
-                headroom = count_leading_zeros(total)
                 m.d.sync += [half_denominator.eq((total.as_unsigned() << headroom)[1:32]),
                              # (ACCUMULATION_INTEGER_BITS - headroom) + 31 - 8
                              out_exponent.eq(ACCUMULATION_INTEGER_BITS + 23 - headroom)]
                 m.next = "RECIP_0"
             multiplies("RECIP", recip_ops, after="OUT")
 
+            out_stages = [f"OUT_MUL{k}" for k in range(SRDHM_STAGES)]
             with m.State("OUT"):
                 m.d.sync += [mul_a.eq(saturating_left_shift(recip, 1)), mul_b.eq(exp_rd.data)]
-                m.next = "OUT_MUL"
-            with m.State("OUT_MUL"):
+                m.next = out_stages[0]
+            for k, stage in enumerate(out_stages):
+                with m.State(stage):
+                    m.next = out_stages[k + 1] if k + 1 < len(out_stages) else "OUT_ROUND"
+            with m.State("OUT_ROUND"):
+                # RoundingDivideByPOT(high, out_exponent) as its add, then its shift in OUT_WB.
+                nudge = (Const(1 << 31, 32) >> (32 - out_exponent).as_unsigned()) - \
+                    ((high < 0) & (out_exponent != 0))
+                m.d.sync += nudged.eq(high + nudge)
                 m.next = "OUT_WB"
             with m.State("OUT_WB"):
-                probability = rounding_divide_by_pot(high, out_exponent) - 128
+                probability = wrap32(nudged >> out_exponent) - 128
                 m.d.sync += [self.o_stream.payload.eq(Mux(in_range, clamp(probability, -128, 127),
                                                           -128)),
                              self.o_stream.valid.eq(1)]

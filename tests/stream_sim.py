@@ -3,7 +3,8 @@ packed into words, random int8 data with the extremes, and the simulator set-up.
 import numpy as np
 from amaranth.sim import Simulator
 
-IDLE_LIMIT = 1000    # cycles without an output before a test gives up on a hung unit
+IDLE_LIMIT = 5000    # cycles without an output before a test gives up on a hung unit
+                     # (a 16-logit softmax computes ~1,100 cycles before its first output)
 
 
 def pack(values, width):
