@@ -48,15 +48,16 @@ class FloatRequantizer(wiring.Component):
 
     The 53 x 32 product is built most significant digit first with one 53 x `digit_width`
     multiplier made of LUTs (`lut_mul`; the DSP blocks belong to the MAC array; the default
-    digit_width 1 is shift-and-add: one 84-bit adder, short enough for 100+ MHz), then
-    one cycle each for the leading-one search, the round-half-even step, the final rounding
-    shift with saturation, and the zero point + clamp into the output register.
+    digit_width 1 is shift-and-add: one 84-bit adder), then one cycle each for the
+    leading-one search, the round-half-even shift and its increment, the final shift amount,
+    the shift, the rounding with saturation, and the zero point + clamp into the output
+    register: no state deeper than one shifter or one adder, for 100+ MHz.
 
     States: IDLE (accepts a value: i_stream.ready = 1) -> MUL x (32 / digit_width) -> LZC ->
-    RNE -> SHIFT -> FINAL. A value accepted in cycle c is valid on the output from cycle
-    c + CYCLES, and the next value is accepted in that same cycle: one value every
-    CYCLES = 32 / digit_width + 5 cycles (37 with the default 1-bit digits; a dense layer has
-    few outputs). The output is a
+    RNE -> ROUND -> SHIFT -> SATURATE -> FINAL. A value accepted in cycle c is valid on the
+    output from cycle c + CYCLES, and the next value is accepted in that same cycle: one
+    value every CYCLES = 32 / digit_width + 7 cycles (39 with the default 1-bit digits; a
+    dense layer has few outputs). The output is a
     register of its own: o_stream.valid never depends on o_stream.ready, and a value waiting
     on back-pressure only stalls the unit once the next result is ready to take its place.
     """
@@ -66,7 +67,7 @@ class FloatRequantizer(wiring.Component):
             raise ValueError(f"digit_width must divide 32 (1, 2, 4, 8, 16, 32), got {digit_width}")
         self.digit_width = digit_width
         self.digits = 32 // digit_width
-        self.CYCLES = self.digits + 5
+        self.CYCLES = self.digits + 7
         super().__init__({
             "i_stream": In(stream.Signature(FLOAT_LANE_LAYOUT)),
             "o_stream": Out(stream.Signature(signed(8))),
@@ -90,6 +91,11 @@ class FloatRequantizer(wiring.Component):
         q = Signal(54)                          # p rounded to 53 significant bits (<= 2^53)
         t = Signal(signed(14))                  # q * 2^t is the double product
         mag9 = Signal(9)                        # |result|, saturated to 256
+        kept = Signal(53)                       # p >> drop, before rounding
+        up = Signal()                           # round half to even: add one
+        r = Signal(6)                           # right shift of q << 8
+        too_big = Signal()                      # t > 7 (then q != 0 saturates)
+        y = Signal(62)                          # floor(2q * 2^t)
 
         # Output register: dropped when taken, refilled by FINAL.
         with m.If(o.ready):
@@ -130,24 +136,33 @@ class FloatRequantizer(wiring.Component):
                 m.next = "RNE"
 
             with m.State("RNE"):
-                # Round half to even at bit `drop`: up = round bit & (lsb | sticky).
+                # Round half to even at bit `drop`: up = round bit & (lsb | sticky); the
+                # shift and the flags here, the increment in ROUND.
                 half = Const(1 << 30, 31) >> (31 - drop).as_unsigned()   # 2^(drop-1); 0 if 0
                 low = p[:31]
-                round_bit = (low & half).any()
-                sticky = (low & (half - 1)[:31]).any()
-                lsb = p.bit_select(drop, 1)
-                up = round_bit & (lsb | sticky)
                 m.d.sync += [
-                    q.eq((p >> drop)[:53] + up),
+                    kept.eq((p >> drop)[:53]),
+                    up.eq((low & half).any() & (p.bit_select(drop, 1) | (low & (half - 1)[:31]).any())),
                     t.eq(drop + exponent),
+                ]
+                m.next = "ROUND"
+
+            with m.State("ROUND"):
+                m.d.sync += [
+                    q.eq(kept + up),
+                    # y = floor(2q * 2^t) for -56 <= t <= 7, with 2q * 2^7 = q << 8 (62 bits).
+                    r.eq(Mux(t > 7, 0, Mux(t < -56, 63, 7 - t)).as_unsigned()[:6]),
+                    too_big.eq(t > 7),
                 ]
                 m.next = "SHIFT"
 
             with m.State("SHIFT"):
-                # y = floor(2q * 2^t) for -56 <= t <= 7, with 2q * 2^7 = q << 8 (62 bits).
-                r = Mux(t > 7, 0, Mux(t < -56, 63, 7 - t)).as_unsigned()[:6]
-                y = ((q << 8) >> r)[:62]
-                saturate = ((t > 7) & (q != 0)) | y[9:].any()     # |result| >= 256
+                m.d.sync += [y.eq(((q << 8) >> r)[:62]),
+                             too_big.eq(too_big & (q != 0))]
+                m.next = "SATURATE"
+
+            with m.State("SATURATE"):
+                saturate = too_big | y[9:].any()     # |result| >= 256
                 m.d.sync += mag9.eq(Mux(saturate, 256, (y[:9] + 1) >> 1))   # y < 512: <= 256
                 m.next = "FINAL"
 
