@@ -123,19 +123,23 @@ class DepthwiseEngine(wiring.Component):
         row = Signal(len(height) + 1)     # the grid goes one past the last row and column
         col = Signal(len(width) + 1)
 
-        pad = (row == height) | (col == width)
+        # row == height and col == width as registers of their own, so the walk's handshake
+        # never waits on a comparator.
+        last_row, last_col = Signal(), Signal()
+        pad = last_row | last_col
         advance = Signal()
         m.d.comb += [
             advance.eq(busy & en & (pad | self.pixels.valid)),
             self.pixels.ready.eq(busy & en & ~pad),
         ]
         with m.If(advance):
-            with m.If(col == width):
-                m.d.sync += [col.eq(0), row.eq(row + 1)]
-                with m.If(row == height):
+            with m.If(last_col):
+                m.d.sync += [col.eq(0), last_col.eq(0), row.eq(row + 1),
+                             last_row.eq(row + 1 == height)]
+                with m.If(last_row):
                     m.d.sync += busy.eq(0)
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [col.eq(col + 1), last_col.eq(col + 1 == width)]
 
         # Line buffer: entry c holds column c of the previous row ([0]) and the one before ([1]).
         lines = Memory(shape=data.ArrayLayout(pixel_layout(self.cfg), 2),
@@ -219,5 +223,6 @@ class DepthwiseEngine(wiring.Component):
         drained = ~busy & ~s1.valid & ~Cat(live).any()
         m.d.comb += self.tile.ready.eq(drained)
         with m.If(self.tile.valid & drained):
-            m.d.sync += [tile.eq(self.tile.payload), busy.eq(1), row.eq(0), col.eq(0)]
+            m.d.sync += [tile.eq(self.tile.payload), busy.eq(1), row.eq(0), col.eq(0),
+                         last_row.eq(0), last_col.eq(0)]     # height, width >= 1
         return m
