@@ -1,6 +1,8 @@
 """Global average pool (TFLite MEAN over H and W), bit-exact with `quantize.reference.mean_hw`."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -17,16 +19,17 @@ class MeanUnit(wiring.Component):
     `channels` in a pixel's last beat are ignored). Each beat is taken in the cycle it is offered,
     one per clock. Per channel the unit keeps sum(x - input_zp), which equals TFLite's
     total - input_zp * count without a multiplier, in a memory of ceil(max_channels / lanes)
-    rows read-modify-written one beat behind (a transparent read port forwards the row just
-    written, so one group per pixel works too).
+    rows read-modify-written in a three-stage pipeline (read, registered read data, write;
+    the transparent read port and a forward of the previous write keep one group per pixel
+    exact too).
 
     After the last beat it streams the rows through a `Requantizer` with the 1/count-folded
     multiplier and shift (`reference.mean_multiplier`, computed by the host) and clamps to
-    [-128, 127]: ceil(channels / lanes) output beats, the first Requantizer.LATENCY + 2
+    [-128, 127]: ceil(channels / lanes) output beats, the first Requantizer.LATENCY + 4
     cycles after the last input beat when not back-pressured. With `own_requantizer` False
-    the rows leave on `to_requant` instead, for the accelerator's shared Requantizer (which
-    the accelerator sets to output_zp and [-128, 127]), the first 2 cycles after the last
-    input beat. Then it is ready for the next map.
+    the rows leave on `to_requant` instead (a registered output), for the accelerator's
+    shared Requantizer (which the accelerator sets to output_zp and [-128, 127]), the first 4
+    cycles after the last input beat. Then it is ready for the next map.
     channels, pixels and the quantization inputs must hold from the first beat to the last output.
 
     A map too large for one pass arrives as several parts of `pixels` pixels each (the bands
@@ -90,48 +93,76 @@ class MeanUnit(wiring.Component):
         pixel = Signal(range(self.max_pixels))
         last_group = group == groups - 1
 
-        # Read-modify-write, one cycle behind the accepted beat.
-        beat = Signal(data.ArrayLayout(signed(9), lanes))
-        beat_group = Signal(range(self.depth))
-        beat_first = Signal()
-        beat_valid = Signal()
-        m.d.sync += beat_valid.eq(0)
-        m.d.comb += [wr.addr.eq(beat_group), wr.en.eq(beat_valid)]
+        # Read-modify-write in three stages: A the accepted beat (its row is read), B the
+        # row's old sums registered (the block RAM's output is slow), C the sums written. A
+        # row written in C is seen by a read in the same cycle (transparent port); the row
+        # read one beat earlier is one write short, so C forwards its own previous sums.
+        def stage(name):
+            return SimpleNamespace(
+                beat=Signal(data.ArrayLayout(signed(9), lanes), name=f"{name}_beat"),
+                group=Signal(range(self.depth), name=f"{name}_group"),
+                first=Signal(name=f"{name}_first"), valid=Signal(name=f"{name}_valid"))
+
+        a, b = stage("a"), stage("b")
+        b_sums = Signal(data.ArrayLayout(self.sum_shape, lanes))
+        c_sums = Signal(data.ArrayLayout(self.sum_shape, lanes))
+        c_group, c_valid = Signal(range(self.depth)), Signal()
+        m.d.sync += [a.valid.eq(0),
+                     b.beat.eq(a.beat), b.group.eq(a.group), b.first.eq(a.first),
+                     b.valid.eq(a.valid), b_sums.eq(rd.data),
+                     c_group.eq(b.group), c_valid.eq(b.valid)]
+        forward = c_valid & (c_group == b.group)
+        m.d.comb += [wr.addr.eq(b.group), wr.en.eq(b.valid)]
         for k in range(lanes):
-            m.d.comb += wr.data[k].eq(Mux(beat_first, 0, rd.data[k]) + beat[k])
+            old = Mux(b.first, 0, Mux(forward, c_sums[k], b_sums[k]))
+            m.d.comb += wr.data[k].eq(old + b.beat[k])
+        m.d.sync += c_sums.eq(wr.data)
+
+        # The drain: rows read one ahead into a registered output.
+        out_valid = Signal()
+        out_sums = Signal(data.ArrayLayout(self.sum_shape, lanes))
+        lanes_in = [to_requant.payload] if lanes == 1 else \
+            [to_requant.payload[k] for k in range(lanes)]
+        m.d.comb += to_requant.valid.eq(out_valid)
+        for k, lane in enumerate(lanes_in):
+            m.d.comb += [lane.acc.eq(wrap32(out_sums[k])),
+                         lane.multiplier.eq(self.multiplier),
+                         lane.shift.eq(self.shift)]
+        with m.If(to_requant.ready):
+            m.d.sync += out_valid.eq(0)
 
         m.d.comb += rd.addr.eq(group)
         with m.FSM():
             with m.State("ACCUMULATE"):
                 m.d.comb += self.i_stream.ready.eq(1)
                 with m.If(self.i_stream.valid):
-                    m.d.sync += [beat_valid.eq(1), beat_group.eq(group),
-                                 beat_first.eq((pixel == 0) & ~self.accumulate),
+                    m.d.sync += [a.valid.eq(1), a.group.eq(group),
+                                 a.first.eq((pixel == 0) & ~self.accumulate),
                                  group.eq(Mux(last_group, 0, group + 1))]
-                    m.d.sync += [beat[k].eq(self.i_stream.payload[k] - self.input_zp)
+                    m.d.sync += [a.beat[k].eq(self.i_stream.payload[k] - self.input_zp)
                                  for k in range(lanes)]
                     with m.If(last_group):
                         m.d.sync += pixel.eq(pixel + 1)
                         with m.If(pixel == self.pixels - 1):
                             m.d.sync += pixel.eq(0)
                             with m.If(self.emit):
-                                m.next = "FETCH"
+                                m.next = "FLUSH"
+            with m.State("FLUSH"):
+                # The last beat is in stage B; its write (stage C) is next cycle.
+                m.next = "FETCH"
             with m.State("FETCH"):
-                # Row 0 is read now (forwarded if the last beat's write targets it).
+                # Row 0 is read now (transparent to the last beat's write).
                 m.next = "DRAIN"
             with m.State("DRAIN"):
-                # The read address runs one row ahead so each accepted row is followed by the next.
-                m.d.comb += to_requant.valid.eq(1)
-                lanes_in = [to_requant.payload] if lanes == 1 else \
-                    [to_requant.payload[k] for k in range(lanes)]
-                for k, lane in enumerate(lanes_in):
-                    m.d.comb += [lane.acc.eq(wrap32(rd.data[k])),
-                                 lane.multiplier.eq(self.multiplier),
-                                 lane.shift.eq(self.shift)]
-                with m.If(to_requant.ready):
+                # Load the output register whenever it is free or being taken, and read the
+                # next row behind it.
+                with m.If(~out_valid | to_requant.ready):
+                    m.d.sync += [out_sums.eq(rd.data), out_valid.eq(1)]
                     m.d.comb += rd.addr.eq(group + 1)
                     m.d.sync += group.eq(group + 1)
                     with m.If(last_group):
                         m.d.sync += group.eq(0)
                         m.next = "ACCUMULATE"
+                with m.Else():
+                    m.d.comb += rd.en.eq(0)
         return m

@@ -207,7 +207,8 @@ class RegisterFile(wiring.Component):
             self.prog_addr.eq(Cat(prog_lo, prog_hi)),
         ]
 
-        # ---- reads: AR, one cycle for the memory, then R ---------------------------------------
+        # ---- reads: AR, one cycle for the memory, one for its output register, then R ---------
+        layer_value = Signal(32)     # the block RAM's read data, registered off its slow output
         values = {
             "ID": Const(ACCEL_ID, 32),
             "VERSION": Const(REGMAP_VERSION, 32),
@@ -219,21 +220,23 @@ class RegisterFile(wiring.Component):
             "LAYER_COUNT": self.layer_count,
             "CYCLES_LO": cycles[:32],
             "CYCLES_HI": cycles_hi_latched,
-            "LAYER_CYCLES": rd_port.data,
+            "LAYER_CYCLES": layer_value,
         }
         assert values.keys() == regs.keys(), "register map and decoder disagree"
 
-        pending = Signal()
+        pending, decode = Signal(), Signal()
         rd_addr = Signal(self.addr_width)
         m.d.comb += [
-            bus.arready.eq(~pending & ~bus.rvalid),
+            bus.arready.eq(~pending & ~decode & ~bus.rvalid),
             rd_port.en.eq(bus.arvalid & bus.arready),
             rd_port.addr.eq((bus.araddr - LAYER_CYCLES_BASE)[2:]),
         ]
         with m.If(bus.arvalid & bus.arready):
             m.d.sync += [pending.eq(1), rd_addr.eq(bus.araddr)]
         with m.If(pending):
-            m.d.sync += [pending.eq(0), bus.rvalid.eq(1),
+            m.d.sync += [pending.eq(0), decode.eq(1), layer_value.eq(rd_port.data)]
+        with m.If(decode):
+            m.d.sync += [decode.eq(0), bus.rvalid.eq(1),
                          bus.rresp.eq(RESP_SLVERR), bus.rdata.eq(0)]
             for name, reg in regs.items():
                 with m.If(self._hits(rd_addr, reg)):

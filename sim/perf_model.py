@@ -203,10 +203,11 @@ _DW_OUTPUT_TAIL = _SERIALIZER + Requantizer.LATENCY + _WRITER_IDLE + 1
 
 
 def mean_cycles(d: Descriptor, cfg: AccelConfig) -> int:
-    """MEAN_RUN to STORE: accumulate every beat, then one FETCH state and the drain of
-    in_c / lanes rows through the MeanUnit's requantizer."""
+    """MEAN_RUN to STORE: accumulate every beat, then the MeanUnit's FLUSH, FETCH and the
+    load of its output register, and the drain of in_c / lanes rows through the
+    requantizer."""
     beats = d.in_c // Geometry(cfg).lanes
-    return (_WALK_START + d.in_h * d.in_w * beats + 1 + beats + Requantizer.LATENCY
+    return (_WALK_START + d.in_h * d.in_w * beats + 3 + beats + Requantizer.LATENCY
             + _WRITER_IDLE)
 
 

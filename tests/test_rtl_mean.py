@@ -109,11 +109,11 @@ def test_mean_one_lane():
 
 
 def test_mean_output_timing():
-    """Back to back, the first mean leaves Requantizer.LATENCY + 2 cycles after the last beat."""
+    """Back to back, the first mean leaves Requantizer.LATENCY + 4 cycles after the last beat."""
     rng = np.random.default_rng(27)
     cases = [random_case(rng) for _ in range(2)]
     delays = check(MeanUnit(lanes=8, max_channels=32, max_pixels=49), cases, seed=28)
-    assert delays == [Requantizer.LATENCY + 2] * len(cases)
+    assert delays == [Requantizer.LATENCY + 4] * len(cases)
 
 
 @pytest.mark.parametrize("lanes", [1, 8])
