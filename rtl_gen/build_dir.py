@@ -258,12 +258,16 @@ class BuildDir:
             remove_stale_staging(self.target)
             self.staging = Path(tempfile.mkdtemp(
                 prefix=f".{self.target.name}.partial-{os.getpid()}-", dir=parent))
-            (self.staging / STAGING_MARKER).touch()
         except OSError as e:
             raise OutputError(f"{parent}: cannot write there ({e.strerror})") from e
-        umask = os.umask(0)
-        os.umask(umask)
-        self.staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700
+        try:                            # `with` does not clean up after its constructor
+            (self.staging / STAGING_MARKER).touch()
+            umask = os.umask(0)
+            os.umask(umask)
+            self.staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700
+        except BaseException:
+            self.abort()
+            raise
         self.files: list[str] = []
 
     def path(self, name: str) -> Path:

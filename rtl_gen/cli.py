@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("gen-accel")
@@ -28,8 +29,15 @@ class UsageError(ValueError):
     """Bad arguments, reported as one line and exit status 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors on one line, like every other error of gen-accel."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="gen-accel", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="gen-accel", description=__doc__.split("\n\n")[0])
     p.add_argument("--alpha", type=float, help=f"width multiplier (default {DEFAULT_ALPHA})")
     p.add_argument("--input-size", type=int,
                    help=f"input resolution (default {DEFAULT_INPUT_SIZE})")
@@ -55,38 +63,106 @@ def parse_args(argv):
 
 
 def load_config(path: Path | None):
+    """The AccelConfig of a --config file (default: the built-in one), or UsageError naming
+    the file and the problem."""
     from .config import AccelConfig, ConfigError
+    from .sequencer import check_config
     if path is None:
         return AccelConfig()
     try:
-        return AccelConfig.from_dict(json.loads(path.read_text()))
+        cfg = AccelConfig.from_dict(json.loads(path.read_text()))
+        check_config(cfg)
+        return cfg
     except FileNotFoundError:
         raise UsageError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: a directory, not a config file") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the config file ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a valid config JSON (not text)") from None
     except (json.JSONDecodeError, TypeError) as e:
         raise UsageError(f"{path}: not a valid config JSON ({e})") from None
     except ConfigError as e:
         raise UsageError(f"{path}: {e}") from None
 
 
-def obtain_model(args):
-    """(tflite bytes, provenance dict) from --model or from the seed network."""
-    from quantize.model import ModelSpec
+@dataclass
+class Plan:
+    """What a run will do, decided from the arguments alone (before any heavy import)."""
+    cfg: object                     # AccelConfig
+    board: object = None            # boards.targets.Board for --synth
+    spec: object = None             # quantize.model.ModelSpec of the seed network ...
+    model: Path | None = None       # ... or the --model file
+
+
+def plan_run(args) -> Plan:
+    """Check every argument and file named, cheaply: nothing here imports TensorFlow, so a
+    bad argument is answered in a fraction of a second."""
+    check_counts(args)
+    plan = Plan(cfg=None)
+    choose_network(args, plan)
+    choose_config(args, plan)
+    from .build_dir import output_folder
+    output_folder(args.out)
+    return plan
+
+
+def check_counts(args) -> None:
+    if args.check_images < 0:
+        raise UsageError(f"--check-images must be >= 0, got {args.check_images}")
+    if args.verify < 0:
+        raise UsageError(f"--verify must be >= 0, got {args.verify}")
+
+
+def choose_network(args, plan: Plan) -> None:
+    """--model (a readable file), or the seed network's ModelSpec and --weights file."""
     if args.model is not None:
         seed_options = [f"--{k.replace('_', '-')}" for k in ("alpha", "input_size", "weights")
                         if getattr(args, k) is not None]
         if seed_options:
             raise UsageError(f"--model fixes the network and its input shape; "
                              f"{', '.join(seed_options)} only apply to the seed network")
-        if not args.model.is_file():
-            raise UsageError(f"{args.model}: no such model file")
-        return args.model.read_bytes(), {"source": str(args.model)}
+        plan.model = readable_file(args.model, "model")
+        return
+    from quantize.model import ModelSpec
     try:
-        spec = ModelSpec(DEFAULT_ALPHA if args.alpha is None else args.alpha,
-                         DEFAULT_INPUT_SIZE if args.input_size is None else args.input_size)
+        plan.spec = ModelSpec(DEFAULT_ALPHA if args.alpha is None else args.alpha,
+                              DEFAULT_INPUT_SIZE if args.input_size is None else args.input_size)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if args.weights is not None and not args.weights.is_file():
-        raise UsageError(f"{args.weights}: no such weights file")
+    if args.weights is not None:
+        readable_file(args.weights, "weights")
+
+
+def readable_file(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise UsageError(f"{path}: no such {what} file")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a {what} file (a directory or a device)")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{path}: cannot read the {what} file (permission denied)")
+    return path
+
+
+def choose_config(args, plan: Plan) -> None:
+    """--config, else the --synth board's default config, else the built-in one."""
+    if not args.synth:
+        plan.cfg = load_config(args.config)
+        return
+    from boards.targets import default_config, get_board
+    try:
+        plan.board = get_board(args.synth)
+        plan.cfg = load_config(args.config) if args.config else default_config(plan.board)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def obtain_model(args, plan: Plan):
+    """(tflite bytes, provenance dict) from --model or from the seed network."""
+    if plan.model is not None:
+        return plan.model.read_bytes(), {"source": str(plan.model)}
+    spec = plan.spec
     from quantize.pipeline import WeightsError, build_int8_model
     log.info("building %s and converting to int8 ...", spec.name)
     try:
@@ -280,58 +356,54 @@ def write_rtl(out, cfg) -> None:
 
 
 def run(args) -> Path:
+    """Check the arguments, then build into a staging folder and swap it in."""
+    from .build_dir import BuildDir
+    plan = plan_run(args)
+    with BuildDir(args.out) as out:
+        return build(args, plan, out)
+
+
+def build(args, plan: Plan, out) -> Path:
+    """The slow part: TensorFlow, the int8 model, compilation, RTL, checks, commit."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from quantize.native_stderr import load_tensorflow_quietly
+    load_tensorflow_quietly()     # its start-up notes (oneDNN, no CUDA) tell a user nothing
     from firmware.compiler import compile_graph
     from quantize.summary import layer_table, layer_table_markdown
     from quantize.tflite_graph import load_graph
 
-    from .build_dir import BuildDir
     from .sequencer import check_fits
-    if args.check_images < 0:
-        raise UsageError(f"--check-images must be >= 0, got {args.check_images}")
-    if args.verify < 0:
-        raise UsageError(f"--verify must be >= 0, got {args.verify}")
-    board = None
-    if args.synth:
-        from boards.targets import default_config, get_board
-        try:
-            board = get_board(args.synth)
-            cfg = load_config(args.config) if args.config else default_config(board)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-    else:
-        cfg = load_config(args.config)
-    out = BuildDir(args.out)  # validates the output path before the slow work
-    with out:
-        t0 = time.time()
-        tflite, provenance = obtain_model(args)
-        graph = load_graph(tflite)
-        out.write_bytes("model.tflite", tflite)
-        rows = layer_table(graph)
-        out.write_json("layers.json", rows)
-        out.write_text("layers.md", layer_table_markdown(rows))
-        out.write_text("config.json", cfg.to_json() + "\n")
-        fw = compile_graph(graph, cfg)
-        check_fits(fw, cfg)
-        write_firmware(out, fw, graph)
-        write_rtl(out, cfg)
-        verdict = check_against_tflite(graph, tflite, fw, args.check_images)
-        out.write_json("tflite_check.json", verdict)
-        if verdict.get("images") and not verdict["bit_exact"]:
-            raise RuntimeError(f"differs from TFLite on layers {verdict['mismatching_layers']}")
-        measured = None
-        if args.verify:
-            sim_verdict, measured = verify_rtl(graph, tflite, fw, args.verify)
-            out.write_json("rtl_verify.json", sim_verdict)
-        totals = write_layer_report(out, fw, measured)
-        synth = run_synthesis(out, cfg, board) if board is not None else None
-        if args.verify and not sim_verdict["bit_exact"]:
-            raise RuntimeError(f"RTL simulation differs from TFLite: {sim_verdict['failures']}")
-        path = out.commit({"tool": "gen-accel", "model": provenance,
-                           "total_macs": sum(r["macs"] for r in rows),
-                           "predicted_cycles": totals["predicted_total"],
-                           "synthesis": synth,
-                           "measured_cycles": totals["measured"],
-                           "seconds": round(time.time() - t0, 2)})
+    cfg, board = plan.cfg, plan.board
+    t0 = time.time()
+    tflite, provenance = obtain_model(args, plan)
+    graph = load_graph(tflite)
+    out.write_bytes("model.tflite", tflite)
+    rows = layer_table(graph)
+    out.write_json("layers.json", rows)
+    out.write_text("layers.md", layer_table_markdown(rows))
+    out.write_text("config.json", cfg.to_json() + "\n")
+    fw = compile_graph(graph, cfg)
+    check_fits(fw, cfg)
+    write_firmware(out, fw, graph)
+    write_rtl(out, cfg)
+    verdict = check_against_tflite(graph, tflite, fw, args.check_images)
+    out.write_json("tflite_check.json", verdict)
+    if verdict.get("images") and not verdict["bit_exact"]:
+        raise RuntimeError(f"differs from TFLite on layers {verdict['mismatching_layers']}")
+    measured = None
+    if args.verify:
+        sim_verdict, measured = verify_rtl(graph, tflite, fw, args.verify)
+        out.write_json("rtl_verify.json", sim_verdict)
+    totals = write_layer_report(out, fw, measured)
+    synth = run_synthesis(out, cfg, board) if board is not None else None
+    if args.verify and not sim_verdict["bit_exact"]:
+        raise RuntimeError(f"RTL simulation differs from TFLite: {sim_verdict['failures']}")
+    path = out.commit({"tool": "gen-accel", "model": provenance,
+                       "total_macs": sum(r["macs"] for r in rows),
+                       "predicted_cycles": totals["predicted_total"],
+                       "synthesis": synth,
+                       "measured_cycles": totals["measured"],
+                       "seconds": round(time.time() - t0, 2)})
     log.info("wrote %s (%d layers, %s MACs; reference and firmware bit-exact vs TFLite on %d images)", path,
              len(rows), f"{sum(r['macs'] for r in rows):,}", verdict.get("images", 0))
     return path
@@ -353,36 +425,36 @@ def main(argv=None, *, isolate: bool | None = None) -> int:
 def run_reporting_errors(args) -> int:
     """Run the build; every expected failure, and SIGINT/SIGTERM, becomes one line on stderr
     and an exit status (2 bad input, 1 failed, 130/143 interrupted)."""
-    from .build_dir import Interrupted, OutputError, interrupts_unwind
+    from .build_dir import Interrupted, interrupts_unwind
     try:
         with interrupts_unwind():
-            return build_reporting_errors(args)
+            run(args)
     except (Interrupted, KeyboardInterrupt) as e:
         print("gen-accel: interrupted", file=sys.stderr)
         return e.exit_status if isinstance(e, Interrupted) else 130
-    except OutputError as e:
-        print(f"gen-accel: error: {e}", file=sys.stderr)
-        return 2
-
-
-def build_reporting_errors(args) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from quantize.native_stderr import load_tensorflow_quietly
-    load_tensorflow_quietly()     # its start-up notes (oneDNN, no CUDA) tell a user nothing
-    from quantize.tflite_graph import UnsupportedModelError
-
-    from .build_dir import OutputError
-    from .config import ConfigError
-    from .sequencer import ProgramError
-    try:
-        run(args)
-    except (UsageError, UnsupportedModelError, OutputError, ConfigError, ProgramError) as e:
+    except (ValueError, OSError) as e:
+        if not isinstance(e, bad_input_errors()):
+            raise
         print(f"gen-accel: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         print(f"gen-accel: failed: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+# Exceptions that mean bad input (exit 2), by module: one can only have been raised if its
+# module is loaded, and importing a module just to catch its errors would slow down the
+# answer to a bad argument.
+BAD_INPUT_ERRORS = {"rtl_gen.build_dir": "OutputError", "rtl_gen.config": "ConfigError",
+                    "rtl_gen.sequencer": "ProgramError",
+                    "quantize.tflite_graph": "UnsupportedModelError"}
+
+
+def bad_input_errors() -> tuple[type, ...]:
+    loaded = [getattr(sys.modules[m], name) for m, name in BAD_INPUT_ERRORS.items()
+              if m in sys.modules]
+    return (UsageError, *loaded)
 
 
 # After SIGINT/SIGTERM, how long the build may take to clean up before it is killed (a
@@ -410,10 +482,11 @@ def run_supervised(args) -> int:
             sys.stderr.flush()
             os._exit(code)
     signals, status = wait_forwarding_signals(pid)
+    from .build_dir import remove_stale_staging, target_path
+    if args.out.strip():
+        remove_stale_staging(target_path(args.out), pid)    # whatever the child left
     if os.WIFEXITED(status):
         return os.WEXITSTATUS(status)
-    from .build_dir import remove_stale_staging, target_path
-    remove_stale_staging(target_path(args.out), pid)
     if signals:
         print("gen-accel: interrupted", file=sys.stderr)
         return 128 + signals[0]

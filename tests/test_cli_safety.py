@@ -352,3 +352,72 @@ def test_native_abort_is_one_line(tmp_path):
         "TensorFlow Lite failing a check on the model; its message, if any, is above; no build "
         f"was written to {tmp_path / 'build'}"]
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- bad arguments are answered before TensorFlow is imported ----------------------------------
+
+def _cli_subprocess(argv, cwd):
+    """gen-accel's main() in a fresh interpreter: (exit code, stderr lines, heavy modules it
+    imported). The heavy imports, not the wall clock, are what the test can rely on."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom rtl_gen import cli\n"
+            f"try:\n    code = cli.main({argv!r} + ['-q'], isolate=False)\n"
+            "except SystemExit as e:\n    code = e.code\n"
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+            "sys.exit(code)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
+                       timeout=120)
+    return p.returncode, p.stderr.strip().splitlines(), p.stdout.strip()
+
+
+def _bad_files(tmp_path):
+    (tmp_path / "dir.tflite").mkdir()
+    (tmp_path / "binary.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "odd_pw.json").write_text('{"pw_out": 12}')
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "data.txt").write_text("mine")
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--alpha", "0"], "alpha must be > 0 and <= 4, got 0.0"),
+    (["--alpha", "abc"], "argument --alpha: invalid float value: 'abc' (see --help)"),
+    (["--input-size", "4"], "input size must be in 8..512, got 4"),
+    (["--check-images", "-1"], "--check-images must be >= 0, got -1"),
+    (["--verify", "-1"], "--verify must be >= 0, got -1"),
+    (["--model", "missing.tflite"], "missing.tflite: no such model file"),
+    (["--model", "dir.tflite"], "dir.tflite: not a model file (a directory or a device)"),
+    (["--model", "dir.tflite", "--alpha", "1"], "--model fixes the network and its input shape; "
+     "--alpha only apply to the seed network"),
+    (["--weights", "missing.h5"], "missing.h5: no such weights file"),
+    (["--config", "missing.json"], "missing.json: no such config file"),
+    (["--config", "dir.tflite"], "dir.tflite: a directory, not a config file"),
+    (["--config", "binary.json"], "binary.json: not a valid config JSON (not text)"),
+    (["--config", "list.json"], "list.json: a config is a JSON object of AccelConfig fields, got list"),
+    (["--config", "odd_pw.json"], "odd_pw.json: pw_out must be a power of two, got 12"),
+    (["--synth", "nope"], "unknown board 'nope'; known: ulx3s-85f, ulx3s-45f, ulx3s-25f"),
+    (["--out", ""], "--out is empty: name an output folder, e.g. --out build/"),
+    (["--out", "/"], "/: not a folder a build can replace"),
+    (["--out", "user"], "user: exists, is not empty and is not a gen-accel build"),
+])
+def test_bad_argument_is_answered_without_tensorflow(tmp_path, argv, msg):
+    _bad_files(tmp_path)
+    code, err, heavy = _cli_subprocess(argv + (["--out", "b"] if "--out" not in argv else []),
+                                       tmp_path)
+    assert code == 2 and len(err) == 1 and err[0].startswith("gen-accel: error: "), err
+    assert msg in err[0]
+    assert heavy == "[]", f"{heavy} imported before answering"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["dir.tflite", "binary.json", "list.json", "odd_pw.json", "user"])
+
+
+def test_bad_flag_as_a_command(tmp_path):
+    """`python -m rtl_gen.cli` with a bad flag: one line, exit 2."""
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "rtl_gen.cli", "--alpha", "9", "--out",
+                        str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.splitlines() == ["gen-accel: error: alpha must be > 0 and <= 4, got 9.0"]
+    assert list(tmp_path.iterdir()) == []
