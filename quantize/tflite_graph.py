@@ -3,10 +3,17 @@ cannot map with an error that names the layer.
 
 Only the parts the accelerator needs are kept: tensors (shape, int8 data, per-tensor or
 per-channel scale / zero point) and a topologically ordered list of ops with their options.
+
+Nothing from the file is used before it is checked: indices, buffer sizes, shapes, names and
+quantization parameters are validated explicitly, so a malformed model is refused with one
+line naming the tensor or layer (`UnsupportedModelError`), never a traceback, and the numpy
+reference and TFLite's reference kernels only ever see a model that is consistent.
 """
 from __future__ import annotations
 
 import importlib
+import math
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +22,13 @@ import numpy as np
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "MEAN", "FULLY_CONNECTED", "SOFTMAX",
                  "RESHAPE")
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 3: "RELU6"}
+# A tensor larger than this is a corrupt shape, not a network: alpha 4 at 512x512 input peaks
+# at 8.4 M elements, and the numpy reference must not be asked to allocate terabytes.
+MAX_TENSOR_ELEMENTS = 1 << 26
+MAX_RANK = 6
+# The flatbuffer builder pads to at most 16-byte alignment; more unread bytes than this at the
+# end of a file are data that is not part of the model (e.g. something appended to it).
+TRAILING_SLACK = 32
 
 
 class UnsupportedModelError(ValueError):
@@ -44,6 +58,9 @@ class Tensor:
     @property
     def zp(self) -> int:
         return int(self.zero_point[0]) if self.zero_point.size else 0
+
+    def describe(self) -> str:
+        return f"tensor {self.index} '{self.name.split(';')[0]}'"
 
 
 @dataclass
@@ -76,89 +93,306 @@ _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "i
 _NP = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "uint8": np.uint8,
        "int64": np.int64, "int16": np.int16, "int8": np.int8}
 
+# ---------------------------------------------------------------------------- the file
+
+
+class _BoundsCheckedBytes(bytes):
+    """The model file for the flatbuffer parser. Its numeric and vector reads fail past the
+    end of the buffer, but strings are read by slicing, which would quietly cut a name short
+    in a truncated file; this makes those slices fail too."""
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.stop is not None and key.stop > len(self):
+            raise IndexError(f"slice up to byte {key.stop} of a {len(self)}-byte buffer")
+        return super().__getitem__(key)
+
+
+# What the flatbuffer parser raises when an offset or length points outside the file:
+# struct.error (scalars), ValueError (numpy vectors), IndexError (strings, see above).
+_READ_PAST_END = (struct.error, ValueError, IndexError)
+
+
+def _read_model(s, buf: bytes):
+    """The object-API model, or UnsupportedModelError when the flatbuffer does not parse."""
+    try:
+        return s.ModelT.InitFromObj(s.Model.GetRootAs(_BoundsCheckedBytes(buf), 0))
+    except _READ_PAST_END as e:
+        raise UnsupportedModelError(
+            f"truncated or corrupt TFLite flatbuffer: it refers to data outside the "
+            f"{len(buf)}-byte file") from e
+    except Exception as e:  # noqa: BLE001 - last resort: the parser trusts its input
+        raise UnsupportedModelError(
+            f"corrupt TFLite flatbuffer ({type(e).__name__}: {_one_line(str(e))})") from e
+
+
+def _parses(s, buf: bytes) -> bool:
+    try:
+        s.ModelT.InitFromObj(s.Model.GetRootAs(_BoundsCheckedBytes(buf), 0))
+    except Exception:  # noqa: BLE001 - any failure means the prefix is not the whole model
+        return False
+    return True
+
+
+def _check_no_trailing_data(s, buf: bytes) -> None:
+    """Refuse bytes after the end of the model. A flatbuffer records no length, so the end is
+    measured: a valid file read without its last TRAILING_SLACK bytes fails to parse (the
+    converter's files are read up to their very last byte); one that still parses carries
+    data the model never refers to."""
+    if len(buf) <= TRAILING_SLACK or not _parses(s, buf[:len(buf) - TRAILING_SLACK]):
+        return
+    lo, hi = 8, len(buf) - TRAILING_SLACK   # the shortest prefix that parses lies in (lo, hi]
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _parses(s, buf[:mid]) else (mid, hi)
+    raise UnsupportedModelError(f"{len(buf) - hi} bytes of trailing data after the end of the "
+                                f"model's flatbuffer (at byte {hi} of {len(buf)})")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """A name or message from the file, safe to print on one line of an error."""
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+# ---------------------------------------------------------------------------- tensors
+
+
+def _buffer_bytes(index: int, b) -> bytes | None:
+    """A buffer's contents (None when empty). Data stored after the flatbuffer (the offset /
+    size form of models over 2 GB) is refused: nothing that large fits the accelerator."""
+    if b is None:
+        return None
+    if b.offset > 1 or b.size:
+        raise UnsupportedModelError(f"buffer {index} keeps its data outside the flatbuffer "
+                                    "(offset/size form for models over 2 GB); not supported")
+    return bytes(b.data) if b.data is not None and len(b.data) else None
+
+
+def _tensor_name(index: int, raw) -> str:
+    if raw is None:
+        raise UnsupportedModelError(f"tensor {index} has no name")
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnsupportedModelError(f"tensor {index}: name is not valid UTF-8 "
+                                    f"(byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
+    if not name.isprintable():
+        raise UnsupportedModelError(f"tensor {index} '{_one_line(name)}': name holds control "
+                                    "characters")
+    return name
+
+
+def _tensor_shape(where: str, raw) -> tuple[int, ...]:
+    shape = tuple(int(d) for d in raw) if raw is not None else ()
+    if len(shape) > MAX_RANK:
+        raise UnsupportedModelError(f"{where}: rank {len(shape)} is more than {MAX_RANK}")
+    if any(d < 1 for d in shape):
+        raise UnsupportedModelError(f"{where}: shape {shape} has a dimension < 1")
+    if math.prod(shape) > MAX_TENSOR_ELEMENTS:
+        raise UnsupportedModelError(f"{where}: shape {shape} has {math.prod(shape):,} elements, "
+                                    f"more than the {MAX_TENSOR_ELEMENTS:,} the flow handles")
+    return shape
+
+
+def _tensor_data(where: str, t, shape, dtype: str, buffers: list) -> np.ndarray | None:
+    if not 0 <= t.buffer < len(buffers):
+        raise UnsupportedModelError(f"{where}: buffer index {t.buffer} out of range "
+                                    f"(the model has {len(buffers)} buffers)")
+    raw = buffers[t.buffer]
+    if raw is None:
+        return None
+    if dtype not in _NP:
+        raise UnsupportedModelError(f"{where}: constant of unsupported type {dtype}")
+    need = math.prod(shape) * np.dtype(_NP[dtype]).itemsize
+    if len(raw) != need:
+        raise UnsupportedModelError(f"{where}: {dtype} {shape} needs {need} bytes, its buffer "
+                                    f"{t.buffer} holds {len(raw)}")
+    return np.frombuffer(raw, _NP[dtype]).reshape(shape)
+
+
+def _quantization(where: str, q, shape, dtype: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(scale, zero point, quantized dimension), checked against each other and the shape."""
+    if q is None:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64), 0
+    scale = np.asarray(q.scale if q.scale is not None else [], np.float32)
+    zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else [], np.int64)
+    axis = int(q.quantizedDimension)
+    if zp.size not in (0, scale.size):
+        raise UnsupportedModelError(f"{where}: {scale.size} scales but {zp.size} zero points")
+    if scale.size > 1 and not (0 <= axis < len(shape) and shape[axis] == scale.size):
+        raise UnsupportedModelError(f"{where}: {scale.size} per-channel scales do not match "
+                                    f"dimension {axis} of shape {shape}")
+    if dtype == "int8" and np.any((zp < -128) | (zp > 127)):
+        raise UnsupportedModelError(f"{where}: zero point {int(zp[(zp < -128) | (zp > 127)][0])} "
+                                    "is outside the int8 range")
+    return scale, zp, axis
+
+
+def _tensor(index: int, t, buffers: list) -> Tensor:
+    name = _tensor_name(index, t.name)
+    where = f"tensor {index} '{_one_line(name.split(';')[0])}'"
+    if t.sparsity is not None:
+        raise UnsupportedModelError(f"{where}: sparse tensors are not supported")
+    if getattr(t, "externalBuffer", 0):
+        raise UnsupportedModelError(f"{where}: data in an external buffer is not supported")
+    dtype = _DTYPES.get(t.type, f"type {t.type}")
+    shape = _tensor_shape(where, t.shape)
+    data = _tensor_data(where, t, shape, dtype, buffers)
+    scale, zp, axis = _quantization(where, t.quantization, shape, dtype)
+    return Tensor(index, name, shape, dtype, scale, zp, axis, data)
+
+# ---------------------------------------------------------------------------- ops
+
 
 def _builtin_names(s) -> dict[int, str]:
     return {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def _op_kind(s, names: dict[int, str], code) -> str:
+    op_id = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if op_id == s.BuiltinOperator.CUSTOM:
+        custom = code.customCode.decode("utf-8", "replace") if code.customCode else "?"
+        return f"CUSTOM {_one_line(custom, 60)}"
+    return names.get(op_id, f"builtin {op_id}")
+
+
+def _tensor_refs(where: str, role: str, indices, tensors: list[Tensor], optional: bool
+                 ) -> list[Tensor | None]:
+    """Tensors by index; -1 marks an omitted optional input."""
+    refs = []
+    for j in (indices if indices is not None else []):
+        j = int(j)
+        if optional and j == -1:
+            refs.append(None)
+        elif 0 <= j < len(tensors):
+            refs.append(tensors[j])
+        else:
+            raise UnsupportedModelError(f"{where}: {role} tensor index {j} out of range "
+                                        f"(the model has {len(tensors)} tensors)")
+    return refs
+
+
+def _op(index: int, o, tensors: list[Tensor], kinds: list[str], s) -> Op:
+    outputs = _tensor_refs(f"layer {index}", "output", o.outputs, tensors, optional=False)
+    if not outputs:
+        raise UnsupportedModelError(f"layer {index}: has no output")
+    where = f"layer {index} '{outputs[0].name.split(';')[0]}'"
+    if not 0 <= o.opcodeIndex < len(kinds):
+        raise UnsupportedModelError(f"{where}: operator code index {o.opcodeIndex} out of range "
+                                    f"(the model has {len(kinds)} operator codes)")
+    kind = kinds[o.opcodeIndex]
+    where = f"{where} ({kind})"
+    inputs = _tensor_refs(where, "input", o.inputs, tensors, optional=True)
+    return Op(index, kind, inputs, outputs, _checked_options(s, where, kind, o.builtinOptions))
+
+
+# Option tables the reader interprets; an op of these kinds carrying another table (or, for
+# the first three, none: TFLite would run them on zeroed parameters) is refused.
+_OPTION_TABLES = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
+                  "SOFTMAX": "SoftmaxOptions", "FULLY_CONNECTED": "FullyConnectedOptions",
+                  "MEAN": "ReducerOptions"}
+_OPTIONS_REQUIRED = ("CONV_2D", "DEPTHWISE_CONV_2D", "SOFTMAX")
+
+
+def _checked_options(s, where: str, kind: str, opt) -> dict:
+    table = _OPTION_TABLES.get(kind)
+    if table is None:
+        return {}
+    if opt is None:
+        if kind in _OPTIONS_REQUIRED:
+            raise UnsupportedModelError(f"{where}: has no {table}")
+        return {}
+    if not isinstance(opt, getattr(s, f"{table}T")):
+        raise UnsupportedModelError(f"{where}: carries {type(opt).__name__.removesuffix('T')} "
+                                    f"instead of {table}")
+    return _options(kind, opt)
 
 
 def _padding(code: int) -> str:
     return {0: "SAME", 1: "VALID"}.get(code, f"unknown({code})")
 
 
+def _activation(code: int) -> str:
+    return _ACTIVATIONS.get(code, f"code {code}")
+
+
 def _options(kind: str, opt) -> dict:
-    if opt is None:
-        return {}
     if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         d = {"padding": _padding(opt.padding), "stride": (opt.strideH, opt.strideW),
              "dilation": (opt.dilationHFactor, opt.dilationWFactor),
-             "activation": _ACTIVATIONS.get(opt.fusedActivationFunction,
-                                            f"code {opt.fusedActivationFunction}")}
+             "activation": _activation(opt.fusedActivationFunction)}
         if kind == "DEPTHWISE_CONV_2D":
             d["depth_multiplier"] = opt.depthMultiplier
         return d
     if kind == "FULLY_CONNECTED":
-        return {"activation": _ACTIVATIONS.get(opt.fusedActivationFunction,
-                                               f"code {opt.fusedActivationFunction}"),
-                "keep_num_dims": bool(opt.keepNumDims)}
+        return {"activation": _activation(opt.fusedActivationFunction),
+                "keep_num_dims": bool(opt.keepNumDims), "weights_format": int(opt.weightsFormat)}
     if kind == "MEAN":
         return {"keep_dims": bool(opt.keepDims)}
     if kind == "SOFTMAX":
         return {"beta": float(opt.beta)}
     return {}
 
+# ---------------------------------------------------------------------------- model
 
-def load_graph(source: str | Path | bytes) -> Graph:
-    """Parse a .tflite file (path or bytes). Raises UnsupportedModelError on anything unmappable."""
+
+def _model_bytes(source: str | Path | bytes) -> tuple[bytes, str | None]:
+    """(file contents, the file's name for messages; None for bytes)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise UnsupportedModelError(f"{path}: no such model file")
-        buf = path.read_bytes()
-    else:
-        buf = bytes(source)
-    s = _schema()
+        return path.read_bytes(), str(path)
+    return bytes(source), None
+
+
+def _io_tensor(role: str, indices, tensors: list[Tensor]) -> Tensor:
+    refs = _tensor_refs(f"model {role}", role, indices, tensors, optional=False)
+    if len(refs) != 1:
+        raise UnsupportedModelError(f"expected one {role}, the model has {len(refs)}")
+    return refs[0]
+
+
+def _parse_graph(buf: bytes) -> Graph:
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise UnsupportedModelError("not a TFLite flatbuffer (missing 'TFL3' identifier)")
-    try:
-        model = s.ModelT.InitFromObj(s.Model.GetRootAs(buf, 0))
-    except Exception as e:  # noqa: BLE001 - flatbuffers raises assorted errors on corrupt input
-        raise UnsupportedModelError(f"corrupt TFLite flatbuffer ({type(e).__name__}: {e})") from e
+    s = _schema()
+    model = _read_model(s, buf)
+    _check_no_trailing_data(s, buf)
     if not model.subgraphs or len(model.subgraphs) != 1:
-        raise UnsupportedModelError("expected exactly one subgraph")
+        raise UnsupportedModelError(f"expected exactly one subgraph, the model has "
+                                    f"{len(model.subgraphs or [])}")
     sg = model.subgraphs[0]
+    buffers = [_buffer_bytes(i, b) for i, b in enumerate(model.buffers or [])]
+    tensors = [_tensor(i, t, buffers) for i, t in enumerate(sg.tensors or [])]
     names = _builtin_names(s)
-
-    tensors = []
-    for i, t in enumerate(sg.tensors):
-        dtype = _DTYPES.get(t.type, f"type{t.type}")
-        q = t.quantization
-        scale = np.asarray(q.scale if q is not None and q.scale is not None else [], np.float32)
-        zp = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [], np.int64)
-        data = None
-        buffer = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
-        if buffer is not None and buffer.data is not None and len(buffer.data):
-            if dtype not in _NP:
-                raise UnsupportedModelError(f"tensor '{t.name.decode()}' has unsupported type {dtype}")
-            data = np.frombuffer(bytes(buffer.data), _NP[dtype]).reshape(tuple(t.shape))
-        tensors.append(Tensor(i, t.name.decode(), tuple(int(d) for d in t.shape), dtype, scale,
-                              zp, int(q.quantizedDimension) if q is not None else 0, data))
-
-    ops = []
-    for i, o in enumerate(sg.operators):
-        code = model.operatorCodes[o.opcodeIndex]
-        op_id = max(code.builtinCode, code.deprecatedBuiltinCode)
-        kind = names.get(op_id, f"builtin {op_id}")
-        if op_id == s.BuiltinOperator.CUSTOM:
-            kind = f"CUSTOM {code.customCode.decode() if code.customCode else '?'}"
-        op = Op(i, kind, [tensors[j] if j >= 0 else None for j in o.inputs],
-                [tensors[j] for j in o.outputs], _options(kind, o.builtinOptions))
-        ops.append(op)
-    if len(sg.inputs) != 1 or len(sg.outputs) != 1:
-        raise UnsupportedModelError(f"expected one input and one output, got "
-                                    f"{len(sg.inputs)} and {len(sg.outputs)}")
-    graph = Graph(tensors, ops, tensors[sg.inputs[0]], tensors[sg.outputs[0]])
+    kinds = [_op_kind(s, names, c) for c in (model.operatorCodes or [])]
+    ops = [_op(i, o, tensors, kinds, s) for i, o in enumerate(sg.operators or [])]
+    graph = Graph(tensors, ops, _io_tensor("input", sg.inputs, tensors),
+                  _io_tensor("output", sg.outputs, tensors))
     validate(graph)
     return graph
+
+
+def load_graph(source: str | Path | bytes, name: str | None = None) -> Graph:
+    """Parse a .tflite file (path or bytes). Raises UnsupportedModelError on anything
+    unmappable or malformed; messages start with the file's path (or `name`) when known."""
+    buf, path = _model_bytes(source)
+    name = name or path
+    try:
+        return _parse_graph(buf)
+    except UnsupportedModelError as e:
+        if name is None:
+            raise
+        raise UnsupportedModelError(f"{name}: {e}") from e
+
+# ---------------------------------------------------------------------------- what maps
+
+
+# Inputs per kind: (fewest, most); input 0 is the activation, the rest constants.
+_ARITY = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3),
+          "PAD": (2, 2), "MEAN": (2, 2), "SOFTMAX": (1, 1), "RESHAPE": (1, 2)}
+# Softmax output quantization TFLite's int8 kernel insists on (TF_LITE_ENSURE_NEAR).
+SOFTMAX_OUTPUT_SCALE = 1.0 / 256
 
 
 def validate(graph: Graph) -> None:
@@ -168,64 +402,237 @@ def validate(graph: Graph) -> None:
             raise UnsupportedModelError(
                 f"model {'input' if t is graph.input else 'output'} '{t.name}' is {t.dtype}; "
                 "only full-int8 models (int8 input and output) are supported")
+    if graph.input.data is not None:
+        raise UnsupportedModelError(f"model input '{graph.input.name}' is a constant")
+    if not graph.ops:
+        raise UnsupportedModelError("the model has no ops")
     produced = {graph.input.index}
     for op in graph.ops:
-        if op.kind not in SUPPORTED_OPS:
-            raise UnsupportedModelError(f"{op.describe()}: op {op.kind} is not supported "
-                                        f"(supported: {', '.join(SUPPORTED_OPS)})")
-        for t in op.inputs:
-            if t is not None and t.data is None and t.index not in produced:
-                raise UnsupportedModelError(f"{op.describe()}: input '{t.name}' is neither "
-                                            "constant nor produced by an earlier op")
-        if len(op.outputs) != 1:
-            raise UnsupportedModelError(f"{op.describe()}: expected one output")
-        out = op.outputs[0]
-        act = op.inputs[0]
-        if out.dtype != "int8" or act.dtype != "int8":
-            raise UnsupportedModelError(f"{op.describe()}: activations must be int8, "
-                                        f"got {act.dtype} -> {out.dtype}")
-        if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-            _validate_weighted(op)
-        if op.kind == "MEAN":
-            axes = op.inputs[1].data
-            if axes is None or sorted(int(a) for a in np.ravel(axes)) != [1, 2]:
-                raise UnsupportedModelError(f"{op.describe()}: only a global average over "
-                                            "height and width (axes 1, 2) is supported")
-        if op.kind == "PAD":
-            pads = op.inputs[1].data
-            if pads is None or np.any(pads[0] != 0) or np.any(pads[3] != 0):
-                raise UnsupportedModelError(f"{op.describe()}: only spatial padding is supported")
-        if op.kind == "SOFTMAX" and op.outputs[0].zp != -128:
-            raise UnsupportedModelError(f"{op.describe()}: int8 softmax output must have zero "
-                                        f"point -128, got {op.outputs[0].zp}")
-        produced.add(out.index)
+        _validate_op(op, produced)
+        produced.add(op.outputs[0].index)
+    if graph.output.index not in produced - {graph.input.index}:
+        raise UnsupportedModelError(f"model output '{graph.output.name}' is not produced by "
+                                    "any op")
+
+
+def _validate_op(op: Op, produced: set[int]) -> None:
+    if op.kind not in SUPPORTED_OPS:
+        raise UnsupportedModelError(f"{op.describe()}: op {op.kind} is not supported "
+                                    f"(supported: {', '.join(SUPPORTED_OPS)})")
+    _validate_wiring(op, produced)
+    act, out = op.inputs[0], op.outputs[0]
+    if out.dtype != "int8" or act.dtype != "int8":
+        raise UnsupportedModelError(f"{op.describe()}: activations must be int8, "
+                                    f"got {act.dtype} -> {out.dtype}")
+    _validate_activation_quantization(op, act)
+    _validate_activation_quantization(op, out)
+    if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        _validate_weighted(op)
+        _validate_conv_shapes(op)
+    elif op.kind == "FULLY_CONNECTED":
+        _validate_weighted(op)
+        _validate_dense_shapes(op)
+    elif op.kind == "MEAN":
+        _validate_mean(op)
+    elif op.kind == "PAD":
+        _validate_pad(op)
+    elif op.kind == "SOFTMAX":
+        _validate_softmax(op)
+    elif op.kind == "RESHAPE":
+        _validate_reshape(op)
+
+
+def _validate_wiring(op: Op, produced: set[int]) -> None:
+    """Input count, the activation produced by an earlier op, the rest constant; one output,
+    written once."""
+    lo, hi = _ARITY[op.kind]
+    if not lo <= len(op.inputs) <= hi:
+        raise UnsupportedModelError(f"{op.describe()}: expected {lo}..{hi} inputs, "
+                                    f"got {len(op.inputs)}")
+    act = op.inputs[0]
+    if act is None or act.data is not None or act.index not in produced:
+        raise UnsupportedModelError(f"{op.describe()}: input "
+                                    f"'{act.name if act else '-'}' is neither the model input "
+                                    "nor produced by an earlier op")
+    for k, t in enumerate(op.inputs[1:], 1):
+        if t is None and k < lo:
+            raise UnsupportedModelError(f"{op.describe()}: input {k} is missing")
+        if t is not None and t.data is None:
+            raise UnsupportedModelError(f"{op.describe()}: input {k} '{t.name}' must be a "
+                                        "constant")
+    if len(op.outputs) != 1:
+        raise UnsupportedModelError(f"{op.describe()}: expected one output")
+    out = op.outputs[0]
+    if out.data is not None or out.index in produced:
+        raise UnsupportedModelError(f"{op.describe()}: output '{out.name}' is a constant or "
+                                    "written by an earlier op")
+
+
+def _validate_scales(what: str, scale: np.ndarray) -> None:
+    bad = scale[~(np.isfinite(scale) & (scale > 0))]
+    if bad.size:
+        raise UnsupportedModelError(f"{what}: scale {float(bad[0]):g} is not a finite number "
+                                    "> 0")
+
+
+def _validate_activation_quantization(op: Op, t: Tensor) -> None:
+    what = f"{op.describe()}: activation '{t.name.split(';')[0]}'"
+    if t.scale.size != 1 or t.zero_point.size != 1:
+        raise UnsupportedModelError(f"{what} needs one scale and one zero point, has "
+                                    f"{t.scale.size} and {t.zero_point.size}")
+    _validate_scales(what, t.scale)
 
 
 def _validate_weighted(op: Op) -> None:
     w, b = op.inputs[1], op.inputs[2] if len(op.inputs) > 2 else None
     if w.data is None or w.dtype != "int8":
         raise UnsupportedModelError(f"{op.describe()}: weights must be constant int8, got {w.dtype}")
-    if np.any(w.zero_point != 0):
-        raise UnsupportedModelError(f"{op.describe()}: weights must be symmetric (zero point 0)")
+    _validate_weight_quantization(op, w)
     if b is not None and (b.data is None or b.dtype != "int32"):
         raise UnsupportedModelError(f"{op.describe()}: bias must be constant int32")
     act = op.options.get("activation", "NONE")
     if act not in ("NONE", "RELU", "RELU6"):
         raise UnsupportedModelError(f"{op.describe()}: fused activation {act} is not supported")
     if op.kind == "FULLY_CONNECTED":
+        if op.options.get("weights_format", 0) != 0:
+            raise UnsupportedModelError(f"{op.describe()}: shuffled weights format is not "
+                                        "supported")
         return
+    if op.options["padding"] not in ("SAME", "VALID"):
+        raise UnsupportedModelError(f"{op.describe()}: padding {op.options['padding']} is not "
+                                    "supported")
     if op.options.get("dilation", (1, 1)) != (1, 1):
         raise UnsupportedModelError(f"{op.describe()}: dilated convolution is not supported")
+    if len(w.shape) != 4 or len(op.inputs[0].shape) != 4:
+        raise UnsupportedModelError(f"{op.describe()}: input and weights must be 4-D, got "
+                                    f"{op.inputs[0].shape} and {w.shape}")
     kh, kw = w.shape[1:3]
     sh, sw = op.options["stride"]
     if op.kind == "DEPTHWISE_CONV_2D":
         if (kh, kw) != (3, 3):
             raise UnsupportedModelError(f"{op.describe()}: depthwise kernel {kh}x{kw} is not "
                                         "supported (the depthwise engine is 3x3)")
-        if op.options.get("depth_multiplier", 1) != 1 and w.shape[3] != op.inputs[0].shape[3]:
+        if w.shape[0] != 1 or w.shape[3] != op.inputs[0].shape[-1]:
             raise UnsupportedModelError(f"{op.describe()}: depth multiplier != 1 is not supported")
     elif (kh, kw) not in ((1, 1), (3, 3)):
         raise UnsupportedModelError(f"{op.describe()}: convolution kernel {kh}x{kw} is not "
                                     "supported (1x1 and 3x3 only)")
     if (sh, sw) not in ((1, 1), (2, 2)):
         raise UnsupportedModelError(f"{op.describe()}: stride {sh}x{sw} is not supported")
+
+
+def _output_channel_axis(op: Op) -> int:
+    return 3 if op.kind == "DEPTHWISE_CONV_2D" else 0
+
+
+def _validate_weight_quantization(op: Op, w: Tensor) -> None:
+    what = f"{op.describe()}: weights '{w.name.split(';')[0]}'"
+    if w.scale.size == 0:
+        raise UnsupportedModelError(f"{what} have no quantization parameters")
+    if w.zero_point.size != w.scale.size:
+        raise UnsupportedModelError(f"{what} have {w.scale.size} scales but "
+                                    f"{w.zero_point.size} zero points")
+    if np.any(w.zero_point != 0):
+        raise UnsupportedModelError(f"{op.describe()}: weights must be symmetric (zero point 0)")
+    axis = _output_channel_axis(op)
+    if w.per_channel and w.quantized_dimension != axis:
+        raise UnsupportedModelError(f"{what} are quantized along dimension "
+                                    f"{w.quantized_dimension}, not the output channels ({axis})")
+    _validate_scales(what, w.scale)
+
+
+def _conv_output_hw(size: int, kernel: int, stride: int, padding: str) -> int:
+    """TFLite's output size for SAME / VALID padding (0 when the kernel does not fit)."""
+    if padding == "SAME":
+        return (size + stride - 1) // stride
+    return max((size - kernel) // stride + 1, 0)
+
+
+def _validate_conv_shapes(op: Op) -> None:
+    x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    n, h, wd, c = x.shape
+    if op.kind == "CONV_2D" and w.shape[3] != c:
+        raise UnsupportedModelError(f"{op.describe()}: weights {w.shape} do not match the "
+                                    f"input's {c} channels")
+    cout = w.shape[3] if op.kind == "DEPTHWISE_CONV_2D" else w.shape[0]
+    (sh, sw), pad = op.options["stride"], op.options["padding"]
+    expect = (n, _conv_output_hw(h, w.shape[1], sh, pad), _conv_output_hw(wd, w.shape[2], sw, pad),
+              cout)
+    if y.shape != expect:
+        raise UnsupportedModelError(f"{op.describe()}: output shape {y.shape} does not follow "
+                                    f"from input {x.shape} and weights {w.shape} ({expect})")
+    _validate_bias_shape(op, cout)
+
+
+def _validate_bias_shape(op: Op, channels: int) -> None:
+    b = op.inputs[2] if len(op.inputs) > 2 else None
+    if b is not None and b.shape != (channels,):
+        raise UnsupportedModelError(f"{op.describe()}: bias shape {b.shape} does not match "
+                                    f"{channels} output channels")
+
+
+def _validate_dense_shapes(op: Op) -> None:
+    x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    if len(w.shape) != 2:
+        raise UnsupportedModelError(f"{op.describe()}: weights must be 2-D, got {w.shape}")
+    cout, cin = w.shape
+    size = math.prod(x.shape)
+    rows = size // cin
+    if size % cin or y.shape[-1:] != (cout,) or math.prod(y.shape) != rows * cout \
+            or y.shape[:1] != x.shape[:1]:
+        raise UnsupportedModelError(f"{op.describe()}: input {x.shape}, weights {w.shape} and "
+                                    f"output {y.shape} do not fit together")
+    _validate_bias_shape(op, cout)
+
+
+def _validate_mean(op: Op) -> None:
+    x, axes, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    axis_list = sorted(int(a) for a in np.ravel(axes.data))
+    if axes.dtype not in ("int32", "int64") or axis_list != [1, 2]:
+        raise UnsupportedModelError(f"{op.describe()}: only a global average over "
+                                    "height and width (axes 1, 2) is supported")
+    if len(x.shape) != 4:
+        raise UnsupportedModelError(f"{op.describe()}: input must be NHWC, got shape {x.shape}")
+    n, c = x.shape[0], x.shape[3]
+    if y.shape[:1] != (n,) or y.shape[-1:] != (c,) or math.prod(y.shape) != n * c:
+        raise UnsupportedModelError(f"{op.describe()}: output shape {y.shape} is not the mean "
+                                    f"of {x.shape} over height and width")
+
+
+def _validate_pad(op: Op) -> None:
+    x, pads, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    if pads.dtype not in ("int32", "int64") or pads.shape != (len(x.shape), 2) or len(x.shape) != 4:
+        raise UnsupportedModelError(f"{op.describe()}: paddings must be a (4, 2) integer "
+                                    f"constant for an NHWC input, got {pads.dtype} {pads.shape}")
+    p = pads.data.astype(np.int64)
+    if np.any(p[0] != 0) or np.any(p[3] != 0):
+        raise UnsupportedModelError(f"{op.describe()}: only spatial padding is supported")
+    if np.any(p < 0):
+        raise UnsupportedModelError(f"{op.describe()}: negative padding {p.tolist()}")
+    expect = tuple(int(d + a + b) for d, (a, b) in zip(x.shape, p))
+    if y.shape != expect:
+        raise UnsupportedModelError(f"{op.describe()}: output shape {y.shape} does not follow "
+                                    f"from input {x.shape} and paddings ({expect})")
+
+
+def _validate_softmax(op: Op) -> None:
+    x, y = op.inputs[0], op.outputs[0]
+    if y.shape != x.shape:
+        raise UnsupportedModelError(f"{op.describe()}: output shape {y.shape} differs from "
+                                    f"input shape {x.shape}")
+    if y.zp != -128:
+        raise UnsupportedModelError(f"{op.describe()}: int8 softmax output must have zero "
+                                    f"point -128, got {y.zp}")
+    if abs(float(y.scale[0]) - SOFTMAX_OUTPUT_SCALE) > 0.001 * SOFTMAX_OUTPUT_SCALE:
+        raise UnsupportedModelError(f"{op.describe()}: int8 softmax output must have scale "
+                                    f"1/256, got {float(y.scale[0]):g}")
+    beta = op.options["beta"]
+    if not (math.isfinite(beta) and beta > 0):
+        raise UnsupportedModelError(f"{op.describe()}: beta {beta} must be finite and > 0")
+
+
+def _validate_reshape(op: Op) -> None:
+    x, y = op.inputs[0], op.outputs[0]
+    if math.prod(y.shape) != math.prod(x.shape) or y.shape[:1] != x.shape[:1]:
+        raise UnsupportedModelError(f"{op.describe()}: cannot reshape {x.shape} to {y.shape} "
+                                    "(same batch and element count needed)")
