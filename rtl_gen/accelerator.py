@@ -66,7 +66,8 @@ class AccSerializer(wiring.Component):
     pixel whose pw_out / lanes beats take no longer than its in_c / pw_in steps never stalls
     the MAC array. ``acc.ready`` is a register (queue not full), which keeps the
     requantizer's back-pressure out of the engines' pipeline enables. A result taken in
-    cycle t is at the head of the queue, offered as its first beat, from cycle t + 1.
+    cycle t is at the head of the queue in cycle t + 1, and its first beat is offered from a
+    register of its own (lanes and records selected a cycle ahead) from cycle t + 2.
     """
 
     DEPTH = 2
@@ -92,17 +93,27 @@ class AccSerializer(wiring.Component):
         beat = Signal(range(n))
         beats = Mux(self.float_mode, self.count, self.count >> exact_log2(lanes))
         last = beat == beats - 1
-        ready = Mux(self.float_mode, self.float.ready, self.fixed.ready)
         valid = held != 0
 
-        push = self.acc.valid & self.acc.ready
-        pop = valid & ready & last
+        # The output register: one beat, with its lanes' records, for either requantizer.
+        fixed_out = Signal(requant_layout(lanes))
+        float_out = Signal(FLOAT_LANE_LAYOUT)
+        out_valid = Signal()
+        out_ready = Mux(self.float_mode, self.float.ready, self.fixed.ready)
+        take = ~out_valid | out_ready
         m.d.comb += [
-            self.acc.ready.eq(held != self.DEPTH),
-            self.fixed.valid.eq(valid & ~self.float_mode),
-            self.float.valid.eq(valid & self.float_mode),
+            self.fixed.valid.eq(out_valid & ~self.float_mode),
+            self.float.valid.eq(out_valid & self.float_mode),
+            self.fixed.payload.eq(fixed_out),
+            self.float.payload.eq(float_out),
         ]
-        with m.If(valid & ready):
+        with m.If(take):
+            m.d.sync += out_valid.eq(valid)
+
+        push = self.acc.valid & self.acc.ready
+        pop = valid & take & last
+        m.d.comb += self.acc.ready.eq(held != self.DEPTH)
+        with m.If(valid & take):
             m.d.sync += beat.eq(Mux(last, 0, beat + 1))
         m.d.sync += held.eq(held + push - pop)
         with m.If(pop):
@@ -116,16 +127,16 @@ class AccSerializer(wiring.Component):
                                head.as_value())
         rec_groups = data.View(data.ArrayLayout(data.ArrayLayout(RECORD_LAYOUT, lanes), n // lanes),
                                self.records.as_value())
-        out = self.fixed.payload
-        for k in range(lanes):
-            lane = out if lanes == 1 else out[k]
-            rec = rec_groups[beat][k]
-            m.d.comb += [lane.acc.eq(acc_groups[beat][k]), lane.multiplier.eq(rec.word1),
-                         lane.shift.eq(rec.word2[:6])]
         rec = self.records[beat]
-        m.d.comb += [self.float.payload.acc.eq(head[beat]),
-                     self.float.payload.mantissa.eq(Cat(rec.word1, rec.word2[:21])),
-                     self.float.payload.exponent.eq(rec.word3[:12])]
+        with m.If(take):
+            for k in range(lanes):
+                lane = fixed_out if lanes == 1 else fixed_out[k]
+                lane_rec = rec_groups[beat][k]
+                m.d.sync += [lane.acc.eq(acc_groups[beat][k]), lane.multiplier.eq(lane_rec.word1),
+                             lane.shift.eq(lane_rec.word2[:6])]
+            m.d.sync += [float_out.acc.eq(head[beat]),
+                         float_out.mantissa.eq(Cat(rec.word1, rec.word2[:21])),
+                         float_out.exponent.eq(rec.word3[:12])]
         return m
 
 

@@ -65,8 +65,8 @@ _WALK_START = 2
 # From the last write into the output buffer to the sequencer's next state.
 _WRITER_IDLE = 1
 _MEAN_PARTIAL_END = 1
-# An engine result's register in the AccSerializer's queue.
-_SERIALIZER = 1
+# An engine result's register in the AccSerializer's queue, then its output register.
+_SERIALIZER = 2
 # DECODE, the serial size products and VALIDATE.
 _DECODE = DECODE_CYCLES
 TAPS = 9
