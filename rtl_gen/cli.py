@@ -109,10 +109,18 @@ def plan_run(args) -> Plan:
 
 
 def check_counts(args) -> None:
-    if args.check_images < 0:
-        raise UsageError(f"--check-images must be >= 0, got {args.check_images}")
-    if args.verify < 0:
-        raise UsageError(f"--verify must be >= 0, got {args.verify}")
+    """Image counts the shipped test images can serve, and at least one check in all: a
+    build "bit-exact on 0 images" would be a verdict on nothing."""
+    from quantize.assets import TEST_SAMPLE_COUNT
+    for flag, n in (("--check-images", args.check_images), ("--verify", args.verify)):
+        if n < 0:
+            raise UsageError(f"{flag} must be >= 0, got {n}")
+        if n > TEST_SAMPLE_COUNT:
+            raise UsageError(f"{flag} must be <= {TEST_SAMPLE_COUNT} (the test images shipped "
+                             f"with the package), got {n}")
+    if args.check_images == 0 and args.verify == 0:
+        raise UsageError("--check-images 0 without --verify checks nothing; give "
+                         "--check-images N >= 1 (or --verify N)")
 
 
 def choose_network(args, plan: Plan) -> None:
@@ -156,6 +164,34 @@ def choose_config(args, plan: Plan) -> None:
         plan.cfg = load_config(args.config) if args.config else default_config(plan.board)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    check_clock_for(plan.board, plan.cfg, args.config)
+
+
+# The fastest clock each FPGA family can distribute at all (ECP5 data sheet FPGA-DS-02012:
+# primary clock network 400 MHz); a target above it can only fail after a long synthesis.
+FAMILY_MAX_CLOCK_MHZ = {"ecp5": 400.0}
+
+
+def check_clock_for(board, cfg, config_path: Path | None) -> None:
+    ceiling = FAMILY_MAX_CLOCK_MHZ.get(board.nextpnr)
+    if ceiling is not None and cfg.clock_mhz > ceiling:
+        where = f"{config_path}: " if config_path else ""
+        raise UsageError(f"{where}clock_mhz {cfg.clock_mhz:g} is beyond what the "
+                         f"{board.name}'s {board.nextpnr.upper()} can clock at all (its clock "
+                         f"network tops out at {ceiling:g} MHz)")
+
+
+def check_address_space(fw, cfg, config_path: Path | None) -> None:
+    """The DDR image (every region of the memory map) must lie below 2**addr_width: the DMA
+    drives only addr_width address bits, so anything above would alias lower addresses."""
+    name, (addr, size) = max(fw.regions.items(), key=lambda r: r[1][0] + r[1][1])
+    end = max(addr + size, fw.base + len(fw.image))
+    if end > 1 << cfg.addr_width:
+        where = f"{config_path}: " if config_path else ""
+        raise UsageError(f"{where}the memory map needs addresses up to {end - 1:#x} (the "
+                         f"{name} region ends there), beyond the {cfg.addr_width}-bit address "
+                         f"space of addr_width={cfg.addr_width}; set addr_width to at least "
+                         f"{(end - 1).bit_length()}")
 
 
 def obtain_model(args, plan: Plan):
@@ -384,6 +420,7 @@ def build(args, plan: Plan, out) -> Path:
     out.write_text("config.json", cfg.to_json() + "\n")
     fw = compile_graph(graph, cfg)
     check_fits(fw, cfg)
+    check_address_space(fw, cfg, args.config)
     write_firmware(out, fw, graph)
     write_rtl(out, cfg)
     verdict = check_against_tflite(graph, tflite, fw, args.check_images)

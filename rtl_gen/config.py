@@ -15,6 +15,12 @@ class ConfigError(ValueError):
 # 64 lanes only multiply elaboration time on any FPGA this targets.
 MAX_BUFFER_BYTES = 1 << 20
 MAX_PARALLEL = 64
+# AXI IDs: the DMA always drives ID 0, so the width only has to suit the interconnect; 16 bits
+# covers any of them, and 0 or a negative width makes no port at all.
+MAX_ID_WIDTH = 16
+# No FPGA this targets clocks a design like this anywhere near 500 MHz (the ECP5's global
+# clock network tops out at 400 MHz; the accelerator routes at about 40-45 MHz there).
+MAX_CLOCK_MHZ = 500
 
 
 def _pow2(n: int) -> bool:
@@ -62,12 +68,15 @@ class AccelConfig:
             raise ConfigError("one burst must not exceed the 4 KiB AXI boundary")
         if not 16 <= self.addr_width <= 64:
             raise ConfigError(f"addr_width must be 16..64, got {self.addr_width}")
+        if not 1 <= self.id_width <= MAX_ID_WIDTH:
+            raise ConfigError(f"id_width must be 1..{MAX_ID_WIDTH}, got {self.id_width}")
         for f in ("act_buffer_bytes", "weight_buffer_bytes"):
             if not 1024 <= getattr(self, f) <= MAX_BUFFER_BYTES:
                 raise ConfigError(f"{f} must be 1 KiB .. {MAX_BUFFER_BYTES >> 20} MiB, "
                                   f"got {getattr(self, f)}")
-        if not 0 < self.clock_mhz <= 1000:
-            raise ConfigError(f"clock_mhz must be > 0 and <= 1000, got {self.clock_mhz}")
+        if not 0 < self.clock_mhz <= MAX_CLOCK_MHZ:   # also rejects nan
+            raise ConfigError(f"clock_mhz must be > 0 and <= {MAX_CLOCK_MHZ}, "
+                              f"got {self.clock_mhz}")
 
     @property
     def macs_per_cycle(self) -> int:

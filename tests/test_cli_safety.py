@@ -376,6 +376,9 @@ def _bad_files(tmp_path):
     (tmp_path / "binary.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "odd_pw.json").write_text('{"pw_out": 12}')
+    (tmp_path / "id.json").write_text('{"id_width": 100000}')
+    (tmp_path / "clock.json").write_text('{"clock_mhz": 1000}')
+    (tmp_path / "clock450.json").write_text('{"clock_mhz": 450}')
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "data.txt").write_text("mine")
 
@@ -397,6 +400,14 @@ def _bad_files(tmp_path):
     (["--config", "list.json"], "list.json: a config is a JSON object of AccelConfig fields, got list"),
     (["--config", "odd_pw.json"], "odd_pw.json: pw_out must be a power of two, got 12"),
     (["--synth", "nope"], "unknown board 'nope'; known: ulx3s-85f, ulx3s-45f, ulx3s-25f"),
+    (["--check-images", "0"], "--check-images 0 without --verify checks nothing; give "
+     "--check-images N >= 1 (or --verify N)"),
+    (["--check-images", "101"], "--check-images must be <= 100 (the test images shipped"),
+    (["--verify", "1000"], "--verify must be <= 100"),
+    (["--config", "id.json"], "id.json: id_width must be 1..16, got 100000"),
+    (["--config", "clock.json"], "clock.json: clock_mhz must be > 0 and <= 500, got 1000"),
+    (["--config", "clock450.json", "--synth", "ulx3s-85f"], "clock450.json: clock_mhz 450 is "
+     "beyond what the ulx3s-85f's ECP5 can clock at all (its clock network tops out at 400 MHz)"),
     (["--out", ""], "--out is empty: name an output folder, e.g. --out build/"),
     (["--out", "/"], "/: not a folder a build can replace"),
     (["--out", "user"], "user: exists, is not empty and is not a gen-accel build"),
@@ -409,7 +420,8 @@ def test_bad_argument_is_answered_without_tensorflow(tmp_path, argv, msg):
     assert msg in err[0]
     assert heavy == "[]", f"{heavy} imported before answering"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["dir.tflite", "binary.json", "list.json", "odd_pw.json", "user"])
+        ["dir.tflite", "binary.json", "list.json", "odd_pw.json", "id.json", "clock.json",
+         "clock450.json", "user"])
 
 
 def test_bad_flag_as_a_command(tmp_path):

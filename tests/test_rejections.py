@@ -108,7 +108,7 @@ def test_cli_output_cannot_be_created(tmp_path, capsys, parent):
     if parent == "a_file":
         parent = tmp_path / "a_file"
         parent.write_text("x")
-    code, err = _cli(["--check-images", "0", "--out", f"{parent}/build"], capsys)
+    code, err = _cli(["--check-images", "1", "--out", f"{parent}/build"], capsys)
     assert code == 2 and err.startswith(f"gen-accel: error: {parent}")
     assert "cannot" in err
 
@@ -150,6 +150,19 @@ def test_cli_program_too_large_for_buffers(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_cli_memory_map_beyond_the_address_width(tmp_path, capsys):
+    """A 16-bit AXI address cannot reach the seed network's DDR image: refused, not built
+    with aliasing addresses."""
+    cfg = tmp_path / "hw.json"
+    cfg.write_text('{"addr_width": 16}')
+    code, err = _cli(["--config", str(cfg), "--check-images", "1", "--out", str(tmp_path / "b")],
+                     capsys)
+    assert code == 2 and err.startswith(f"gen-accel: error: {cfg}: the memory map needs "
+                                        "addresses up to 0x")
+    assert "beyond the 16-bit address space of addr_width=16; set addr_width to at least 20" in err
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
+
+
 @pytest.mark.parametrize("text,msg", [
     ("{", "not a valid config JSON"),
     ("[1, 2]", "a config is a JSON object of AccelConfig fields, got list"),
@@ -160,7 +173,10 @@ def test_cli_program_too_large_for_buffers(tmp_path, capsys):
     ('{"act_buffer_bytes": 1000000000}', "act_buffer_bytes must be 1 KiB .. 1 MiB"),
     ('{"weight_buffer_bytes": 512}', "weight_buffer_bytes must be 1 KiB .. 1 MiB"),
     ('{"clock_mhz": "fast"}', "clock_mhz must be a number, got 'fast'"),
-    ('{"clock_mhz": 0}', "clock_mhz must be > 0 and <= 1000"),
+    ('{"clock_mhz": 0}', "clock_mhz must be > 0 and <= 500"),
+    ('{"clock_mhz": 1000}', "clock_mhz must be > 0 and <= 500, got 1000"),
+    ('{"id_width": -1}', "id_width must be 1..16, got -1"),
+    ('{"id_width": 100000}', "id_width must be 1..16, got 100000"),
     ('{"lanes": 4}', "unknown config keys: lanes")])
 def test_cli_bad_config(tmp_path, capsys, text, msg):
     cfg = tmp_path / "hw.json"
@@ -190,7 +206,7 @@ def test_cli_failed_synthesis_keeps_its_logs_not_a_build(tmp_path, capsys, monke
 
     monkeypatch.setattr(synth, "synthesize", missed_clock)
     out = tmp_path / "b"
-    code, err = _cli(["--synth", "ulx3s-85f", "--check-images", "0", "--out", str(out)], capsys)
+    code, err = _cli(["--synth", "ulx3s-85f", "--check-images", "1", "--out", str(out)], capsys)
     kept = tmp_path / "b.synth-failed"
     assert code == 1 and err.startswith("gen-accel: failed: synthesis for ulx3s-85f: Fmax 12.00")
     assert f"see {kept / 'x.md'}" in err and f"kept in {kept}" in err
