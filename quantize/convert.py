@@ -9,6 +9,7 @@ import numpy as np
 
 from . import native_stderr
 from .data import center_crop, normalize
+from .tflite_graph import UnsupportedModelError
 
 
 def to_int8_tflite(model, calibration_u8: np.ndarray) -> bytes:
@@ -45,16 +46,31 @@ def _convert(tf, model, representative) -> bytes:
 
 
 def golden_interpreter(tflite: bytes):
-    """A tf.lite.Interpreter on the reference kernels that keeps every intermediate tensor."""
+    """A tf.lite.Interpreter on the reference kernels that keeps every intermediate tensor.
+
+    Only for models `load_graph` accepted: TFLite's kernels abort() the whole process on some
+    degenerate quantization (see tflite_graph's softmax rule), which the reader refuses first.
+    A Prepare() check the reader does not repeat comes back as UnsupportedModelError."""
     import tensorflow as tf
-    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
-        warnings.simplefilter("ignore")
-        interp = tf.lite.Interpreter(
-            model_content=tflite,
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
-            experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
+    try:
+        with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+            warnings.simplefilter("ignore")
+            interp = tf.lite.Interpreter(
+                model_content=tflite,
+                experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
+                experimental_preserve_all_tensors=True)
+        interp.allocate_tensors()
+    except (RuntimeError, ValueError) as e:
+        raise UnsupportedModelError(f"TFLite's reference interpreter refuses the model: "
+                                    f"{_tflite_reason(e)}") from e
     return interp
+
+
+def _tflite_reason(error: Exception) -> str:
+    """TFLite's error on one line: it glues 'file.cc:line check' and 'Node number N (OP)
+    failed to prepare.' together, sometimes over several lines."""
+    text = " ".join(str(error).split())
+    return text.replace("Node number", "; node number")[:400]
 
 
 def golden_run(interp, x_int8: np.ndarray) -> dict[int, np.ndarray]:

@@ -615,6 +615,12 @@ def _validate_pad(op: Op) -> None:
                                     f"from input {x.shape} and paddings ({expect})")
 
 
+def softmax_input_multiplier(beta: float, input_scale: float) -> float:
+    """beta * input scale in TFLite's fixed point (PreprocessSoftmaxScaling, 5 integer bits),
+    in the double precision TFLite computes it in."""
+    return float(np.float32(beta)) * float(np.float32(input_scale)) * (1 << 26)
+
+
 def _validate_softmax(op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     if y.shape != x.shape:
@@ -629,6 +635,12 @@ def _validate_softmax(op: Op) -> None:
     beta = op.options["beta"]
     if not (math.isfinite(beta) and beta > 0):
         raise UnsupportedModelError(f"{op.describe()}: beta {beta} must be finite and > 0")
+    # TFLite's QuantizeMultiplierGreaterThanOne CHECK-fails (abort()s the whole process) on a
+    # multiplier <= 1: refuse such a model here rather than let the golden check crash.
+    if softmax_input_multiplier(beta, x.scale[0]) <= 1.0:
+        raise UnsupportedModelError(
+            f"{op.describe()}: input scale {float(x.scale[0]):g} x beta {beta:g} must be above "
+            "2^-26 for TFLite's fixed-point softmax (the logits collapsed to one value)")
 
 
 def _validate_reshape(op: Op) -> None:

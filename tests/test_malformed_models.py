@@ -2,6 +2,8 @@
 one, the tensor or layer: bad names, indices out of range, buffers of the wrong size,
 impossible shapes and quantization, appended or missing bytes. Each case is a small, real
 int8 model with one field edited through the flatbuffer schema."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from keras_models import tiny_mobilenet_tflite
@@ -211,3 +213,53 @@ def test_cli_refuses_malformed_model(tmp_path, tiny, capsys):
     assert err[0].startswith("gen-accel: error: ")
     assert "scale 0 is not a finite number > 0" in err[0]
     assert not (tmp_path / "b").exists()
+
+
+# TFLite's int8 softmax Prepare() CHECK-fails, abort()ing the process, unless
+# beta * input scale * 2^26 > 1 (QuantizeMultiplierGreaterThanOne): the reader draws the line
+# exactly there, so the golden interpreter never sees a model that would kill it.
+AT_LIMIT = 2.0 ** -26
+ABOVE_LIMIT = float(np.nextafter(np.float32(AT_LIMIT), np.float32(1)))
+
+
+def _softmax_input_scale(scale):
+    return _quant(lambda m: _output(m, 4), scale=[scale])
+
+
+def test_softmax_scale_at_the_abort_limit_refused(tiny):
+    with pytest.raises(UnsupportedModelError, match=r"^layer 5 .*\(SOFTMAX\): input scale "
+                       r"1.49012e-08 x beta 1 must be above 2\^-26 for TFLite's fixed-point "
+                       r"softmax"):
+        load_graph(edited(tiny, _softmax_input_scale(AT_LIMIT)))
+
+
+def test_softmax_scale_just_above_the_limit_runs_in_tflite(tiny):
+    from quantize.convert import golden_interpreter, golden_run
+    model = edited(tiny, _softmax_input_scale(ABOVE_LIMIT))
+    g = load_graph(model)
+    x = np.zeros(g.input.shape, np.int8)
+    golden = golden_run(golden_interpreter(model), x)[g.output.index]
+    assert np.array_equal(golden, run_graph(g, x)[g.output.index])
+
+
+def test_tflite_really_aborts_at_the_limit(tiny, tmp_path):
+    """Why the rule exists: the refused model kills a process that builds its interpreter."""
+    import subprocess
+    import sys
+    path = tmp_path / "m.tflite"
+    path.write_bytes(edited(tiny, _softmax_input_scale(AT_LIMIT)))
+    code = ("import sys; from quantize.convert import golden_interpreter; "
+            "golden_interpreter(open(sys.argv[1], 'rb').read())")
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         cwd=str(Path(__file__).resolve().parent.parent), timeout=300)
+    assert run.returncode == -6   # SIGABRT
+
+
+def test_golden_interpreter_refusal_is_one_line(tiny):
+    """A Prepare() failure the reader does not repeat comes back as one line."""
+    from quantize.convert import golden_interpreter
+    with pytest.raises(UnsupportedModelError) as e:
+        golden_interpreter(edited(tiny, _quant(lambda m: _output(m, 5), scale=[0.5])))
+    assert "\n" not in str(e.value)
+    assert e.match(r"^TFLite's reference interpreter refuses the model: .*output->params.scale "
+                   r"not near 1.f / 256.*; node number 5 \(SOFTMAX\) failed to prepare")
