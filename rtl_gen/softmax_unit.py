@@ -56,9 +56,9 @@ class SoftmaxUnit(wiring.Component):
     deep (100+ MHz on an ECP5).
 
     Phases and cycles (n = length): load n cycles (one logit per clock; the maximum is tracked
-    on the fly), exponentials 66 per logit, reciprocal of the sum 37, output 7 per logit when
-    the consumer is ready. That is 74 n + 37 cycles (`vector_cycles`), e.g. 777 for 10
-    logits.
+    on the fly), exponentials 68 per logit, reciprocal of the sum 37, output 9 per logit when
+    the consumer is ready (each pass reads a logit into a register first). That is 78 n + 37
+    cycles (`vector_cycles`), e.g. 817 for 10 logits.
 
     input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
     (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector.
@@ -88,8 +88,8 @@ class SoftmaxUnit(wiring.Component):
         """Cycles from the first logit accepted to the last probability taken, when the
         streams never stall."""
         per_logit = (1                                        # LOAD
-                     + EXP_MULTIPLIES * MULTIPLY_STATES + 1   # exponential, EXP_STORE
-                     + MULTIPLY_STATES + 2)                   # OUT .. OUT_ROUND, WB, SEND
+                     + 2 + EXP_MULTIPLIES * MULTIPLY_STATES + 1   # read, exp., EXP_STORE
+                     + 2 + MULTIPLY_STATES + 2)               # read, OUT .. ROUND, WB, SEND
         return per_logit * length + 2 + RECIP_MULTIPLIES * MULTIPLY_STATES
 
     def elaborate(self, platform):
@@ -111,8 +111,21 @@ class SoftmaxUnit(wiring.Component):
         mul_a, mul_b = Signal(signed(32)), Signal(signed(32))
         high = srdhm_pipeline(m, mul_a, mul_b, 1, "srdhm")
         maximum = Signal(signed(8))
-        diff = logit_rd.data - maximum
-        in_range = diff >= self.diff_min
+        # A logit (and its exponential) read from the LUT RAMs into registers, then its
+        # difference from the maximum and the range test in a state of their own: a
+        # 256-entry LUT RAM read alone takes most of a 10 ns cycle.
+        logit, exp_value = Signal(signed(8)), Signal(signed(32))
+        diff, in_range = Signal(signed(9)), Signal()
+
+        def read_logit(state, then, *, exp=False):
+            with m.State(state):
+                m.d.sync += logit.eq(logit_rd.data)
+                if exp:
+                    m.d.sync += exp_value.eq(exp_rd.data)
+                m.next = state + "_DIFF"
+            with m.State(state + "_DIFF"):
+                m.d.sync += [diff.eq(logit - maximum), in_range.eq(logit - maximum >= self.diff_min)]
+                m.next = then
 
         # Working registers of exp_on_negative_values; the reciprocal reuses two of them.
         x, x2, x3, t = (Signal(signed(32), name=n) for n in ("x", "x2", "x3", "t"))
@@ -176,8 +189,9 @@ class SoftmaxUnit(wiring.Component):
                         m.d.sync += maximum.eq(self.i_stream.payload)
                     m.d.sync += index.eq(Mux(last, 0, index + 1))
                     with m.If(last):
-                        m.next = "EXP_0"
+                        m.next = "EXP_READ"
 
+            read_logit("EXP_READ", "EXP_0")
             multiplies("EXP", exp_ops, after="EXP_STORE")
             with m.State("EXP_STORE"):
                 exp = Mux(input_is_zero, INT32_MAX, t)
@@ -188,7 +202,7 @@ class SoftmaxUnit(wiring.Component):
                 with m.If(last):
                     m.next = "RECIP_SETUP"
                 with m.Else():
-                    m.next = "EXP_0"
+                    m.next = "EXP_READ"
 
             with m.State("RECIP_SETUP"):
                 m.d.sync += headroom.eq(count_leading_zeros(total))
@@ -201,11 +215,12 @@ class SoftmaxUnit(wiring.Component):
                              # (ACCUMULATION_INTEGER_BITS - headroom) + 31 - 8
                              out_exponent.eq(ACCUMULATION_INTEGER_BITS + 23 - headroom)]
                 m.next = "RECIP_0"
-            multiplies("RECIP", recip_ops, after="OUT")
+            multiplies("RECIP", recip_ops, after="OUT_READ")
+            read_logit("OUT_READ", "OUT", exp=True)
 
             out_stages = [f"OUT_MUL{k}" for k in range(SRDHM_STAGES)]
             with m.State("OUT"):
-                m.d.sync += [mul_a.eq(saturating_left_shift(recip, 1)), mul_b.eq(exp_rd.data)]
+                m.d.sync += [mul_a.eq(saturating_left_shift(recip, 1)), mul_b.eq(exp_value)]
                 m.next = out_stages[0]
             for k, stage in enumerate(out_stages):
                 with m.State(stage):
@@ -228,5 +243,5 @@ class SoftmaxUnit(wiring.Component):
                     with m.If(last):
                         m.next = "LOAD"
                     with m.Else():
-                        m.next = "OUT"
+                        m.next = "OUT_READ"
         return m
