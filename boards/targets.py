@@ -125,7 +125,8 @@ def estimate(cfg: AccelConfig) -> Estimate:
     BRAM: the two activation buffers (byte writes; read by the layer's reader and the store
     reader, so two copies each), the weight buffer (its bus-word write enables counted as byte
     lanes: a 64-bit lane takes two 36-bit blocks), the depthwise line buffer (two rows of
-    pixels), the MeanUnit sums and the per-layer cycle registers.
+    pixels), the MeanUnit sums, the per-layer cycle registers and the SoftmaxUnit's logits and
+    exponentials.
     Both formulas reproduce synth_ecp5 exactly for `default_config("ulx3s-85f")`: 148
     MULT18X18D, 150 DP16KD. With one reader per activation buffer (read_ports=1) they matched
     an earlier accelerator as exactly: AccelConfig() 280 and 106, pw 2x2 with one lane 37 and 24.
@@ -141,7 +142,10 @@ def estimate(cfg: AccelConfig) -> Estimate:
               + bram_blocks(8 * g.weight_word, g.weight_depth, True)
               + bram_blocks(2 * 8 * cfg.dw_lanes, limits.max_width + 1, False)
               + bram_blocks(mean_bits, -(-limits.max_channels // g.lanes), False)
-              + bram_blocks(32, limits.max_layers, False))
+              + bram_blocks(32, limits.max_layers, False)
+              # the SoftmaxUnit's logits and exponentials (registered reads: block RAMs)
+              + bram_blocks(8, limits.max_classes, False)
+              + bram_blocks(32, limits.max_classes, False))
     luts = LUT_BASE + LUT_PER_MULT * cfg.pw_out * cfg.pw_in + LUT_PER_DW_TAP * 9 * cfg.dw_lanes
     return Estimate(mult18=mult18, bram_blocks=blocks, luts=luts)
 
