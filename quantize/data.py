@@ -4,7 +4,8 @@ Sources, in the order `load_cifar10` tries them:
   * an image-folder tree `<root>/{train,test}/<class>/*.jpg|png` (e.g. ../shared/datasets/cifar10-jpeg),
   * the official CIFAR-10 python batches (`data_batch_1..5`, `test_batch`),
   * Keras' downloader (only when online).
-Decoded arrays are cached as .npz so a tree of 60,000 JPEGs is decoded once.
+Decoded arrays are cached as .npz so a tree of 60,000 JPEGs is decoded once; the cache key
+includes every file's path, size and modification time, so a changed tree is decoded again.
 """
 from __future__ import annotations
 
@@ -83,22 +84,56 @@ def load_image_folder(split_dir: Path, limit_per_class: int | None = None,
 
 def load_python_batches(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read the official `cifar-10-batches-py` files."""
-    def read(name):
-        path = Path(root) / name
-        try:
-            with open(path, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
-            x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-            return x, np.asarray(d[b"labels"], np.int64)
-        except (OSError, KeyError, ValueError, pickle.UnpicklingError) as e:
-            raise DatasetError(f"{path}: not a CIFAR-10 python batch ({e})") from e
-    parts = [read(f"data_batch_{i}") for i in range(1, 6)]
+    parts = [read_python_batch(Path(root) / f"data_batch_{i}") for i in range(1, 6)]
     return {"train": (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])),
-            "test": read("test_batch")}
+            "test": read_python_batch(Path(root) / "test_batch")}
+
+
+def read_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 NHWC images, int64 labels) of one CIFAR-10 python batch file, checked."""
+    d = _unpickle(path)
+    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+        raise DatasetError(f"{path}: not a CIFAR-10 python batch (no 'data' and 'labels')")
+    x = np.asarray(d[b"data"])
+    y = np.asarray(d[b"labels"])
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) == 0:
+        raise DatasetError(f"{path}: 'data' must be uint8 rows of 3072 pixels, got "
+                           f"{x.dtype} {x.shape}")
+    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) \
+            or np.any((y < 0) | (y >= len(CLASSES))):
+        raise DatasetError(f"{path}: 'labels' must be {len(x)} class numbers 0..9")
+    return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y.astype(np.int64)
+
+
+def _unpickle(path: Path):
+    if path.is_file() and path.stat().st_size == 0:
+        raise DatasetError(f"{path}: empty file, not a CIFAR-10 python batch")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from e
+    except Exception as e:  # noqa: BLE001 - unpickling arbitrary bytes raises anything
+        raise DatasetError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__})") from e
 
 
 def _is_image_folder(root: Path) -> bool:
     return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+def folder_signature(root: Path) -> str:
+    """A key for the decoded-array cache: the folder's path and every file's relative path,
+    size and modification time, so adding, removing, replacing or editing an image gives a
+    new key (a stale cache used to survive changes to the data set)."""
+    h = hashlib.sha1(str(root.resolve()).encode())
+    for split in ("train", "test"):
+        for dirpath, dirnames, filenames in os.walk(root / split):
+            dirnames.sort()
+            for name in sorted(filenames):
+                st = os.stat(os.path.join(dirpath, name))
+                rel = os.path.relpath(os.path.join(dirpath, name), root)
+                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def load_cifar10(root: str | Path | None = None, progress: bool = True
@@ -119,8 +154,7 @@ def load_cifar10(root: str | Path | None = None, progress: bool = True
         return load_python_batches(root)
     if not _is_image_folder(root):
         raise DatasetError(f"{root}: neither an image folder (train/, test/) nor CIFAR-10 python batches")
-    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
-    cached = cache_dir() / f"cifar10-{key}.npz"
+    cached = cache_dir() / f"cifar10-{folder_signature(root)}.npz"
     if cached.exists():
         with np.load(cached) as z:
             return {"train": (z["xtr"], z["ytr"]), "test": (z["xte"], z["yte"])}

@@ -57,6 +57,20 @@ def evaluate(spec: ModelSpec, weights: Path, data, crosscheck: int = 20) -> dict
             "tflite_crosschecked_images": crosscheck}
 
 
+def read_training_result(path: Path) -> dict:
+    """A training run's result.json, checked before the (long) evaluation starts."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such training result file")
+    try:
+        result = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON training result ({e})") from None
+    if not isinstance(result, dict):
+        raise ValueError(f"{path}: a training result is a JSON object, got "
+                         f"{type(result).__name__}")
+    return result
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--alpha", type=float, required=True)
@@ -66,17 +80,18 @@ def main(argv=None) -> int:
     p.add_argument("--export", action="store_true", help="copy weights + accuracy into assets/")
     p.add_argument("--training-result", type=Path, help="training result.json to record")
     args = p.parse_args(argv)
-    native_stderr.load_tensorflow_quietly()
     try:
         spec = ModelSpec(args.alpha, args.input_size)
         if not args.weights.is_file():
             raise ValueError(f"{args.weights}: no such weights file")
+        training = read_training_result(args.training_result) if args.training_result else None
+        native_stderr.load_tensorflow_quietly()
         result = evaluate(spec, args.weights, load_cifar10(args.data or default_dataset_path()))
     except (ValueError, DatasetError, OSError) as e:   # WeightsError is a ValueError
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    if args.training_result and args.training_result.is_file():
-        result["training"] = json.loads(args.training_result.read_text())
+    if training is not None:
+        result["training"] = training
     print(json.dumps(result, indent=1))
     if args.export:
         dst = assets.weights_path(spec.alpha, spec.input_size)

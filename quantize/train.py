@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -99,26 +100,51 @@ def plot_history(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="mobilenet-train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--alpha", type=float, default=0.25)
-    p.add_argument("--input-size", type=int, default=28)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--alpha", type=float, default=0.25,
+                   help="width multiplier: channels = int(base channels x alpha); 0 < alpha "
+                        "<= 4 (default 0.25)")
+    p.add_argument("--input-size", type=int, default=28,
+                   help="side of the square input, random crops of the 32x32 images when "
+                        "smaller (8..512, default 28)")
+    p.add_argument("--epochs", type=int, default=60,
+                   help="epochs to train, counting those a resumed run already did (default 60)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="initial RMSProp learning rate, cosine-decayed to 0 (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the weight init, shuffling and augmentation (default 0)")
     p.add_argument("--data", type=Path, default=None,
                    help="CIFAR-10 image folder or python batches (default: $CIFAR10_PATH, "
                         "../shared/datasets/cifar10-jpeg, else Keras' downloader)")
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
-    native_stderr.load_tensorflow_quietly()
+    p.add_argument("--out", type=Path, required=True,
+                   help="run folder: weights, history.json, result.json, training_curves.png "
+                        "and the resume backup; an existing run there is resumed")
+    return p.parse_args(argv)
+
+
+def check_args(args) -> ModelSpec:
+    """Refuse bad options before TensorFlow loads (seconds) or data decodes (minutes)."""
+    spec = ModelSpec(args.alpha, args.input_size)
+    if args.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {args.epochs}")
+    if args.batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {args.batch_size}")
+    if not (math.isfinite(args.lr) and args.lr > 0):   # nan would train to a nan loss
+        raise ValueError(f"learning rate must be a finite number > 0, got {args.lr}")
+    if args.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {args.seed}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"{args.out}: output path exists and is not a directory")
+    return spec
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
-        spec = ModelSpec(args.alpha, args.input_size)
-        if args.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {args.epochs}")
-        if args.out.exists() and not args.out.is_dir():
-            raise ValueError(f"{args.out}: output path exists and is not a directory")
+        spec = check_args(args)
+        native_stderr.load_tensorflow_quietly()
         data = load_cifar10(args.data or default_dataset_path())
         result = train(spec, data, args.out, args.epochs, args.batch_size, args.lr, args.seed)
     except (ValueError, DatasetError, OSError) as e:
@@ -126,7 +152,6 @@ def main(argv=None) -> int:
         return 2
     print(json.dumps(result, indent=1))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
