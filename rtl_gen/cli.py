@@ -103,6 +103,9 @@ def plan_run(args) -> Plan:
     plan = Plan(cfg=None)
     choose_network(args, plan)
     choose_config(args, plan)
+    if plan.spec is not None:       # its shapes decide the fit: no need to build it first
+        from .preflight import check_seed_network
+        check_seed_network(plan.spec, plan.cfg)
     from .build_dir import output_folder
     output_folder(args.out)
     return plan
@@ -484,7 +487,7 @@ def run_reporting_errors(args) -> int:
 # module is loaded, and importing a module just to catch its errors would slow down the
 # answer to a bad argument.
 BAD_INPUT_ERRORS = {"rtl_gen.build_dir": "OutputError", "rtl_gen.config": "ConfigError",
-                    "rtl_gen.sequencer": "ProgramError",
+                    "rtl_gen.sequencer": "ProgramError", "rtl_gen.preflight": "TooLargeToBuild",
                     "quantize.tflite_graph": "UnsupportedModelError"}
 
 

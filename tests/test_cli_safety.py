@@ -400,6 +400,12 @@ def _bad_files(tmp_path):
     (["--config", "list.json"], "list.json: a config is a JSON object of AccelConfig fields, got list"),
     (["--config", "odd_pw.json"], "odd_pw.json: pw_out must be a power of two, got 12"),
     (["--synth", "nope"], "unknown board 'nope'; known: ulx3s-85f, ulx3s-45f, ulx3s-25f"),
+    (["--alpha", "1", "--input-size", "96"], "layer 9 'block_4_depthwise' (DEPTHWISE_CONV_2D): "
+     "even a band of one output row needs more than the 65536 B activation buffer (input rows "
+     "of 24576 B, output rows of 24576 B); use larger activation buffers (act_buffer_bytes) or "
+     "a smaller input"),
+    (["--alpha", "2", "--input-size", "224"], "layer 5 'block_2_depthwise' (DEPTHWISE_CONV_2D): "
+     "even a band of one output row needs more"),
     (["--check-images", "0"], "--check-images 0 without --verify checks nothing; give "
      "--check-images N >= 1 (or --verify N)"),
     (["--check-images", "101"], "--check-images must be <= 100 (the test images shipped"),
@@ -433,3 +439,49 @@ def test_bad_flag_as_a_command(tmp_path):
     assert p.returncode == 2
     assert p.stderr.splitlines() == ["gen-accel: error: alpha must be > 0 and <= 4, got 9.0"]
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- the seed network's fit and memory, decided from its shapes ----------------------------------
+
+def test_network_too_large_for_memory_is_refused_before_building(tmp_path, capsys, monkeypatch):
+    """A network that fits the buffers but whose float build would exhaust the machine's
+    memory (here pretended to be 4 GB) is refused without building anything."""
+    from quantize import pipeline
+    from rtl_gen import preflight
+
+    def never(*args, **kwargs):
+        raise AssertionError("the network was built")
+    monkeypatch.setattr(pipeline, "build_int8_model", never)
+    monkeypatch.setattr(preflight, "physical_memory_bytes", lambda: 4e9)
+    code, err = _cli(["--alpha", "0.25", "--input-size", "160", "--out", str(tmp_path / "b")],
+                     capsys)
+    assert code == 2 and err == [
+        "gen-accel: error: mobilenet_a0.25_r160 would need about 7 GB of memory to build, "
+        "calibrate and convert in float (1.5 GB + 100 x the 55 MB of float activations of one "
+        "image), more than 80% of this machine's 4 GB; use a smaller alpha or input size"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("config", [{}, {"act_buffer_bytes": 16384, "pw_out": 8}])
+def test_seed_descriptors_are_the_compilers(real_build, config):
+    """The shapes the fit check derives from (alpha, input size) are those of the program
+    the compiler makes from the real int8 model, band for band (the second config tiles)."""
+    from firmware.compiler import compile_graph
+    from firmware.program import Flags
+    from firmware.tiling import split_layer
+    from quantize.model import ModelSpec
+    from quantize.tflite_graph import load_graph
+    from rtl_gen.config import AccelConfig
+    from rtl_gen.preflight import seed_descriptors
+    from rtl_gen.sequencer import Geometry
+    cfg = AccelConfig(**config)
+    fw = compile_graph(load_graph((real_build / "model.tflite").read_bytes()), cfg)
+    shape = ("opcode", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "stride",
+             "kernel", "pad_top", "pad_left", "pad_bottom", "pad_right", "weight_bytes")
+    derived = [part for _, d in seed_descriptors(ModelSpec(0.25, 28), cfg)
+               for part in split_layer(d, Geometry(cfg).act_capacity, cfg)]
+    compiled = fw.descriptors[:-1]                   # without END
+    assert len(derived) == len(compiled) > 26 * bool(config)
+    for a, b in zip(derived, compiled):
+        assert [getattr(a, f) for f in shape] == [getattr(b, f) for f in shape], b.layer
+        assert a.flags == b.flags & ~Flags.FLOAT_REQUANT, b.layer   # a dense layer's own
