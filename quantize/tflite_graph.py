@@ -59,9 +59,6 @@ class Tensor:
     def zp(self) -> int:
         return int(self.zero_point[0]) if self.zero_point.size else 0
 
-    def describe(self) -> str:
-        return f"tensor {self.index} '{self.name.split(';')[0]}'"
-
 
 @dataclass
 class Op:
