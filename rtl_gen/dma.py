@@ -16,6 +16,12 @@ must answer every request, so the DMA cannot hang either.
 A side takes a new command only once the previous one has completed (``busy`` low), and
 ``done`` pulses for one cycle when it completes.
 
+Timing (what `sim.perf_model` counts): the first AR (AW) is valid 3 cycles after the cycle its
+command is accepted (two splitter stages and the address register), then one a cycle while
+credits last; a burst waiting for a credit goes out 2 cycles after the burst that frees it
+ends (its last R beat, its B). The splitter computes each burst from registers only, so the
+issue logic drives nothing but register enables.
+
 All bursts use AXI ID 0, so the subordinate returns read data in order and no reorder
 buffer is needed; ``rid``/``bid`` are ignored.
 
@@ -26,7 +32,7 @@ protocols allow.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, Mux
+from amaranth.hdl import Cat, Module, Signal, Mux
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,17 +52,23 @@ def dma_command_layout(cfg: AccelConfig) -> data.StructLayout:
 class BurstSplitter(wiring.Component):
     """Cuts a transfer, counted in bus beats, into legal AXI INCR bursts.
 
-    After ``load``, ``addr``/``beats`` describe the next burst: ``beats`` is the smallest of
-    the beats left, ``max_burst`` and the beats left before the next 4 KiB boundary.
-    ``next`` consumes that burst. The same splitter drives the AR channel, the AW channel and,
-    as a second instance fed the same command, the W channel's ``wlast`` positions: both write
+    Each burst has the smallest of the beats left, ``max_burst`` and the beats left before
+    the next 4 KiB boundary. While ``valid``, ``addr``/``beats`` hold the next burst and
+    ``next`` consumes it. The same splitter drives the AR channel, the AW channel and, as a
+    second instance fed the same command, the W channel's ``wlast`` positions: both write
     instances cut the command identically, so no burst-length queue between AW and W is needed.
+
+    Timing: two register stages, so that ``next`` only moves registers forward. Behind the
+    burst in ``addr``/``beats`` sit `rest_addr`/`rest`, the rest of the transfer, from which
+    the burst after it is computed every cycle (registers in, registers out); ``next`` moves
+    that burst up in the same cycle, so a burst can be taken every cycle. ``load`` fills the
+    rest stage, so the first burst is ``valid`` two cycles after ``load``.
 
     Ports (all addresses and counts in beats, i.e. bytes >> log2(bus_bytes)):
     ``load``, ``load_addr``, ``load_beats`` (in): start a new transfer.
-    ``next`` (in): the current burst was issued.
-    ``addr``, ``beats`` (out): the next burst; ``beats`` is 0 once the transfer is used up.
-    ``empty`` (out): no beats left.
+    ``next`` (in): the burst in ``addr``/``beats`` was issued.
+    ``valid`` (out): ``addr``/``beats`` hold a burst (``beats`` >= 1).
+    ``empty`` (out): no beats left, neither in ``addr``/``beats`` nor behind them.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -65,28 +77,68 @@ class BurstSplitter(wiring.Component):
         super().__init__({
             "load": In(1), "load_addr": In(beat_bits), "load_beats": In(beat_bits),
             "next": In(1),
-            "addr": Out(beat_bits), "beats": Out(range(cfg.max_burst + 1)), "empty": Out(1),
+            "addr": Out(beat_bits), "beats": Out(range(cfg.max_burst + 1)),
+            "valid": Out(1), "empty": Out(1),
         })
-        self.remaining = Signal(beat_bits)   # beats left; not a port (formal invariants read it)
+        # Not ports; the formal invariants read them (`rtl_gen.formal.axi_rules`). The rest
+        # stage: `rest` beats from `rest_addr` on, meaningful (as `cap`) only while `more`.
+        self.rest_addr = Signal(beat_bits)
+        self.rest = Signal(beat_bits)
+        self.more = Signal()
+        # The cap on the rest stage's first burst: max_burst, or the beats to the page's end.
+        self.cap = Signal(range(cfg.max_burst + 1))
+        # Beats not yet issued (one bit wider than a count: the formal harness's induction
+        # must not see a wrapped sum), and the address of the first (while there are any).
+        self.remaining = Signal(beat_bits + 1)
+        self.position = Signal(beat_bits)
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        page_beats = AXI_BOUNDARY_BYTES // cfg.bus_bytes
-        remaining = self.remaining
-        to_boundary = Signal(range(page_beats + 1))
-        cap = Signal(range(cfg.max_burst + 1))
+        burst_bits = _log2(cfg.max_burst)
+        chunk_bits = _log2(AXI_BOUNDARY_BYTES // cfg.bus_bytes) - burst_bits
+        rest_addr, rest, more, cap = self.rest_addr, self.rest, self.more, self.cap
+
+        def cap_at(in_last_chunk, offset):
+            """Beats before a burst's cut at `offset` beats into its max_burst chunk: max_burst
+            divides the page, so only an unaligned start in a page's last chunk stops short."""
+            return Mux(in_last_chunk & (offset != 0), cfg.max_burst - offset, cfg.max_burst)
+
+        # The rest stage's first burst is min(rest, cap); the next one starts at the first
+        # max_burst boundary above `rest_addr` (one increment, whether or not it is cut), and
+        # its cap follows from `rest_addr` without that increment: it lies in the last chunk
+        # of its page if `rest_addr` lies in the chunk before.
+        offset = rest_addr[:burst_bits]
+        chunk = rest_addr[burst_bits:burst_bits + chunk_bits]
+        cut = ~cap[burst_bits]                          # cap < max_burst
+        next_offset = Mux(cut, 0, offset)
+        last = Signal()                                 # the rest is one burst
+        m.d.comb += last.eq(rest <= cap)
+        with m.If(self.load):
+            m.d.sync += [
+                rest_addr.eq(self.load_addr), rest.eq(self.load_beats),
+                more.eq(self.load_beats != 0), self.valid.eq(0),
+                cap.eq(cap_at(self.load_addr[burst_bits:burst_bits + chunk_bits].all(),
+                              self.load_addr[:burst_bits])),
+            ]
+        with m.Elif(more & (~self.valid | self.next)):
+            m.d.sync += [
+                self.addr.eq(rest_addr),
+                self.beats.eq(Mux(last, rest, cap)),
+                self.valid.eq(1),
+                rest_addr.eq(Cat(next_offset, rest_addr[burst_bits:] + 1)),
+                rest.eq(rest - cap),                    # meaningless once `more` drops
+                more.eq(~last),
+                cap.eq(cap_at(chunk == (1 << chunk_bits) - 2 if chunk_bits else 1, next_offset)),
+            ]
+        with m.Elif(self.next):
+            m.d.sync += self.valid.eq(0)
 
         m.d.comb += [
-            to_boundary.eq(page_beats - self.addr[:_log2(page_beats)]),
-            cap.eq(Mux(to_boundary < cfg.max_burst, to_boundary, cfg.max_burst)),
-            self.beats.eq(Mux(remaining < cap, remaining, cap)),
-            self.empty.eq(remaining == 0),
+            self.empty.eq(~self.valid & ~more),
+            self.remaining.eq(Mux(self.valid, self.beats, 0) + Mux(more, rest, 0)),
+            self.position.eq(Mux(self.valid, self.addr, rest_addr)),
         ]
-        with m.If(self.load):
-            m.d.sync += [self.addr.eq(self.load_addr), remaining.eq(self.load_beats)]
-        with m.Elif(self.next):
-            m.d.sync += [self.addr.eq(self.addr + self.beats), remaining.eq(remaining - self.beats)]
         return m
 
 
@@ -127,7 +179,7 @@ def _issue_addresses(m: Module, split: BurstSplitter, valid, ready, addr, length
     """
     issue = Signal()
     m.d.comb += [
-        issue.eq((~valid | ready) & ~split.empty & credit_ok),
+        issue.eq((~valid | ready) & split.valid & credit_ok),
         split.next.eq(issue),
     ]
     with m.If(issue):
@@ -233,13 +285,15 @@ class WriteDMA(wiring.Component):
         # after the one in the W register.
         self.awaiting_b = Signal(range(cfg.max_outstanding + 1))
         self.w_left = Signal(range(cfg.max_burst))
+        # The splitters cutting the command for AW and for W's bursts.
+        self.aw_split, self.w_split = BurstSplitter(cfg), BurstSplitter(cfg)
 
     def elaborate(self, platform):
         m = Module()
         cfg, axi, src = self.cfg, self.m_axi, self.data
         shift = _log2(cfg.bus_bytes)
-        m.submodules.aw_split = aw_split = BurstSplitter(cfg)
-        m.submodules.w_split = w_split = BurstSplitter(cfg)
+        m.submodules.aw_split = aw_split = self.aw_split
+        m.submodules.w_split = w_split = self.w_split
         active = Signal()
         awaiting_b = self.awaiting_b
 
@@ -255,7 +309,7 @@ class WriteDMA(wiring.Component):
         take = Signal()
         m.d.comb += [
             axi.wstrb.eq((1 << cfg.bus_bytes) - 1),
-            src.ready.eq((~axi.wvalid | axi.wready) & ((w_left != 0) | ~w_split.empty)),
+            src.ready.eq((~axi.wvalid | axi.wready) & ((w_left != 0) | w_split.valid)),
             take.eq(src.valid & src.ready),
         ]
         with m.If(take):

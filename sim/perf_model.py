@@ -49,8 +49,9 @@ from rtl_gen.requant import Requantizer
 from rtl_gen.softmax_unit import SoftmaxUnit
 from rtl_gen.sequencer import DECODE_CYCLES, Geometry, check_fits
 
-# From the cycle a DMA command is accepted to its first AR (AW) handshake.
-_ADDRESS_ISSUE = 2
+# From the cycle a DMA command is accepted to its first AR (AW) handshake (the burst
+# splitter's two register stages, then the AR register).
+_ADDRESS_ISSUE = 3
 # From a read's last beat on the bus to the cycle the sequencer leaves the load's wait state
 # (output register, completion, done pulse).
 _READ_DONE = 4

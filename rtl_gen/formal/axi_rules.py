@@ -44,8 +44,9 @@ k-induction (`mode="prove"`, depth 10, seconds each) closes for every group of `
 halves on one port): those rules then hold in every cycle, unbounded. It needs white-box
 invariants (group "invariant", asserted with every rule set and true from reset, so BMC
 checks them too) that tie the DMA's registers (`ReadDMA.in_flight` and its splitter,
-`WriteDMA.awaiting_b`, `WriteDMA.w_left`) to what the bus and the checker have seen;
-without them the induction starts from states where the two disagree. The write side's
+`WriteDMA.awaiting_b`, `WriteDMA.w_left`) to what the bus and the checker have seen, and
+keep each `BurstSplitter`'s two stages consistent (a held burst is legal, the rest follows
+it); without them the induction starts from states where the two disagree. The write side's
 "burst" and "command" groups stay bounded, no violation within ``depth`` cycles of reset:
 their induction would need the AW and W splitters' positions related through the sequence
 of burst cuts.
@@ -226,25 +227,44 @@ class DMAAxiRules(Elaboratable):
         inv("queued bursts are legal and the R beat count lies inside the oldest",
             (Cat(*(Mux(i < rd_out, rd_q[i] < cfg.max_burst, 1) for i in range(len(rd_q))))
              .all()) & Mux(rd_out == 0, r_beat == 0, r_beat <= rd_q[0]))
+        self._splitter_invariants(inv, split)
         inv("beats not yet requested = the splitter's plus a pending AR's",
             exp_left == split.remaining + Mux(ax.arvalid, ax.arlen + 1, 0))
         inv("the next burst address is the pending AR's, else the splitter's",
-            exp_addr == Mux(ax.arvalid, ax.araddr[shift:], split.addr))
+            (exp_left == 0) | (exp_addr == Mux(ax.arvalid, ax.araddr[shift:], split.position)))
         inv("a pending AR is aligned, at most max_burst long, and the splitter stands "
             "right after it",
             ~ax.arvalid | ((ax.araddr[:shift] == 0) & (ax.arlen < cfg.max_burst) &
-                           (split.addr == (ax.araddr[shift:] + ax.arlen + 1)[:len(split.addr)])))
+                           ((split.remaining == 0) | (split.position == (
+                               ax.araddr[shift:] + ax.arlen + 1)[:len(split.position)]))))
         inv("beats not yet delivered = not requested + requested but not received + the "
             "output register", out_left == exp_left + sum(queued) - r_beat + out.valid)
         inv("an idle DMA holds nothing", dma.busy | ((exp_left == 0) & (out_left == 0) &
                                                      ~ax.arvalid & ~out.valid))
         inv("done only when idle", ~dma.done | ~dma.busy)
 
+    @staticmethod
+    def _splitter_invariants(inv, split):
+        """A `BurstSplitter`'s registers: a held burst is legal, and the rest stage is
+        non-empty and starts right after it."""
+        cfg = split.cfg
+        page = AXI_BOUNDARY_BYTES // cfg.bus_bytes
+        inv("the splitter's burst is 1..max_burst beats and stays inside its 4 KiB page",
+            ~split.valid | ((split.beats != 0) & (split.beats <= cfg.max_burst) &
+                            (split.addr[:_log2(page)] + split.beats <= page)))
+        to_page = page - split.rest_addr[:_log2(page)]
+        inv("the splitter's rest is not empty, follows its burst and has its first cut",
+            ~split.more | ((split.rest != 0) & (~split.valid | (split.rest_addr == (
+                split.addr + split.beats)[:len(split.rest_addr)])) &
+                (split.cap == Mux(to_page < cfg.max_burst, to_page, cfg.max_burst))))
+
     def _write_invariants(self, m, dma, aw_unans, w_cnt):
         """Enough for the "handshake" group's induction; "burst" and "command" would also
         need the AW and W splitters' positions related through the burst cuts."""
         ax, cfg = dma.m_axi, dma.cfg
         inv = self._invariant(m)
+        self._splitter_invariants(inv, dma.aw_split)
+        self._splitter_invariants(inv, dma.w_split)
 
         inv("the DMA awaits B for the bursts accepted without B plus a pending AW",
             (dma.awaiting_b == aw_unans + ax.awvalid) & (dma.awaiting_b <= cfg.max_outstanding))
