@@ -88,9 +88,10 @@ class BufferReader(wiring.Component):
     (stream of `read_item_layout`), ``mem_addr``/``mem_en``/``mem_data`` (to be wired to a
     read port of the buffer), ``idle`` (no walk running and no item waiting).
 
-    The read port's enable doubles as the output register's: the port only reads when the
-    output slot is free or being taken, so a stalled item stays on ``mem_data`` and the
-    stream runs at one item per clock with no skid buffer.
+    Two registered stages advance together on `take` (the output slot is free or being
+    taken): the read port (its enable is `take`, so a stalled word stays on ``mem_data``) and
+    the output register, which takes the word off the block RAM's slow output. The stream
+    runs at one item per clock; an item is on ``data`` two cycles after its address.
     """
 
     def __init__(self, *, word_bytes: int, depth: int):
@@ -110,17 +111,21 @@ class BufferReader(wiring.Component):
         out = self.data
         take = ~out.valid | out.ready
         issue = running & take
+        # The item whose word the read port is fetching.
+        read = Signal(read_item_layout(self.word_bytes, self.max_bytes))
+        read_valid = Signal()
 
         m.d.comb += [
             self.cmd.ready.eq(~running),
             self.mem_en.eq(take),
             self.mem_addr.eq(walk.addr >> exact_log2(self.word_bytes)),
-            out.payload.word.eq(self.mem_data),
-            self.idle.eq(~running & ~out.valid),
+            self.idle.eq(~running & ~read_valid & ~out.valid),
         ]
         with m.If(take):
-            m.d.sync += [out.valid.eq(issue), out.payload.addr.eq(walk.addr),
-                         out.payload.first.eq(walk.j == 0), out.payload.last.eq(walk.last_inner)]
+            m.d.sync += [read_valid.eq(issue), read.addr.eq(walk.addr),
+                         read.first.eq(walk.j == 0), read.last.eq(walk.last_inner),
+                         out.valid.eq(read_valid), out.payload.eq(read),
+                         out.payload.word.eq(self.mem_data)]
         with m.If(issue):
             walk.step()
             with m.If(walk.last):
