@@ -35,12 +35,25 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
+    def format_help(self):
+        # The board list costs an amaranth import: only when help is shown.
+        from boards.targets import BOARDS
+        for action in self._actions:
+            if action.help and BOARD_LIST in action.help:
+                action.help = action.help.replace(BOARD_LIST, ", ".join(BOARDS))
+        return super().format_help()
+
+
+BOARD_LIST = "<boards>"
+
 
 def parse_args(argv):
+    from quantize.model import MAX_ALPHA
     p = OneLineParser(prog="gen-accel", description=__doc__.split("\n\n")[0])
-    p.add_argument("--alpha", type=float, help=f"width multiplier (default {DEFAULT_ALPHA})")
-    p.add_argument("--input-size", type=int,
-                   help=f"input resolution (default {DEFAULT_INPUT_SIZE})")
+    p.add_argument("--alpha", type=float, help=f"width multiplier of the seed network, "
+                   f"0 < alpha <= {MAX_ALPHA:g} (default {DEFAULT_ALPHA})")
+    p.add_argument("--input-size", type=int, help=f"input resolution of the seed network, "
+                   f"8..512 pixels square (default {DEFAULT_INPUT_SIZE})")
     p.add_argument("--model", type=Path, help="use this int8 .tflite instead of the seed network "
                    "(its own input shape; not with --alpha, --input-size or --weights)")
     p.add_argument("--weights", type=Path, help="Keras weights (.weights.h5) for the seed network")
@@ -52,8 +65,8 @@ def parse_args(argv):
                         "simulation of the generated RTL, compare every layer with TFLite, "
                         "and put the measured cycles into the layer report")
     p.add_argument("--synth", metavar="BOARD",
-                   help="also synthesize, place and route the accelerator for BOARD (e.g. "
-                        "ulx3s-85f) with Yosys + nextpnr; without --config the largest config "
+                   help=f"also synthesize, place and route the accelerator for BOARD (one "
+                        f"of {BOARD_LIST}) with Yosys + nextpnr; without --config the largest config "
                         "that fits the board is used; missing the clock target fails")
     # A string, not a Path: Path("") would silently become the current folder.
     p.add_argument("--out", default="build", help="output folder: new, empty or a previous "
@@ -296,7 +309,7 @@ def verify_rtl(graph, tflite: bytes, fw, n: int) -> tuple[dict, dict]:
     from quantize.verify import compare_layers
     from sim.accel_sim import simulate
     xs, labels = sample_inputs(graph, n)
-    log.info("cycle-accurate simulation of %d image(s) (Verilator; first build takes a minute) ...", n)
+    log.info("cycle-accurate simulation of %d image(s) (Verilator; first build takes several minutes, cached afterwards) ...", n)
     results = simulate(fw, list(xs), fw.cfg, progress=log.isEnabledFor(logging.INFO))
     interp = golden_interpreter(tflite)
     failures, per_image = [], []
@@ -444,9 +457,16 @@ def build(args, plan: Plan, out) -> Path:
                        "synthesis": synth,
                        "measured_cycles": totals["measured"],
                        "seconds": round(time.time() - t0, 2)})
-    log.info("wrote %s (%d layers, %s MACs; reference and firmware bit-exact vs TFLite on %d images)", path,
-             len(rows), f"{sum(r['macs'] for r in rows):,}", verdict.get("images", 0))
+    log.info("wrote %s (%d layers, %s MACs; reference and firmware bit-exact vs TFLite on %d "
+             "images%s)", path, len(rows), f"{sum(r['macs'] for r in rows):,}",
+             verdict.get("images", 0), rtl_summary(sim_verdict, measured) if args.verify else "")
     return path
+
+
+def rtl_summary(sim_verdict: dict, measured: dict) -> str:
+    """The --verify part of the final line."""
+    return (f"; RTL (Verilator) bit-exact on {sim_verdict['images']} images, "
+            f"{measured['total']:,} cycles")
 
 
 def main(argv=None, *, isolate: bool | None = None) -> int:
@@ -457,7 +477,9 @@ def main(argv=None, *, isolate: bool | None = None) -> int:
                         format="%(name)s: %(message)s")
     # -q also silences libraries that set their own loggers' levels (cocotb's runner).
     logging.disable(logging.INFO if args.quiet else logging.NOTSET)
-    if isolate if isolate is not None else argv is None and hasattr(os, "fork"):
+    if isolate is None:
+        isolate = argv is None and hasattr(os, "fork")
+    if isolate:
         return run_supervised(args)
     return run_reporting_errors(args)
 

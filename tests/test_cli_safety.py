@@ -485,3 +485,12 @@ def test_seed_descriptors_are_the_compilers(real_build, config):
     for a, b in zip(derived, compiled):
         assert [getattr(a, f) for f in shape] == [getattr(b, f) for f in shape], b.layer
         assert a.flags == b.flags & ~Flags.FLOAT_REQUANT, b.layer   # a dense layer's own
+
+
+def test_help_lists_boards_and_ranges(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert e.value.code == 0
+    assert "0 < alpha <= 4 (default 0.25)" in text and "8..512 pixels square (default 28)" in text
+    assert "(one of ulx3s-85f, ulx3s-45f, ulx3s-25f)" in text

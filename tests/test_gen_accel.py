@@ -1,5 +1,6 @@
 """The main job on built-in defaults produces a complete, self-describing build folder."""
 import json
+import logging
 
 import pytest
 from keras_models import int8_tflite
@@ -30,7 +31,7 @@ def test_gen_accel_defaults(tmp_path):
     assert not list(tmp_path.glob(".build.*"))
 
 
-def test_gen_accel_verify_in_verilator(tmp_path):
+def test_gen_accel_verify_in_verilator(tmp_path, caplog):
     """--verify runs real images through the Verilated RTL: bit-exact on every layer, and the
     cycle model's prediction equal to the measured LAYER_CYCLES per layer and overall."""
     from sim.verilator_runner import verilator_available
@@ -38,7 +39,11 @@ def test_gen_accel_verify_in_verilator(tmp_path):
     if why:
         pytest.skip(why)
     out = tmp_path / "build"
-    assert cli.main(["--out", str(out), "--check-images", "1", "--verify", "1", "-q"]) == 0
+    caplog.set_level(logging.INFO, logger="gen-accel")
+    assert cli.main(["--out", str(out), "--check-images", "1", "--verify", "1"]) == 0
+    cycles = json.loads((out / "rtl_verify.json").read_text())["per_image"][0]["cycles"]
+    assert caplog.messages[-1].endswith(      # the final line says what the RTL run showed
+        f"bit-exact vs TFLite on 1 images; RTL (Verilator) bit-exact on 1 images, {cycles:,} cycles)")
     verdict = json.loads((out / "rtl_verify.json").read_text())
     assert verdict["bit_exact"] and verdict["images"] == 1 and not verdict["failures"]
     rep = json.loads((out / "report" / "layer_cycles.json").read_text())
