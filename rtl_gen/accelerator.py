@@ -246,8 +246,14 @@ class Accelerator(wiring.Component):
         records = Signal(record_layout)
         m.d.comb += records.eq(Mux(seq.slot, record_slots[1], record_slots[0]))
         op = desc.opcode
-        is_conv, is_dw = op == Opcode.CONV, op == Opcode.DWCONV
-        is_mean, is_softmax = op == Opcode.MEAN, op == Opcode.SOFTMAX
+        # The layer's kind, decoded into registers: they steer every stream mux of the
+        # datapath, and the descriptor only changes while the sequencer fetches (a cycle's lag
+        # is never seen by a running layer).
+        is_conv, is_dw, is_mean, is_softmax, is_float = (
+            Signal(name=n) for n in ("is_conv", "is_dw", "is_mean", "is_softmax", "is_float"))
+        m.d.sync += [is_conv.eq(op == Opcode.CONV), is_dw.eq(op == Opcode.DWCONV),
+                     is_mean.eq(op == Opcode.MEAN), is_softmax.eq(op == Opcode.SOFTMAX),
+                     is_float.eq((desc.flags & Flags.FLOAT_REQUANT) != 0)]
 
         # ---- buffers ----------------------------------------------------------------------
         acts = [Memory(shape=8 * g.act_word, depth=g.act_depth, init=[]) for _ in range(2)]
@@ -374,7 +380,6 @@ class Accelerator(wiring.Component):
                      softmax.input_left_shift.eq(desc.shift), softmax.diff_min.eq(desc.aux)]
 
         # ---- requantization ----------------------------------------------------------------
-        is_float = (desc.flags & Flags.FLOAT_REQUANT) != 0
         ser, rq, frq = AccSerializer(cfg), Requantizer(g.lanes), FloatRequantizer()
         m.submodules.serializer, m.submodules.requant = resettable(ser), resettable(rq)
         m.submodules.float_requant = resettable(frq)
