@@ -30,7 +30,10 @@ from sim.verilator_runner import load_params, report_metrics
 
 REG = {r.name: r.offset for r in register_map()}
 CTRL_START, CTRL_IRQ_EN, CTRL_SOFT_RESET = 1, 2, 4
-STATUS_DONE, STATUS_ERROR = 2, 4
+STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
+# After a soft reset the core drains the AXI bursts it issued (BUSY stays high, START is
+# ignored): wait for it, a bounded number of register polls.
+DRAIN_POLLS = 10_000
 
 
 async def read_registers(lite: AxiLiteMaster) -> dict:
@@ -103,8 +106,9 @@ async def run_images(dut):
         if timed_out:
             dut._log.warning("image %d: no interrupt within %d cycles; soft reset", i, sim_cycles)
             await lite.write_dword(REG["CTRL"], CTRL_SOFT_RESET)
-            for _ in range(8):
-                await RisingEdge(dut.clk)
+            for _ in range(DRAIN_POLLS):
+                if not await lite.read_dword(REG["STATUS"]) & STATUS_BUSY:
+                    break
         # A failed run may have left anything anywhere: start the next one from the image.
         reload_all = timed_out or bool(regs["STATUS"] & STATUS_ERROR)
 
