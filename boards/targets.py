@@ -13,13 +13,13 @@ an EBR is one DP16KD of 18 Kbit.
     LFE5U-45F      43 848           72        108
     LFE5U-85F      83 640          156        208
 
-Why ULX3S 45F is the small target: Yosys maps every multiplier of two or more bits onto
-MULT18X18D, and the accelerator needs at least 35 of them (`estimate`: pw 2x1, one depthwise
-lane), more than the 28 of a 12F/25F. Mapped to LUTs instead (`synth_ecp5 -nodsp`), a pw 2x2
-accelerator measured 29 148 LUT4 + 1 964 CCU2C, about 33 000 LUT slots for the 24 288 of a
-25F. An iCE40 UP5K (5 280 LUTs, 8 SB_MAC16) is far smaller still, and nextpnr-ice40 has no
-out-of-context mode. The 25F stays listed for building blocks of the accelerator;
-`default_config` says why the whole accelerator does not fit it.
+DSP blocks are for MACs: Yosys maps every multiplier of two variable operands onto
+MULT18X18D, so the accelerator writes the products that are not MACs of the pointwise array
+(depthwise taps, the sequencer's size products, the dense layer's requantizer digits) as LUT
+logic (`rtl_gen.lut_mul`); only the Requantizer (four per lane) and the SoftmaxUnit (four)
+keep DSP blocks. The smallest accelerator needs 10 of them, so even a 25F (28) takes one
+(pw 4x4, 2 depthwise lanes by `estimate`; no routed build of it measured yet). An iCE40 UP5K
+(5 280 LUTs, 8 SB_MAC16) is far smaller still, and nextpnr-ice40 has no out-of-context mode.
 """
 from __future__ import annotations
 
@@ -165,18 +165,18 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
     Pointwise convolutions carry about 95 % of MobileNet's MACs, so the search maximises the
     MAC array (pw_out * pw_in) first, then the depthwise lanes, then prefers the squarer array
     (smaller channel padding, `firmware.layout.channel_align`) with pw_out >= pw_in. The DSPs
-    bind: MULT18X18D = pw_out*pw_in + 9*dw_lanes + 8*min(pw_out, dw_lanes) + 16 (`estimate`).
+    bind: MULT18X18D = pw_out*pw_in + 4*dw_lanes + 4 (`estimate`; dw_lanes <= pw_out).
 
-    * ULX3S 85F, 156 MULT18X18D: 8x8 MACs + 4 lanes = 64 + 36 + 32 + 16 = 148
-      (16x8 with one lane needs 128 + 9 + 8 + 16 = 161; 8x8 with 8 lanes needs 216).
-    * ULX3S 45F, 72 MULT18X18D: 8x4 MACs + 1 lane = 32 + 9 + 8 + 16 = 65
-      (4x4 with 2 lanes, 66, has half the MACs; 8x4 with 2 lanes needs 82).
-    * ULX3S 25F, 28 MULT18X18D: nothing fits; the smallest accelerator needs 2 + 9 + 8 + 16.
+    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 4 lanes = 128 + 16 + 4 = 148, 86% of them MACs
+      (32x8 needs 260; 16x8 with 8 lanes 164).
+    * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 1 lane = 64 + 4 + 4 = 72, 89% MACs
+      (8x8 with 2 lanes needs 76).
+    * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 2 lanes = 16 + 8 + 4 = 28.
 
     Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 32 KiB of weights:
     what the firmware's networks are compiled for) and are halved together only while they
-    exceed 90 % of the DP16KDs. 85F: 150 of 208 blocks (each activation buffer is stored
-    twice, 64 blocks). 45F: 148 blocks at the defaults, so 32 + 16 KiB, 76 of 108 blocks;
+    exceed 90 % of the DP16KDs. 85F: 168 of 208 blocks (each activation buffer is stored
+    twice, 64 blocks). 45F: 150 blocks at the defaults, so 32 + 16 KiB, 86 of 108 blocks;
     alpha 0.25's 14x14x256 layers then run as two bands of rows each (`firmware.tiling`),
     alpha 1 does not fit (a stride-2 depthwise band needs three 14 KiB input rows).
 

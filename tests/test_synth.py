@@ -145,8 +145,10 @@ def test_default_config_runs_the_seed_network(name, net_025):
 
 
 def test_default_config_explains_a_board_too_small():
-    with pytest.raises(ConfigError, match="ulx3s-25f.*MULT18X18D"):
-        default_config("ulx3s-25f")
+    import dataclasses
+    tiny = dataclasses.replace(get_board("ulx3s-25f"), name="tiny-ecp5", mult18=8)
+    with pytest.raises(ConfigError, match="tiny-ecp5.*the smallest needs 10 MULT18X18D"):
+        default_config(tiny)
     with pytest.raises(ValueError, match="known: " + ", ".join(BOARDS)):
         get_board("icebreaker")
 
