@@ -116,11 +116,11 @@ def plan_run(args) -> Plan:
     plan = Plan(cfg=None)
     choose_network(args, plan)
     choose_config(args, plan)
+    from .build_dir import output_folder
+    output_folder(args.out)
     if plan.spec is not None:       # its shapes decide the fit: no need to build it first
         from .preflight import check_seed_network
         check_seed_network(plan.spec, plan.cfg)
-    from .build_dir import output_folder
-    output_folder(args.out)
     return plan
 
 
