@@ -56,9 +56,9 @@ class SoftmaxUnit(wiring.Component):
     deep (100+ MHz on an ECP5).
 
     Phases and cycles (n = length): load n cycles (one logit per clock; the maximum is tracked
-    on the fly), exponentials 68 per logit, reciprocal of the sum 37, output 9 per logit when
-    the consumer is ready (each pass reads a logit into a register first). That is 78 n + 37
-    cycles (`vector_cycles`), e.g. 817 for 10 logits.
+    on the fly), exponentials 69 per logit, reciprocal of the sum 37, output 10 per logit when
+    the consumer is ready (each pass reads a logit into a register first). That is 80 n + 37
+    cycles (`vector_cycles`), e.g. 837 for 10 logits.
 
     input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
     (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector.
@@ -89,7 +89,9 @@ class SoftmaxUnit(wiring.Component):
         streams never stall."""
         per_logit = (1                                        # LOAD
                      + 2 + EXP_MULTIPLIES * MULTIPLY_STATES + 1   # read, exp., EXP_STORE
-                     + 2 + MULTIPLY_STATES + 2)               # read, OUT .. ROUND, WB, SEND
+                     + 1                                      # the two-state write-back
+                     + 2 + MULTIPLY_STATES + 3)               # read, OUT .. ROUND, SHIFT, WB,
+                                                              # SEND
         return per_logit * length + 2 + RECIP_MULTIPLIES * MULTIPLY_STATES
 
     def elaborate(self, platform):
@@ -128,7 +130,7 @@ class SoftmaxUnit(wiring.Component):
                 m.next = then
 
         # Working registers of exp_on_negative_values; the reciprocal reuses two of them.
-        x, x2, x3, t = (Signal(signed(32), name=n) for n in ("x", "x2", "x3", "t"))
+        x, x2, x3, t, u = (Signal(signed(32), name=n) for n in ("x", "x2", "x3", "t", "u"))
         half_denominator, recip = x, x2
         barrel_bits = Signal(len(EXP_BARREL))
         input_is_zero = Signal()
@@ -136,6 +138,7 @@ class SoftmaxUnit(wiring.Component):
         out_exponent = Signal(range(33))
         headroom = Signal(range(33))
         nudged = Signal(signed(33))
+        shifted = Signal(signed(32))
 
         def multiplies(name, ops, after):
             """Chain of (a, b, write-back statements) multiplies: issue, SRDHM_STAGES
@@ -148,10 +151,15 @@ class SoftmaxUnit(wiring.Component):
                     m.next = stages[0]
                 for k, stage in enumerate(stages):
                     with m.State(stage):
-                        m.next = stages[k + 1] if k + 1 < len(stages) else names[n] + "_WB"
-                with m.State(names[n] + "_WB"):
-                    m.d.sync += writeback
-                    m.next = names[n + 1]
+                        m.next = stages[k + 1] if k + 1 < len(stages) else names[n] + "_WB0"
+                # A write-back is a list of statements, or a tuple of such lists for
+                # successive states (a result too many adders deep for one cycle).
+                steps = writeback if isinstance(writeback, tuple) else (writeback,)
+                wb_names = [f"{names[n]}_WB{k}" for k in range(len(steps))] + [names[n + 1]]
+                for k, statements in enumerate(steps):
+                    with m.State(wb_names[k]):
+                        m.d.sync += statements
+                        m.next = wb_names[k + 1]
 
         # exp_on_negative_values(a, 5) with a = SRDHM(diff << left_shift, input_multiplier).
         # a mod 1/4 - 1/4 lies in [-2^24, -1]: its rescale from Q5.26 to Q0.31 (<< 5) never
@@ -167,7 +175,8 @@ class SoftmaxUnit(wiring.Component):
             (x, x, [x2.eq(high)]),
             (x2, x, [x3.eq(high)]),
             (x2, x2, [t.eq(wrap32(rounding_divide_by_pot(high, 2) + x3))]),
-            (t, EXP_ONE_THIRD, [t.eq(wrap32(x + rounding_divide_by_pot(wrap32(high + x2), 1)))]),
+            (t, EXP_ONE_THIRD, ([u.eq(wrap32(high + x2))],
+                                [t.eq(wrap32(x + rounding_divide_by_pot(u, 1)))])),
             (EXP_CONSTANT_TERM, t, [t.eq(wrap32(EXP_CONSTANT_TERM + high))]),
         ] + [(t, c, [t.eq(Mux(barrel_bits[k], high, t))]) for k, c in enumerate(EXP_BARREL)]
 
@@ -230,9 +239,12 @@ class SoftmaxUnit(wiring.Component):
                 nudge = (Const(1 << 31, 32) >> (32 - out_exponent).as_unsigned()) - \
                     ((high < 0) & (out_exponent != 0))
                 m.d.sync += nudged.eq(high + nudge)
+                m.next = "OUT_SHIFT"
+            with m.State("OUT_SHIFT"):
+                m.d.sync += shifted.eq(wrap32(nudged >> out_exponent))
                 m.next = "OUT_WB"
             with m.State("OUT_WB"):
-                probability = wrap32(nudged >> out_exponent) - 128
+                probability = shifted - 128
                 m.d.sync += [self.o_stream.payload.eq(Mux(in_range, clamp(probability, -128, 127),
                                                           -128)),
                              self.o_stream.valid.eq(1)]
