@@ -428,7 +428,8 @@ def build(args, plan: Plan, out) -> Path:
     cfg, board = plan.cfg, plan.board
     t0 = time.time()
     tflite, provenance = obtain_model(args, plan)
-    graph = load_graph(tflite)
+    # Errors in a user's model name its file; the seed network's have the layer names.
+    graph = load_graph(tflite, name=str(args.model) if args.model is not None else None)
     out.write_bytes("model.tflite", tflite)
     rows = layer_table(graph)
     out.write_json("layers.json", rows)

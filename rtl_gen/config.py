@@ -92,5 +92,7 @@ class AccelConfig:
             raise ConfigError(f"a config is a JSON object of AccelConfig fields, got {type(d).__name__}")
         unknown = set(d) - known
         if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+            # repr: a key may hold anything, even a newline, and the error is one line.
+            names = sorted(k if k.isprintable() else repr(k) for k in map(str, unknown))
+            raise ConfigError(f"unknown config keys: {', '.join(names)}")
         return cls(**d)

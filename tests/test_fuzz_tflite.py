@@ -187,7 +187,6 @@ JSON_VALUES = st.recursive(
 def test_config_from_random_json():
     from rtl_gen.config import AccelConfig, ConfigError
     names = [f for f in AccelConfig.__dataclass_fields__]
-    # Printable keys: an unknown key holding a newline is the xfail case below.
     keys = st.one_of(st.sampled_from(names),
                      st.text(st.characters(categories=["L", "N", "P", "Zs"]), max_size=8))
     powers = st.sampled_from([1, 2, 4, 8, 16, 64, 256, 1024, 1 << 20])
@@ -209,8 +208,6 @@ def test_config_from_random_json():
     assert seen["refused"] and seen["accepted"]
 
 
-@pytest.mark.xfail(strict=True, reason="rtl_gen/config.py lists unknown keys verbatim; "
-                   "reported to its owner")
 def test_config_unknown_key_with_newline_is_one_line():
     from rtl_gen.config import AccelConfig, ConfigError
     with pytest.raises(ConfigError) as e:

@@ -67,7 +67,7 @@ def test_cli_rejects_unsupported_model(tmp_path, residual_tflite, capsys):
     model.write_bytes(residual_tflite)
     code, err = _cli(["--model", str(model), "--out", str(tmp_path / "build")], capsys)
     assert code == 2
-    assert err.startswith("gen-accel: error: layer 2") and "ADD" in err
+    assert err.startswith(f"gen-accel: error: {model}: layer 2") and "ADD" in err
     assert not (tmp_path / "build").exists()
     assert not list(tmp_path.glob(".build.partial-*"))
 
