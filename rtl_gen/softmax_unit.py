@@ -56,9 +56,9 @@ class SoftmaxUnit(wiring.Component):
     deep (100+ MHz on an ECP5).
 
     Phases and cycles (n = length): load n cycles (one logit per clock; the maximum is tracked
-    on the fly), exponentials 69 per logit, reciprocal of the sum 37, output 10 per logit when
-    the consumer is ready (each pass reads a logit into a register first). That is 80 n + 37
-    cycles (`vector_cycles`), e.g. 837 for 10 logits.
+    on the fly), exponentials 70 per logit, reciprocal of the sum 37, output 11 per logit when
+    the consumer is ready (each pass reads a logit into two registers first). That is 82 n +
+    37 cycles (`vector_cycles`), e.g. 857 for 10 logits.
 
     input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
     (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector.
@@ -88,9 +88,9 @@ class SoftmaxUnit(wiring.Component):
         """Cycles from the first logit accepted to the last probability taken, when the
         streams never stall."""
         per_logit = (1                                        # LOAD
-                     + 2 + EXP_MULTIPLIES * MULTIPLY_STATES + 1   # read, exp., EXP_STORE
+                     + 3 + EXP_MULTIPLIES * MULTIPLY_STATES + 1   # read, exp., EXP_STORE
                      + 1                                      # the two-state write-back
-                     + 2 + MULTIPLY_STATES + 3)               # read, OUT .. ROUND, SHIFT, WB,
+                     + 3 + MULTIPLY_STATES + 3)               # read, OUT .. ROUND, SHIFT, WB,
                                                               # SEND
         return per_logit * length + 2 + RECIP_MULTIPLIES * MULTIPLY_STATES
 
@@ -113,17 +113,21 @@ class SoftmaxUnit(wiring.Component):
         mul_a, mul_b = Signal(signed(32)), Signal(signed(32))
         high = srdhm_pipeline(m, mul_a, mul_b, 1, "srdhm")
         maximum = Signal(signed(8))
-        # A logit (and its exponential) read from the LUT RAMs into registers, then its
-        # difference from the maximum and the range test in a state of their own: a
-        # 256-entry LUT RAM read alone takes most of a 10 ns cycle.
-        logit, exp_value = Signal(signed(8)), Signal(signed(32))
+        # A logit (and its exponential) read from their block RAMs into registers, then its
+        # difference from the maximum and the range test in a state of their own.
+        read_data, logit, exp_value = Signal(signed(8)), Signal(signed(8)), Signal(signed(32))
         diff, in_range = Signal(signed(9)), Signal()
 
         def read_logit(state, then, *, exp=False):
+            # Yosys folds the first register into a block RAM's read port, whose output is
+            # slow (about 6 ns): a second register holds the logit before any logic.
             with m.State(state):
-                m.d.sync += logit.eq(logit_rd.data)
+                m.d.sync += read_data.eq(logit_rd.data)
                 if exp:
                     m.d.sync += exp_value.eq(exp_rd.data)
+                m.next = state + "_HOLD"
+            with m.State(state + "_HOLD"):
+                m.d.sync += logit.eq(read_data)
                 m.next = state + "_DIFF"
             with m.State(state + "_DIFF"):
                 m.d.sync += [diff.eq(logit - maximum), in_range.eq(logit - maximum >= self.diff_min)]
