@@ -254,6 +254,13 @@ class Accelerator(wiring.Component):
         m.d.sync += [is_conv.eq(op == Opcode.CONV), is_dw.eq(op == Opcode.DWCONV),
                      is_mean.eq(op == Opcode.MEAN), is_softmax.eq(op == Opcode.SOFTMAX),
                      is_float.eq((desc.flags & Flags.FLOAT_REQUANT) != 0)]
+        # Copies, a cycle later, for the readers' handshakes alone: the first set fans out to
+        # every payload mux, too slow a net to sit in front of a block RAM's clock enable
+        # (a copy of the same input would be merged back by synthesis).
+        ctl_conv, ctl_dw, ctl_mean, ctl_softmax = (
+            Signal(name=f"ctl_{n}") for n in ("conv", "dw", "mean", "softmax"))
+        m.d.sync += [ctl_conv.eq(is_conv), ctl_dw.eq(is_dw), ctl_mean.eq(is_mean),
+                     ctl_softmax.eq(is_softmax)]
 
         # ---- buffers ----------------------------------------------------------------------
         acts = [Memory(shape=8 * g.act_word, depth=g.act_depth, init=[]) for _ in range(2)]
@@ -338,8 +345,8 @@ class Accelerator(wiring.Component):
 
         # Activation reader -> the unit of the current layer, each taking its chunk.
         item = act_rd.data.payload
-        act_sinks = ((is_conv, pw.act, None), (is_dw, dw.pixels, cfg.dw_lanes),
-                     (is_mean, mean.i_stream, g.lanes), (is_softmax, softmax.i_stream, 1))
+        act_sinks = ((ctl_conv, pw.act, None), (ctl_dw, dw.pixels, cfg.dw_lanes),
+                     (ctl_mean, mean.i_stream, g.lanes), (ctl_softmax, softmax.i_stream, 1))
         for active, sink, nbytes in act_sinks:
             m.d.comb += sink.valid.eq(act_rd.data.valid & active)
             with m.If(active):
@@ -355,10 +362,10 @@ class Accelerator(wiring.Component):
         taps = Signal(data.ArrayLayout(data.ArrayLayout(signed(8), cfg.dw_lanes), 9))
         w_item = weight_rd.data.payload
         tap = chunk_at(w_item.word, w_item.addr, cfg.dw_lanes)
-        m.d.comb += [pw.weight.valid.eq(weight_rd.data.valid & is_conv),
+        m.d.comb += [pw.weight.valid.eq(weight_rd.data.valid & ctl_conv),
                      pw.weight.payload.eq(chunk_at(w_item.word, w_item.addr, g.block)),
-                     weight_rd.data.ready.eq(Mux(is_conv, pw.weight.ready, 1))]
-        with m.If(weight_rd.data.valid & ~is_conv):
+                     weight_rd.data.ready.eq(Mux(ctl_conv, pw.weight.ready, 1))]
+        with m.If(weight_rd.data.valid & ~ctl_conv):
             m.d.sync += taps.eq(Cat(taps.as_value()[8 * cfg.dw_lanes:], tap))
 
         # Per-tile / per-group parameters.
