@@ -83,12 +83,12 @@ def get_board(board: str | Board) -> Board:
 # depthwise taps, the sequencer's size products and the FloatRequantizer's digits are LUT
 # logic (`rtl_gen.lut_mul`), and the MeanUnit shares the Requantizer.
 FIXED_MULT18 = 4
-# Coarse logic model, LUT4 slots after place and route (LUT4 + 2 * CCU2C + 2 * DPR16X4),
-# least-squares fit to three builds of the same RTL: 26 856 for the 85F default (64 + 9*4
-# multipliers), 16 867 for the 45F default (32 + 9*1) and 13 879 for the smallest config
-# that CI builds (4 + 9*1); within 5% of each.
+# Coarse logic model, LUT4 slots after place and route (LUT4 + 2 * CCU2C + 2 * DPR16X4):
+# a base plus one term per MAC of the array and one per depthwise tap (its 9x8 LUT
+# multiplier). Fitted on the earlier RTL (base, per MAC) and checked on the current one:
+# 85F default (16x8 MACs, 4 lanes) 34 466 routed for 35 160 estimated, the smallest config
+# CI builds 13 341 for 13 072: within 3%.
 LUT_BASE, LUT_PER_MULT = 11384, 152
-# A depthwise tap's 9x8 LUT multiplier and its share of the engine's adders (provisional).
 LUT_PER_DW_TAP = 120
 # Shares of a device the default configuration may plan for: the LUT model is coarse, and
 # nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).

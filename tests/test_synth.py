@@ -156,14 +156,17 @@ def test_default_config_explains_a_board_too_small():
 
 # The smallest accelerator: every engine, the DMA, the sequencer and the registers, with a
 # 2x2 MAC array, one depthwise lane, a 32-bit bus and small buffers. About 4 minutes.
+# Its clock target is the regression floor for the routed Fmax (issue #9): the accelerator
+# is pipelined for 100+ MHz, so a slow path that comes back fails here.
+FMAX_FLOOR_MHZ = 70
 SMALLEST = AccelConfig(pw_out=2, pw_in=2, dw_lanes=1, bus_bytes=4, max_burst=8,
                        max_outstanding=2, act_buffer_bytes=4096, weight_buffer_bytes=2048,
-                       clock_mhz=30)
+                       clock_mhz=FMAX_FLOOR_MHZ)
 
 
 def test_smallest_accelerator_out_of_context(tmp_path):
     """The whole accelerator (a small config) through Yosys + nextpnr on the ULX3S 45F: it
-    fits, meets the board's 30 MHz target, and uses exactly the multipliers and block RAMs
+    fits, routes at FMAX_FLOOR_MHZ or faster, and uses exactly the multipliers and block RAMs
     that `boards.targets.estimate` predicts (LUTs are a fitted model: within 20%)."""
     from rtl_gen.accelerator import Accelerator
 
@@ -171,7 +174,7 @@ def test_smallest_accelerator_out_of_context(tmp_path):
     report = synthesize(Accelerator(SMALLEST), board, SMALLEST.clock_mhz, tmp_path,
                         top_name="mnet_accel", progress=False, timeout_s=1800)
     use, est = report.resources, estimate(SMALLEST)
-    assert report.timing_met and report.fmax_mhz >= SMALLEST.clock_mhz
+    assert report.timing_met and report.fmax_mhz >= FMAX_FLOOR_MHZ, report.fmax_mhz
     assert (use["dsp"].used, use["bram"].used) == (est.mult18, est.bram_blocks)
     assert 0.8 <= est.luts / use["lut"].used <= 1.2, (est.luts, use["lut"].used)
     assert use["lut"].used < board.luts and use["io"].used == 0
