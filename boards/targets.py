@@ -180,12 +180,11 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
     alpha 0.25's 14x14x256 layers then run as two bands of rows each (`firmware.tiling`),
     alpha 1 does not fit (a stride-2 depthwise band needs three 14 KiB input rows).
 
-    Clock: 30 MHz on both (ECP5 speed grade 6). Out of context the Requantizer alone routes
-    at about 48 MHz (its rounding shift and clamp); the whole default accelerators routed at
-    41.1 MHz on the 85F (25 560 LUT slots, 11 330 FFs) and 44.6 MHz on the 45F (16 874, 7 397),
-    critical path: the valid/ready chain from the DepthwiseEngine's output register through
-    the Requantizer into the PointwiseEngine's stall logic. The ULX3S's 25 MHz oscillator
-    reaches 30 MHz through an EHXPLLL.
+    Clock: 30 MHz on both (ECP5 speed grade 6), the target `gen-accel --synth` must meet; the
+    RTL is pipelined for more: at a 100 MHz target the 45F default routed at 68.8 MHz
+    (`python -m bench.boards`, README), critical path the
+    PointwiseEngine's stall enable fanning out over the MAC array. The ULX3S's 25 MHz
+    oscillator reaches the target through an EHXPLLL.
     """
     board = get_board(board)
     base = AccelConfig(clock_mhz=board.clock_mhz)
