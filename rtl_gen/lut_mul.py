@@ -11,7 +11,7 @@ sums between adder levels; `lut_product` sums them in one combinational tree.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Mux, Value, signed
+from amaranth.hdl import Cat, Const, Mux, Value
 
 
 def partial_products(a, b) -> list[Value]:
@@ -50,8 +50,3 @@ def lut_product(a, b, width: int | None = None) -> Value:
     bits = total[:width or exact]
     return bits.as_signed() if signed_result else bits.as_unsigned()
 
-
-def product_shape(a, b):
-    a, b = Value.cast(a), Value.cast(b)
-    n = len(a) + len(b)
-    return signed(n) if a.shape().signed or b.shape().signed else n

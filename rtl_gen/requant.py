@@ -81,9 +81,15 @@ def rounding_divide_by_pot(x, exponent) -> Value:
             return x
         nudge = (1 << (exponent - 1)) - x[-1]
     else:
-        half = Const(1 << 31, 32) >> (32 - exponent).as_unsigned()
-        nudge = half - ((x < 0) & (exponent != 0))
+        nudge = rounding_nudge(x, exponent)
     return wrap32((x + nudge) >> exponent)
+
+
+def rounding_nudge(x, exponent) -> Value:
+    """What `rounding_divide_by_pot` adds before its shift, for an unsigned Value exponent:
+    pipelines that give the add and the shift a cycle each use it directly."""
+    half = Const(1 << 31, 32) >> (32 - exponent).as_unsigned()
+    return half - ((Value.cast(x) < 0) & (exponent != 0))
 
 
 def clamp(x, lo, hi) -> Value:
@@ -164,8 +170,7 @@ class Requantizer(wiring.Component):
 
             shift = lane.shift
             left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
-            nudge = (Const(1 << 31, 32) >> (32 - r_high).as_unsigned()) - \
-                ((high < 0) & (r_high != 0))
+            nudge = rounding_nudge(high, r_high)
             with m.If(advance):
                 m.d.sync += [
                     # 1: the positive exponent as a left shift.

@@ -7,8 +7,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .requant import (INT32_MAX, INT32_MIN, SRDHM_STAGES, clamp, rounding_divide_by_pot, srdhm_pipeline,
-                      wrap32)
+from .requant import (INT32_MAX, INT32_MIN, SRDHM_STAGES, clamp, rounding_divide_by_pot,
+                      rounding_nudge, srdhm_pipeline, wrap32)
 
 # gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl, Q0.31.
 EXP_CONSTANT_TERM = 1895147668     # exp(-1/8)
@@ -240,9 +240,7 @@ class SoftmaxUnit(wiring.Component):
                     m.next = out_stages[k + 1] if k + 1 < len(out_stages) else "OUT_ROUND"
             with m.State("OUT_ROUND"):
                 # RoundingDivideByPOT(high, out_exponent) as its add, then its shift in OUT_WB.
-                nudge = (Const(1 << 31, 32) >> (32 - out_exponent).as_unsigned()) - \
-                    ((high < 0) & (out_exponent != 0))
-                m.d.sync += nudged.eq(high + nudge)
+                m.d.sync += nudged.eq(high + rounding_nudge(high, out_exponent))
                 m.next = "OUT_SHIFT"
             with m.State("OUT_SHIFT"):
                 m.d.sync += shifted.eq(wrap32(nudged >> out_exponent))
