@@ -52,31 +52,47 @@ RECORD_LAYOUT = data.StructLayout({"bias": signed(32), "word1": 32, "word2": 32,
 
 
 
+def result_queue_depth(cfg: AccelConfig) -> int:
+    """Entries of the AccSerializer's result queue: enough that the PointwiseEngine's credits
+    never hold back a result the serializer could take. A freed entry returns as a credit
+    2 cycles after the pop that frees it, and a result accepted then reaches the queue's head
+    `latency` + `drain` cycles later (`drain` = pw_out / lanes requantizer beats per
+    result), while the serializer empties one entry every `drain` cycles."""
+    drain = cfg.pw_out // Geometry(cfg).lanes
+    latency = exact_log2(cfg.pw_in) + 3       # PointwiseEngine.latency
+    return max(2, -(-(latency + drain + 2) // drain))
+
+
 class AccSerializer(wiring.Component):
     """Feeds engine results (up to `Geometry.records` int32 lanes each) to the requantizers:
     `Geometry.lanes` lanes per beat to the fixed-point Requantizer, or one lane per beat to
     the FloatRequantizer, each lane with its channel's record.
 
-    Ports: ``acc`` (in stream, the results), ``records`` (in, the channel records of the tile
-    or group), ``count`` (in, lanes used: pw_out or dw_lanes), ``float_mode`` (in),
-    ``fixed`` and ``float`` (out streams).
+    Ports: ``acc`` (in stream, the results), ``release`` (out, one pulse per result whose
+    last beat has left: a credit back to the PointwiseEngine), ``records`` (in, the channel
+    records of the tile or group), ``count`` (in, lanes used: pw_out or dw_lanes),
+    ``float_mode`` (in), ``fixed`` and ``float`` (out streams).
 
-    The results wait in a two-entry queue, so an engine hands over a result as soon as it
-    is complete and goes on computing while the previous one is serialized: a pointwise
-    pixel whose pw_out / lanes beats take no longer than its in_c / pw_in steps never stalls
-    the MAC array. ``acc.ready`` is a register (queue not full), which keeps the
-    requantizer's back-pressure out of the engines' pipeline enables. A result taken in
-    cycle t is at the head of the queue in cycle t + 1, and its first beat is offered from a
-    register of its own (lanes and records selected a cycle ahead) from cycle t + 2.
+    The results wait in a queue of `result_queue_depth` entries, so an engine hands over a
+    result as soon as it is complete and goes on computing while the previous ones are
+    serialized: a pointwise pixel whose pw_out / lanes beats take no longer than its
+    in_c / pw_in steps never stalls the MAC array. ``acc`` has no ready: every result
+    offered is taken. The PointwiseEngine never offers more results than there are free
+    entries (its credits); a depthwise result is one beat, and with the fixed-point
+    Requantizer always ready (the accelerator's output side never back-pressures) it
+    leaves the cycle after it arrives, so the DepthwiseEngine never finds the queue full.
+    A result taken in cycle t is at the head of the queue in cycle t + 1, and its first
+    beat is offered from a register of its own (lanes and records selected a cycle ahead)
+    from cycle t + 2.
     """
-
-    DEPTH = 2
 
     def __init__(self, cfg: AccelConfig):
         g = Geometry(cfg)
         self.n, self.lanes = g.records, g.lanes
+        self.depth = result_queue_depth(cfg)
         super().__init__({
-            "acc": In(stream.Signature(data.ArrayLayout(signed(32), self.n))),
+            "acc": In(stream.Signature(data.ArrayLayout(signed(32), self.n), always_ready=True)),
+            "release": Out(1),
             "records": In(data.ArrayLayout(RECORD_LAYOUT, self.n)),
             "count": In(range(self.n + 1)),
             "float_mode": In(1),
@@ -86,10 +102,12 @@ class AccSerializer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n, lanes = self.n, self.lanes
+        n, lanes, depth = self.n, self.lanes, self.depth
         result = data.ArrayLayout(signed(32), n)
-        head, second = Signal(result), Signal(result)
-        held = Signal(range(self.DEPTH + 1))
+        # A shift queue: entry 0 is the head, so the beat select reads a register.
+        queue = [Signal(result, name=f"queue{i}") for i in range(depth)]
+        head = queue[0]
+        held = Signal(range(depth + 1))
         beat = Signal(range(n))
         beats = Mux(self.float_mode, self.count, self.count >> exact_log2(lanes))
         last = beat == beats - 1
@@ -110,18 +128,20 @@ class AccSerializer(wiring.Component):
         with m.If(take):
             m.d.sync += out_valid.eq(valid)
 
-        push = self.acc.valid & self.acc.ready
+        push = self.acc.valid
         pop = valid & take & last
-        m.d.comb += self.acc.ready.eq(held != self.DEPTH)
+        m.d.sync += self.release.eq(pop)
         with m.If(valid & take):
             m.d.sync += beat.eq(Mux(last, 0, beat + 1))
         m.d.sync += held.eq(held + push - pop)
-        with m.If(pop):
-            m.d.sync += head.eq(Mux(held == 2, second, self.acc.payload))
-        with m.Elif(push & (held == 0)):
-            m.d.sync += head.eq(self.acc.payload)
-        with m.If(push & (held == Mux(pop, 2, 1))):
-            m.d.sync += second.eq(self.acc.payload)
+        # A push lands behind the entries that stay; a pop moves every entry up one.
+        target = held - pop
+        for i, entry in enumerate(queue):
+            with m.If(push & (target == i)):
+                m.d.sync += entry.eq(self.acc.payload)
+            if i + 1 < depth:
+                with m.Elif(pop):
+                    m.d.sync += entry.eq(queue[i + 1])
 
         acc_groups = data.View(data.ArrayLayout(data.ArrayLayout(signed(32), lanes), n // lanes),
                                head.as_value())
@@ -334,7 +354,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += reg.as_value().word_select(beat, 8 * bus).eq(word)
 
         # ---- engines ------------------------------------------------------------------------
-        pw = PointwiseEngine(cfg)
+        pw = PointwiseEngine(cfg, credits=result_queue_depth(cfg))
         dw = DepthwiseEngine(cfg, max_width=limits.max_width)
         # The MeanUnit's rows go through the shared Requantizer (idle during a MEAN layer).
         mean = MeanUnit(lanes=g.lanes, max_channels=limits.max_channels,
@@ -369,8 +389,7 @@ class Accelerator(wiring.Component):
             m.d.sync += taps.eq(Cat(taps.as_value()[8 * cfg.dw_lanes:], tap))
 
         # Per-tile / per-group parameters.
-        m.d.comb += [pw.bias.valid.eq(1)]
-        m.d.comb += [pw.bias.payload[o].eq(records[o].bias) for o in range(cfg.pw_out)]
+        m.d.comb += [pw.bias[o].eq(records[o].bias) for o in range(cfg.pw_out)]
         tile = dw.tile.payload
         m.d.comb += [dw.tile.valid.eq(seq.tile_valid), seq.tile_ready.eq(dw.tile.ready),
                      tile.height.eq(desc.in_h), tile.width.eq(desc.in_w),
@@ -392,9 +411,11 @@ class Accelerator(wiring.Component):
         m.submodules.float_requant = resettable(frq)
         for engine, active, n in ((pw, is_conv, cfg.pw_out), (dw, is_dw, cfg.dw_lanes)):
             with m.If(active):
-                m.d.comb += [ser.acc.valid.eq(engine.acc.valid), ser.count.eq(n),
-                             engine.acc.ready.eq(ser.acc.ready)]
+                m.d.comb += [ser.acc.valid.eq(engine.acc.valid), ser.count.eq(n)]
                 m.d.comb += [ser.acc.payload[k].eq(engine.acc.payload[k]) for k in range(n)]
+        # The pointwise engine runs on credits (it never offers more results than the queue
+        # has room for); the depthwise engine's results leave as fast as they come.
+        m.d.comb += [pw.release.eq(ser.release & is_conv), dw.acc.ready.eq(1)]
         m.d.comb += [ser.records.eq(records.as_value()), ser.float_mode.eq(is_float)]
         with m.If(is_mean):
             wiring.connect(m, mean.to_requant, rq.i_stream)
@@ -409,7 +430,11 @@ class Accelerator(wiring.Component):
 
         # ---- output writer source -------------------------------------------------------------
         def feed(src, values):
-            m.d.comb += [writer.data.valid.eq(src.valid), src.ready.eq(writer.data.ready)]
+            # The writer takes an item in every cycle of a running walk, and the sequencer
+            # starts each walk with the reads it writes the results of, before any result
+            # exists: the units behind the writer never see back-pressure, so their
+            # pipeline enables are constants and no enable net fans out over them.
+            m.d.comb += [writer.data.valid.eq(src.valid), src.ready.eq(1)]
             m.d.comb += [writer.data.payload[k].eq(v) for k, v in enumerate(values)]
 
         with m.If(seq.pad_phase):

@@ -97,6 +97,8 @@ class MeanUnit(wiring.Component):
         # row's old sums registered (the block RAM's output is slow), C the sums written. A
         # row written in C is seen by a read in the same cycle (transparent port); the row
         # read one beat earlier is one write short, so C forwards its own previous sums.
+        # Whether to forward is decided a stage ahead, as a register: the group compare
+        # stays out of the add in front of the block RAM's write port.
         def stage(name):
             return SimpleNamespace(
                 beat=Signal(data.ArrayLayout(signed(9), lanes), name=f"{name}_beat"),
@@ -106,12 +108,11 @@ class MeanUnit(wiring.Component):
         a, b = stage("a"), stage("b")
         b_sums = Signal(data.ArrayLayout(self.sum_shape, lanes))
         c_sums = Signal(data.ArrayLayout(self.sum_shape, lanes))
-        c_group, c_valid = Signal(range(self.depth)), Signal()
         m.d.sync += [a.valid.eq(0),
                      b.beat.eq(a.beat), b.group.eq(a.group), b.first.eq(a.first),
-                     b.valid.eq(a.valid), b_sums.eq(rd.data),
-                     c_group.eq(b.group), c_valid.eq(b.valid)]
-        forward = c_valid & (c_group == b.group)
+                     b.valid.eq(a.valid), b_sums.eq(rd.data)]
+        forward = Signal()
+        m.d.sync += forward.eq(b.valid & (b.group == a.group))
         m.d.comb += [wr.addr.eq(b.group), wr.en.eq(b.valid)]
         for k in range(lanes):
             old = Mux(b.first, 0, Mux(forward, c_sums[k], b_sums[k]))

@@ -14,10 +14,10 @@ are padded to a multiple of `pw_in` and the output channels to a multiple of `pw
 For each tile of `pw_out` output channels, keep that tile's weights stationary in the
 weight buffer and, for each pixel, stream its K/pw_in steps: step k carries input channels
 [k*pw_in, (k+1)*pw_in) of the pixel on `act` and the matching pw_out x pw_in weights on
-`weight`. The step with `first` set also takes one beat of the tile's biases from `bias`;
-the step with `last` set completes the pixel, whose pw_out accumulators then come out of
-`acc`. A layer therefore takes H*W*ceil(Cout/pw_out)*ceil(Cin/pw_in) cycles plus `latency`
-when nothing stalls.
+`weight`. The step with `first` set starts from the tile's biases (`bias`, held for the
+tile); the step with `last` set completes the pixel, whose pw_out accumulators then come
+out of `acc`. A layer therefore takes H*W*ceil(Cout/pw_out)*ceil(Cin/pw_in) cycles plus
+`latency` when its consumer keeps up (see `PointwiseEngine` for the credits).
 
 Padded input lanes must contribute nothing: either their weights are zero (the natural
 layout of a padded weight buffer; the activations may then hold anything) or their
@@ -72,85 +72,96 @@ class StallPipe:
 
 
 class PointwiseEngine(wiring.Component):
-    """`pw_out` x `pw_in` multiply-accumulate array, one step per cycle.
+    """`pw_out` x `pw_in` multiply-accumulate array, one step per cycle, never stalling.
 
     Ports:
       input_zp: activation zero point, sampled with every accepted `act` beat (hold it
                 constant for a layer).
       act, weight: one beat each per step, consumed together.
-      bias: one beat per pixel, consumed with that pixel's `first` step (when that step
-            reaches the accumulators, so a missing bias beat stalls the pipeline).
-      acc: the pw_out int32 accumulators of a pixel; bias + sum((x - zp) * w), wrapping
-           modulo 2**32 like an int32 register.
+      bias: the tile's pw_out biases, added when a pixel's `first` step reaches the
+            accumulators. Hold it from a tile's first step until its last result is out
+            (the sequencer switches channel records only between drained tiles).
+      acc: the pw_out int32 accumulators of a pixel, bias + sum((x - zp) * w), wrapping
+           modulo 2**32 like an int32 register. A credit stream: `acc.valid` is high for one
+           cycle per result and the consumer must take it then, into a queue of `credits`
+           entries; it pulses `release` once for every entry it frees.
 
     Pipeline: register (x - zp) and w, register the products, one register per adder-tree
-    level, then the accumulators, which drive `acc.payload` directly. `acc.valid` rises
-    `latency` = log2(pw_in) + 3 cycles after the `last` step is accepted. The whole
-    pipeline advances together and freezes only while a finished pixel waits on
-    `acc.ready`, so the accumulators can double as the output register: the next pixel's
-    first step reaches them only once the previous result has been taken.
+    level, then the accumulators, which drive `acc.payload` during the `acc.valid` cycle.
+    `acc.valid` rises `latency` = log2(pw_in) + 3 cycles after the `last` step is accepted.
+
+    Why credits: the registers of the array take a new value every cycle and have no clock
+    enable, so no back-pressure net fans out over thousands of flip-flops (that enable was
+    the slowest path of the design). Back-pressure reaches the engine only at its input: a
+    pixel's `last` step is accepted only while a free queue entry is left for its result
+    (`credit`, a register), so results in flight never exceed the consumer's queue.
     """
 
-    def __init__(self, cfg: AccelConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: AccelConfig, credits: int = 2):
+        if credits < 1:
+            raise ValueError(f"credits must be >= 1, got {credits}")
+        self.cfg, self.credits = cfg, credits
         self.latency = exact_log2(cfg.pw_in) + 3
         super().__init__({
             "input_zp": In(signed(8)),
             "act": In(stream.Signature(act_layout(cfg))),
             "weight": In(stream.Signature(weight_layout(cfg))),
-            "bias": In(stream.Signature(acc_layout(cfg))),
-            "acc": Out(stream.Signature(acc_layout(cfg))),
+            "bias": In(acc_layout(cfg)),
+            "acc": Out(stream.Signature(acc_layout(cfg), always_ready=True)),
+            "release": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        en = Signal()
-        pipe = StallPipe(m, en)
 
+        # Free entries of the consumer's queue, less the results in flight. `credit` is
+        # its registered non-zero flag, so the input handshake never waits on a counter.
+        free = Signal(range(self.credits + 1), init=self.credits)
+        credit = Signal(init=1)
         accept = Signal()
+        both = self.act.valid & self.weight.valid
+        room = ~self.act.payload.last | credit
         m.d.comb += [
-            accept.eq(self.act.valid & self.weight.valid & en),
-            self.act.ready.eq(self.weight.valid & en),
-            self.weight.ready.eq(self.act.valid & en),
+            accept.eq(both & room),
+            self.act.ready.eq(self.weight.valid & room),
+            self.weight.ready.eq(self.act.valid & room),
         ]
+        taken = accept & self.act.payload.last
+        free_next = free - taken + self.release
+        m.d.sync += [free.eq(free_next), credit.eq(free_next != 0)]
+
+        def stage(value, *, name, shape=None):
+            reg = Signal(shape if shape is not None else value.shape(), name=name)
+            m.d.sync += reg.eq(value)
+            return reg
 
         # Stage 0: zero-point subtraction (9 bits signed) next to the weights.
-        flags = pipe.stage(Cat(accept, self.act.payload.first, self.act.payload.last),
-                           shape=_FLAGS, name="s0_flags")
-        diff = [pipe.stage(self.act.payload.data[i] - self.input_zp, name=f"s0_x{i}")
+        flags = stage(Cat(accept, self.act.payload.first, self.act.payload.last),
+                      shape=_FLAGS, name="s0_flags")
+        diff = [stage(self.act.payload.data[i] - self.input_zp, name=f"s0_x{i}")
                 for i in range(cfg.pw_in)]
-        weight = [[pipe.stage(self.weight.payload[o][i], name=f"s0_w{o}_{i}")
+        weight = [[stage(self.weight.payload[o][i], name=f"s0_w{o}_{i}")
                    for i in range(cfg.pw_in)] for o in range(cfg.pw_out)]
 
         # Stage 1: products, 9 x 8 -> 17 bits signed.
-        terms = [[pipe.stage(diff[i] * weight[o][i], name=f"s1_p{o}_{i}")
+        terms = [[stage(diff[i] * weight[o][i], name=f"s1_p{o}_{i}")
                   for i in range(cfg.pw_in)] for o in range(cfg.pw_out)]
-        flags = pipe.stage(flags, name="s1_flags")
+        flags = stage(flags, name="s1_flags")
 
         # Adder tree, one registered level per halving.
         level = 2
         while len(terms[0]) > 1:
-            terms = [[pipe.stage(row[k] + row[k + 1], name=f"s{level}_t{o}_{k // 2}")
+            terms = [[stage(row[k] + row[k + 1], name=f"s{level}_t{o}_{k // 2}")
                       for k in range(0, len(row), 2)] for o, row in enumerate(terms)]
-            flags = pipe.stage(flags, name=f"s{level}_flags")
+            flags = stage(flags, name=f"s{level}_flags")
             level += 1
 
-        # Accumulators, which double as the output register.
-        out_valid = Signal()
+        # Accumulators, which double as the output register for the result's cycle.
         acc = [Signal(ACC_SHAPE, name=f"acc{o}") for o in range(cfg.pw_out)]
-        need_bias = flags.valid & flags.first
-        m.d.comb += [
-            en.eq((~out_valid | self.acc.ready) & (~need_bias | self.bias.valid)),
-            self.bias.ready.eq(en & need_bias),
-            self.acc.valid.eq(out_valid),
-        ]
+        m.d.sync += self.acc.valid.eq(flags.valid & flags.last)
         m.d.comb += [self.acc.payload[o].eq(acc[o]) for o in range(cfg.pw_out)]
-        with m.If(self.acc.ready):
-            m.d.sync += out_valid.eq(0)
-        with m.If(en & flags.valid):
-            m.d.sync += [acc[o].eq(Mux(flags.first, self.bias.payload[o], acc[o]) + terms[o][0])
+        with m.If(flags.valid):
+            m.d.sync += [acc[o].eq(Mux(flags.first, self.bias[o], acc[o]) + terms[o][0])
                          for o in range(cfg.pw_out)]
-            with m.If(flags.last):
-                m.d.sync += out_valid.eq(1)
         return m
