@@ -295,8 +295,8 @@ class Accelerator(wiring.Component):
             r = BufferReader(word_bytes=word, depth=depth)
             m.submodules[name] = resettable(r)
             ports = [mem.read_port() for mem in mems]
-            for i, port in enumerate(ports):
-                m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en & (select == i))]
+            for port in ports:
+                m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en)]
             m.d.comb += r.mem_data.eq(ports[0].data if len(ports) == 1 else
                                       Mux(select, ports[1].data, ports[0].data))
             wiring.connect(m, walk, r.cmd)

@@ -16,7 +16,7 @@ outer_stride=C_out, inner=pw_out/lanes, inner_step=lanes).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -88,11 +88,17 @@ class BufferReader(wiring.Component):
     (stream of `read_item_layout`), ``mem_addr``/``mem_en``/``mem_data`` (to be wired to a
     read port of the buffer), ``idle`` (no walk running and no item waiting).
 
-    Two registered stages advance together on `take` (the output slot is free or being
-    taken): the read port (its enable is `take`, so a stalled word stays on ``mem_data``) and
-    the output register, which takes the word off the block RAM's slow output. The stream
-    runs at one item per clock; an item is on ``data`` two cycles after its address.
+    The read port is always enabled, and every word it reads lands in a queue of `QUEUE`
+    entries, which ``data`` presents at its head. A read is issued only while the queue has
+    room for it counting the reads in flight (`credit`, a register), so back-pressure on
+    ``data`` never reaches the block RAM's clock enable or the queue's registers: the
+    consumer's ready only advances the head pointer. The stream runs at one item per clock;
+    an item is on ``data`` two cycles after its address.
     """
+
+    # A read issued in cycle t is at the head in t + 2, taken then, and its entry is issued
+    # again in t + 3: three entries keep one item a clock.
+    QUEUE = 3
 
     def __init__(self, *, word_bytes: int, depth: int):
         self.word_bytes, self.depth = word_bytes, depth
@@ -107,25 +113,45 @@ class BufferReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         walk = _Walk(m, self.cmd.payload.shape(), "walk")
+        n = self.QUEUE
+        layout = read_item_layout(self.word_bytes, self.max_bytes)
         running = Signal()
         out = self.data
-        take = ~out.valid | out.ready
-        issue = running & take
+
+        # Free entries less the reads in flight, and its registered non-zero flag.
+        free = Signal(range(n + 1), init=n)
+        credit = Signal(init=1)
+        issue = running & credit
+        pop = out.valid & out.ready
+        free_next = free - issue + pop
+        m.d.sync += [free.eq(free_next), credit.eq(free_next != 0)]
+
         # The item whose word the read port is fetching.
-        read = Signal(read_item_layout(self.word_bytes, self.max_bytes))
+        read = Signal(layout)
         read_valid = Signal()
+        m.d.sync += [read_valid.eq(issue), read.addr.eq(walk.addr),
+                     read.first.eq(walk.j == 0), read.last.eq(walk.last_inner)]
+
+        # The queue: a ring of entries, written at `tail`, presented at `head`.
+        entries = [Signal(layout, name=f"entry{i}") for i in range(n)]
+        head, tail = Signal(range(n)), Signal(range(n))
+        held = Signal(range(n + 1))
+        m.d.sync += held.eq(held + read_valid - pop)
+        with m.If(read_valid):
+            for i, entry in enumerate(entries):
+                with m.If(tail == i):
+                    m.d.sync += [entry.eq(read), entry.word.eq(self.mem_data)]
+            m.d.sync += tail.eq(Mux(tail == n - 1, 0, tail + 1))
+        with m.If(pop):
+            m.d.sync += head.eq(Mux(head == n - 1, 0, head + 1))
+        m.d.comb += [out.valid.eq(held != 0), out.payload.eq(Array(entries)[head])]
 
         m.d.comb += [
             self.cmd.ready.eq(~running),
-            self.mem_en.eq(take),
+            self.mem_en.eq(1),
             self.mem_addr.eq(walk.addr >> exact_log2(self.word_bytes)),
-            self.idle.eq(~running & ~read_valid & ~out.valid),
+            self.idle.eq(~running & ~read_valid & (held == 0)),
         ]
-        with m.If(take):
-            m.d.sync += [read_valid.eq(issue), read.addr.eq(walk.addr),
-                         read.first.eq(walk.j == 0), read.last.eq(walk.last_inner),
-                         out.valid.eq(read_valid), out.payload.eq(read),
-                         out.payload.word.eq(self.mem_data)]
         with m.If(issue):
             walk.step()
             with m.If(walk.last):

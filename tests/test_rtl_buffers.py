@@ -1,0 +1,104 @@
+"""BufferReader in Amaranth's simulator: the items of random two-level walks over a random
+memory, under random back-pressure, and one item a clock when nothing stalls."""
+import numpy as np
+import pytest
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib.memory import Memory
+
+from rtl_gen.buffers import BufferReader
+from stream_sim import IDLE_LIMIT, run_sim
+
+WORD, DEPTH = 4, 32
+
+
+class ReaderOnMemory(Elaboratable):
+    """A BufferReader wired to the read port of a memory holding `init`."""
+
+    def __init__(self, init):
+        self.reader = BufferReader(word_bytes=WORD, depth=DEPTH)
+        self.init = init
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.reader = r = self.reader
+        m.submodules.mem = mem = Memory(shape=8 * WORD, depth=DEPTH, init=self.init)
+        port = mem.read_port()
+        m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en), r.mem_data.eq(port.data)]
+        return m
+
+
+def random_walk(rng):
+    """A walk inside the buffer: (base, outer, outer_stride, inner, inner_step)."""
+    while True:
+        inner_step = int(rng.choice([1, 2, 4]))
+        inner, outer = (int(v) for v in rng.integers(1, 6, 2))
+        stride = int(rng.integers(0, 24))
+        base = int(rng.integers(0, WORD * DEPTH))
+        last = base + (outer - 1) * stride + (inner - 1) * inner_step
+        if last < WORD * DEPTH:
+            return base, outer, stride, inner, inner_step
+
+
+def expected_items(walk, words):
+    base, outer, stride, inner, step = walk
+    return [(words[(base + i * stride + j * step) // WORD], base + i * stride + j * step,
+             int(j == 0), int(j == inner - 1)) for i in range(outer) for j in range(inner)]
+
+
+def simulate(seed, ready_prob, walks=12):
+    rng = np.random.default_rng(seed)
+    words = [int(w) for w in rng.integers(0, 2**32, DEPTH, dtype=np.uint64)]
+    dut = ReaderOnMemory(words)
+    r = dut.reader
+    plan = [random_walk(rng) for _ in range(walks)]
+    expected = [item for walk in plan for item in expected_items(walk, words)]
+    got, first_at, cmd_at = [], [], []
+
+    async def commands(ctx):
+        for walk in plan:
+            for field, value in zip(("base", "outer", "outer_stride", "inner", "inner_step"),
+                                    walk):
+                ctx.set(getattr(r.cmd.payload, field), value)
+            ctx.set(r.cmd.valid, 1)
+            *_, ready = await ctx.tick().sample(r.cmd.ready)
+            while not ready:
+                *_, ready = await ctx.tick().sample(r.cmd.ready)
+            ctx.set(r.cmd.valid, 0)
+
+    async def take(ctx):
+        cycle, idle = 0, 0
+        ready_rng = np.random.default_rng([seed, 1])
+        while len(got) < len(expected):
+            ready = int(ready_rng.random() < ready_prob)
+            ctx.set(r.data.ready, ready)
+            _, _, valid, word, addr, first, last = await ctx.tick().sample(
+                r.data.valid, r.data.payload.word, r.data.payload.addr, r.data.payload.first,
+                r.data.payload.last)
+            if valid and ready:
+                got.append((word, addr, first, last))
+                idle = 0
+            cycle, idle = cycle + 1, idle + 1
+            assert idle < IDLE_LIMIT
+        return cycle
+
+    cycles = []
+
+    async def take_all(ctx):
+        cycles.append(await take(ctx))
+
+    run_sim(dut, take_all, background=[commands])
+    return got, expected, cycles[0], sum(w[1] * w[3] for w in plan)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_walks_with_backpressure(seed):
+    got, expected, _, _ = simulate(seed, ready_prob=0.5)
+    assert got == expected
+
+
+def test_one_item_a_clock():
+    """Always ready: one walk's items come one a clock. The walk is taken in cycle 0, its
+    first address read in cycle 1 and that item is on `data` two cycles later."""
+    got, expected, cycles, items = simulate(7, ready_prob=1.0, walks=1)
+    assert got == expected
+    assert cycles == 3 + items
