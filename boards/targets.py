@@ -181,10 +181,9 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
     alpha 1 does not fit (a stride-2 depthwise band needs three 14 KiB input rows).
 
     Clock: 30 MHz on both (ECP5 speed grade 6), the target `gen-accel --synth` must meet; the
-    RTL is pipelined for more: at a 100 MHz target the 45F default routed at 68.8 MHz and the
-    85F default at 64.4 MHz (`python -m bench.boards`, README), critical paths the
-    PointwiseEngine's stall enable fanning out over the MAC array (45F) and the MeanUnit's
-    forwarding compare into its sums block RAM (85F). The ULX3S's 25 MHz
+    RTL is pipelined for more: at a 100 MHz target the 45F default routed at 74.9 MHz
+    (critical path: the sequencer's read command into the DMA's burst splitter) and the 85F
+    default at 64.4 MHz before the credit-based MAC array (README). The ULX3S's 25 MHz
     oscillator reaches the target through an EHXPLLL.
     """
     board = get_board(board)
