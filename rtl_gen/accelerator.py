@@ -34,7 +34,7 @@ from .axi import AXI4LiteSignature, AXI4Signature
 from .buffers import BufferReader, BufferWriter, chunk_at
 from .config import AccelConfig
 from .depthwise import DepthwiseEngine
-from .dma import AxiDMA
+from .dma import AxiDMA, dma_command_layout
 from .float_requant import FLOAT_LANE_LAYOUT, FloatRequantizer
 from .mean_unit import MeanUnit
 from .pointwise import PointwiseEngine
@@ -43,6 +43,7 @@ from .requant import Requantizer, requant_layout
 from .sequencer import (ErrorCode, Geometry, Limits, LoadDest, Sequencer, check_config,
                         descriptor_layout)
 from .softmax_unit import SoftmaxUnit
+from .stream_slice import CommandSlice
 
 REGS_ADDR_WIDTH = 12
 
@@ -222,9 +223,17 @@ class Accelerator(wiring.Component):
         wd_count = Signal(range(max(limits.watchdog_cycles, 2)))
         progress = Signal()
         fire = Signal()
-        for cmd, dcmd in ((seq.rd_cmd, dma.rd_cmd), (seq.wr_cmd, dma.wr_cmd)):
-            m.d.comb += [dcmd.valid.eq(cmd.valid & ~draining), dcmd.payload.eq(cmd.payload),
-                         cmd.ready.eq(dcmd.ready & ~draining)]
+        # DMA commands pass a register slice: the sequencer's state decode then drives a
+        # register, not the burst splitters' loads (the 45F's critical path before it).
+        for name, cmd, dcmd in (("rd", seq.rd_cmd, dma.rd_cmd), ("wr", seq.wr_cmd, dma.wr_cmd)):
+            cslice = m.submodules[f"{name}_cmd_slice"] = resettable(
+                CommandSlice(dma_command_layout(cfg)))
+            m.d.comb += [cslice.i.valid.eq(cmd.valid & ~draining),
+                         cslice.i.payload.eq(cmd.payload),
+                         cmd.ready.eq(cslice.i.ready & ~draining),
+                         dcmd.valid.eq(cslice.o.valid & ~draining),
+                         dcmd.payload.eq(cslice.o.payload),
+                         cslice.o.ready.eq(dcmd.ready & ~draining)]
         m.d.comb += [
             fire.eq(seq.busy & ~draining & ~progress &
                     (wd_count == limits.watchdog_cycles - 1)),
@@ -290,8 +299,9 @@ class Accelerator(wiring.Component):
         act_wr = [mem.write_port(granularity=8) for mem in acts]
         weights_wr = weights.write_port(granularity=8 * bus)
 
-        def reader(name, mems, select, word, depth, walk):
-            """A BufferReader on its own read port of each of `mems`, reading `mems[select]`."""
+        def reader(name, mems, select, word, depth, walk, sliced=False):
+            """A BufferReader on its own read port of each of `mems`, reading `mems[select]`;
+            `sliced`: its walks pass a `CommandSlice`."""
             r = BufferReader(word_bytes=word, depth=depth)
             m.submodules[name] = resettable(r)
             ports = [mem.read_port() for mem in mems]
@@ -299,14 +309,21 @@ class Accelerator(wiring.Component):
                 m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en)]
             m.d.comb += r.mem_data.eq(ports[0].data if len(ports) == 1 else
                                       Mux(select, ports[1].data, ports[0].data))
+            if sliced:
+                wslice = m.submodules[f"{name}_walk_slice"] = resettable(
+                    CommandSlice(r.cmd.payload.shape()))
+                wiring.connect(m, walk, wslice.i)
+                walk = wslice.o
             wiring.connect(m, walk, r.cmd)
             return r
 
         act_rd = reader("act_reader", acts, seq.src, g.act_word, g.act_depth, seq.act_walk)
         weight_rd = reader("weight_reader", [weights], 0, g.weight_word, g.weight_depth,
                            seq.weight_walk)
+        # The store's walk is sliced like its DMA command, so that its first W beat comes
+        # the cycle after its AW (a subordinate may hold W until it has the AW).
         store_rd = reader("store_reader", acts, seq.store_src, g.act_word, g.act_depth,
-                          seq.store_walk)
+                          seq.store_walk, sliced=True)
         writer = BufferWriter(word_bytes=g.act_word, depth=g.act_depth, lanes=g.lanes)
         m.submodules.writer = resettable(writer)
         wiring.connect(m, seq.out_walk, writer.cmd)
@@ -318,7 +335,7 @@ class Accelerator(wiring.Component):
         word = dma.rd_data.payload
         arrived = dma.rd_data.valid
         m.d.comb += dma.rd_data.ready.eq(1)
-        with m.If(seq.rd_cmd.valid & dma.rd_cmd.ready):
+        with m.If(seq.rd_cmd.valid & seq.rd_cmd.ready):
             m.d.sync += beat.eq(0)
         with m.Elif(arrived):
             m.d.sync += beat.eq(beat + 1)

@@ -49,15 +49,16 @@ from rtl_gen.requant import Requantizer
 from rtl_gen.softmax_unit import SoftmaxUnit
 from rtl_gen.sequencer import DECODE_CYCLES, Geometry, check_fits
 
-# From the cycle a DMA command is accepted to its first AR (AW) handshake (the burst
-# splitter's two register stages, then the AR register).
-_ADDRESS_ISSUE = 3
+# From the cycle the sequencer's DMA command is accepted to its first AR (AW) handshake
+# (the accelerator's command slice, the burst splitter's two register stages, then the AR
+# register).
+_ADDRESS_ISSUE = 4
 # From a read's last beat on the bus to the cycle the sequencer leaves the load's wait state
 # (output register, completion, done pulse).
 _READ_DONE = 4
-# From a store's command to its first W beat (the store reader's read and output
-# registers, then the W register).
-_STORE_FIRST_BEAT = 4
+# From a store's command to its first W beat (the walk's slice, the store reader's read
+# and output registers, then the W register): the cycle after its first AW.
+_STORE_FIRST_BEAT = 5
 # From a store's last B to the cycle the sequencer sees it finished.
 _STORE_DONE = 3
 # An AR (AW) waiting for a free slot goes out 2 cycles after the burst that frees it ends.
