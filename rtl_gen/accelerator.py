@@ -481,5 +481,8 @@ class Accelerator(wiring.Component):
         for port in (seq.rd_cmd, seq.wr_cmd, seq.act_walk, seq.weight_walk, seq.out_walk,
                      seq.store_walk, act_rd.data, weight_rd.data, store_rd.data, writer.data):
             events.append(port.valid & port.ready)
-        m.d.comb += progress.eq(Cat(events).any())
+        # Registered: the OR of every handshake in the design would otherwise sit in front
+        # of the watchdog's fire and the registers' DONE/ERROR (the 45F's critical path once
+        # the DMA commands were sliced). A watchdog a cycle late is the same watchdog.
+        m.d.sync += progress.eq(Cat(events).any())
         return m
