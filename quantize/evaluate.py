@@ -71,13 +71,30 @@ def read_training_result(path: Path) -> dict:
     return result
 
 
+def export(spec: ModelSpec, weights: Path, result: dict,
+           training_result: Path | None = None) -> Path:
+    """Ship a run in the package assets: its weights, its accuracy JSON and, from beside its
+    training result.json, the history and curves mobilenet-train wrote there."""
+    dst = assets.weights_path(spec.alpha, spec.input_size)
+    shutil.copyfile(weights, dst)
+    dst.with_name(dst.name.replace("weights.h5", "accuracy.json")).write_text(
+        json.dumps(result, indent=1) + "\n")
+    for name in ("history.json", "training_curves.png") if training_result else ():
+        src = training_result.with_name(name)
+        if src.is_file():
+            shutil.copyfile(src, dst.with_name(dst.name.replace("weights.h5", name)))
+    return dst
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--alpha", type=float, required=True)
     p.add_argument("--input-size", type=int, default=28)
     p.add_argument("--weights", type=Path, required=True)
     p.add_argument("--data", type=Path, default=None)
-    p.add_argument("--export", action="store_true", help="copy weights + accuracy into assets/")
+    p.add_argument("--export", action="store_true",
+                   help="copy weights + accuracy (and the training run's history and curves) "
+                        "into assets/")
     p.add_argument("--training-result", type=Path, help="training result.json to record")
     args = p.parse_args(argv)
     try:
@@ -94,11 +111,7 @@ def main(argv=None) -> int:
         result["training"] = training
     print(json.dumps(result, indent=1))
     if args.export:
-        dst = assets.weights_path(spec.alpha, spec.input_size)
-        shutil.copyfile(args.weights, dst)
-        dst.with_name(dst.name.replace(".weights.h5", ".accuracy.json")).write_text(
-            json.dumps(result, indent=1) + "\n")
-        print(f"exported {dst}")
+        print(f"exported {export(spec, args.weights, result, args.training_result)}")
     return 0
 
 

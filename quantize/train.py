@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -92,10 +93,9 @@ def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))
 
 
-def epochs_within(budget_s: float, first_epoch_s: float, epochs: int) -> int:
-    """Epochs that fit a time budget, given the first epoch's time (which includes the
-    compilation, so the estimate errs on the short side)."""
-    return max(1, min(epochs, int(budget_s // max(first_epoch_s, 1e-9))))
+def epochs_within(budget_s: float, epoch_s: float, epochs: int) -> int:
+    """Epochs of `epoch_s` seconds that fit a time budget: at least 1, at most `epochs`."""
+    return max(1, min(epochs, int(budget_s // max(epoch_s, 1e-9))))
 
 
 def train(spec: ModelSpec, data, out_dir: Path, epochs: int = 60, batch_size: int = 128,
@@ -194,7 +194,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "../shared/datasets/cifar10-jpeg, else Keras' downloader)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="stop after the epochs that fit this many seconds (measured on the "
-                        "first epoch), the cosine schedule fitted to them (default: none)")
+                        "second epoch: the first one compiles), the cosine schedule fitted "
+                        "to them (default: none)")
     p.add_argument("--out", type=Path, required=True,
                    help="run folder: weights, history.json, result.json, training_curves.png "
                         "and the resume backup; an existing run there is resumed")
@@ -223,7 +224,6 @@ def check_args(args) -> ModelSpec:
 def keras_backend() -> str:
     """The backend Keras will load (KERAS_BACKEND, else Keras' config file, else tensorflow),
     read without importing Keras."""
-    import os
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
     cfg = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"

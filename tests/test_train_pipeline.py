@@ -51,3 +51,26 @@ def test_cosine_schedule_and_budget():
     assert epochs_within(100, 9.9, 60) == 10
     assert epochs_within(100, 200, 60) == 1     # always at least the epoch done
     assert epochs_within(1e6, 1, 60) == 60
+
+
+def test_export_ships_weights_accuracy_history_and_curves(tmp_path, monkeypatch):
+    import json
+
+    from quantize import assets, evaluate
+    from quantize.model import ModelSpec
+    monkeypatch.setattr(assets, "ASSETS", tmp_path / "assets")
+    (tmp_path / "assets").mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    files = {"model.weights.h5": b"weights", "result.json": b"{}",
+             "history.json": b'[{"epoch": 1}]', "training_curves.png": b"png"}
+    for name, content in files.items():
+        (run / name).write_bytes(content)
+    dst = evaluate.export(ModelSpec(0.5), run / "model.weights.h5", {"int8_accuracy": 0.5},
+                          run / "result.json")
+    out = tmp_path / "assets"
+    assert dst == out / "mobilenet_a0.5_r28.weights.h5" and dst.read_bytes() == b"weights"
+    assert json.loads((out / "mobilenet_a0.5_r28.accuracy.json").read_text()) == \
+        {"int8_accuracy": 0.5}
+    assert (out / "mobilenet_a0.5_r28.history.json").read_bytes() == files["history.json"]
+    assert (out / "mobilenet_a0.5_r28.training_curves.png").read_bytes() == b"png"
