@@ -19,8 +19,10 @@ def to_int8_tflite(model, calibration_u8: np.ndarray) -> bytes:
         model, normalize(center_crop(calibration_u8, model.input_shape[1])))
 
 
-def to_int8_tflite_from_float(model, calib: np.ndarray) -> bytes:
-    """Full-int8 conversion calibrated on float inputs exactly as the model sees them."""
+def to_int8_tflite_from_float(model, calib: np.ndarray, io_dtype: str = "int8") -> bytes:
+    """Full-int8 conversion calibrated on float inputs exactly as the model sees them.
+    `io_dtype` "float32" or "uint8" keeps that type at the model's input and output (the
+    converter adds QUANTIZE / DEQUANTIZE there), as many exported models have."""
     import tensorflow as tf
 
     def representative():
@@ -32,16 +34,16 @@ def to_int8_tflite_from_float(model, calib: np.ndarray) -> bytes:
     tf.get_logger().setLevel("ERROR")
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), native_stderr.muted():
         warnings.simplefilter("ignore")
-        return _convert(tf, model, representative)
+        return _convert(tf, model, representative, getattr(tf, io_dtype))
 
 
-def _convert(tf, model, representative) -> bytes:
+def _convert(tf, model, representative, io_dtype) -> bytes:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = representative
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
+    conv.inference_input_type = io_dtype
+    conv.inference_output_type = io_dtype
     return conv.convert()
 
 
@@ -74,9 +76,10 @@ def _tflite_reason(error: Exception) -> str:
 
 
 def golden_run(interp, x_int8: np.ndarray) -> dict[int, np.ndarray]:
-    """Run one int8 input; return {tensor index: array} for every tensor the interpreter holds."""
+    """Run one int8 input; return {tensor index: array} for every tensor the interpreter holds.
+    A float32 / uint8 model gets the value its input QUANTIZE turns into exactly `x_int8`."""
     inp = interp.get_input_details()[0]
-    interp.set_tensor(inp["index"], x_int8)
+    interp.set_tensor(inp["index"], model_input_value(interp, inp, x_int8))
     interp.invoke()
     out = {}
     for d in interp.get_tensor_details():
@@ -85,6 +88,27 @@ def golden_run(interp, x_int8: np.ndarray) -> dict[int, np.ndarray]:
         except ValueError:
             pass  # tensors without data (e.g. optional inputs)
     return out
+
+
+def model_input_value(interp, inp: dict, x_int8: np.ndarray) -> np.ndarray:
+    """`x_int8` in the model's own input type: as is for int8; for a uint8 input (the same
+    scale, zero point 128 higher) shifted by 128; for float32 dequantized with the int8
+    tensor's scale, which the QUANTIZE's round(x / scale) maps back to the same integers."""
+    if inp["dtype"] == np.int8:
+        return x_int8
+    if inp["dtype"] == np.uint8:
+        return (x_int8.astype(np.int16) + 128).astype(np.uint8)
+    scale, zero_point = _quantized_by(interp, inp["index"])
+    return ((x_int8.astype(np.float32) - np.float32(zero_point)) * np.float32(scale))
+
+
+def _quantized_by(interp, tensor: int) -> tuple[float, int]:
+    """(scale, zero point) of the int8 tensor the QUANTIZE reading `tensor` writes."""
+    for op in interp._get_ops_details():     # noqa: SLF001 - the only per-op view it offers
+        if op["op_name"] == "QUANTIZE" and tensor in op["inputs"]:
+            detail = interp._get_tensor_details(op["outputs"][0], 0)  # noqa: SLF001
+            return detail["quantization"]
+    raise UnsupportedModelError("the model's float input is not quantized by a QUANTIZE op")
 
 
 def quantize_input(images_u8: np.ndarray, scale: float, zero_point: int, size: int) -> np.ndarray:

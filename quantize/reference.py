@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fixedpoint as fx
-from .tflite_graph import Graph, Op, UnsupportedModelError
+from .tflite_graph import VIEW_OPS, Graph, Op, UnsupportedModelError
 
 # ---------------------------------------------------------------------------- parameters
 
@@ -214,7 +214,7 @@ def run_op(op: Op, x: np.ndarray) -> np.ndarray:
         return mean_hw(x, i.zp, i.scale[0], y.zp, y.scale[0]).reshape(out_shape)
     if op.kind == "SOFTMAX":
         return softmax(x, softmax_params(i.scale[0], op.options.get("beta", 1.0)))
-    if op.kind == "RESHAPE":
+    if op.kind in VIEW_OPS:
         return x.reshape(out_shape)
     raise UnsupportedModelError(f"{op.describe()}: no reference kernel")
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "MEAN", "FULLY_CONNECTED", "SOFTMAX",
-                 "RESHAPE")
+                 "RESHAPE", "SQUEEZE")
+# Ops that only reinterpret the shape of an int8 tensor (same bytes, same quantization).
+VIEW_OPS = ("RESHAPE", "SQUEEZE")
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 3: "RELU6"}
 # A tensor larger than this is a corrupt shape, not a network: alpha 4 at 512x512 input peaks
 # at 8.4 M elements, and the numpy reference must not be asked to allocate terabytes.
@@ -32,7 +34,17 @@ TRAILING_SLACK = 32
 
 
 class UnsupportedModelError(ValueError):
-    """The model holds something the accelerator flow cannot map; the message names it."""
+    """The model holds something the accelerator flow cannot map; the message names it.
+    `blockers` lists every problem found (the message joins them with '; ')."""
+
+    def __init__(self, message: str, blockers: list[str] | None = None):
+        super().__init__(message)
+        self.blockers = blockers if blockers is not None else [message]
+
+
+class UnmappableOpError(UnsupportedModelError):
+    """A well-formed op the accelerator has no mapping for (an op kind, kernel, stride,
+    ...). Its output is still a well-defined tensor, so the ops after it are checked too."""
 
 
 def _schema():
@@ -50,6 +62,7 @@ class Tensor:
     zero_point: np.ndarray       # int64, same length as scale
     quantized_dimension: int = 0
     data: np.ndarray | None = None  # constant contents (weights, bias, shapes)
+    dynamic_batch: bool = False     # shape_signature says -1 for dimension 0
 
     @property
     def per_channel(self) -> bool:
@@ -80,10 +93,21 @@ class Op:
 
 @dataclass
 class Graph:
+    """`input` / `output` are the int8 tensors the accelerator reads and writes; for a
+    float or uint8 model `input_edge` / `output_edge` say how the model's own I/O relates
+    to them (`static_fold.IoEdge`). `folded` are the shape-computing ops evaluated at load
+    time; `ops` keep their index in the model."""
     tensors: list[Tensor]
     ops: list[Op]
     input: Tensor
     output: Tensor
+    input_edge: object = None
+    output_edge: object = None
+    folded: list[Op] = field(default_factory=list)
+
+    def op(self, index: int) -> Op:
+        """The op with model index `index` (folded ops leave gaps in `ops`)."""
+        return next(op for op in self.ops if op.index == index)
 
 
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
@@ -235,7 +259,21 @@ def _tensor(index: int, t, buffers: list) -> Tensor:
     shape = _tensor_shape(where, t.shape)
     data = _tensor_data(where, t, shape, dtype, buffers)
     scale, zp, axis = _quantization(where, t.quantization, shape, dtype)
-    return Tensor(index, name, shape, dtype, scale, zp, axis, data)
+    dynamic_batch = _dynamic_batch(where, shape, t.shapeSignature)
+    return Tensor(index, name, shape, dtype, scale, zp, axis, data, dynamic_batch)
+
+
+def _dynamic_batch(where: str, shape: tuple[int, ...], signature) -> bool:
+    """Whether the shape signature leaves the batch open (-1). The stored shape then holds
+    batch 1, which is what the accelerator runs; any other open dimension is refused. Only
+    its open dimensions matter: the interpreter allocates by the shape."""
+    if signature is None or len(signature) == 0:
+        return False
+    sig = tuple(int(d) for d in signature)
+    if -1 in sig[1:]:
+        raise UnsupportedModelError(f"{where}: shape signature {sig} leaves a dimension other "
+                                    "than the batch open; only a dynamic batch is supported")
+    return sig[:1] == (-1,)
 
 # ---------------------------------------------------------------------------- ops
 
@@ -286,8 +324,11 @@ def _op(index: int, o, tensors: list[Tensor], kinds: list[str], s) -> Op:
 # the first three, none: TFLite would run them on zeroed parameters) is refused.
 _OPTION_TABLES = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
                   "SOFTMAX": "SoftmaxOptions", "FULLY_CONNECTED": "FullyConnectedOptions",
-                  "MEAN": "ReducerOptions"}
-_OPTIONS_REQUIRED = ("CONV_2D", "DEPTHWISE_CONV_2D", "SOFTMAX")
+                  "MEAN": "ReducerOptions", "STRIDED_SLICE": "StridedSliceOptions",
+                  "PACK": "PackOptions", "CONCATENATION": "ConcatenationOptions"}
+_OPTIONS_REQUIRED = ("CONV_2D", "DEPTHWISE_CONV_2D", "SOFTMAX", "PACK", "CONCATENATION")
+_SLICE_DEFAULTS = {"begin_mask": 0, "end_mask": 0, "ellipsis_mask": 0, "new_axis_mask": 0,
+                   "shrink_axis_mask": 0, "offset": False}
 
 
 def _checked_options(s, where: str, kind: str, opt) -> dict:
@@ -297,7 +338,7 @@ def _checked_options(s, where: str, kind: str, opt) -> dict:
     if opt is None:
         if kind in _OPTIONS_REQUIRED:
             raise UnsupportedModelError(f"{where}: has no {table}")
-        return {}
+        return dict(_SLICE_DEFAULTS) if kind == "STRIDED_SLICE" else {}
     if not isinstance(opt, getattr(s, f"{table}T")):
         raise UnsupportedModelError(f"{where}: carries {type(opt).__name__.removesuffix('T')} "
                                     f"instead of {table}")
@@ -327,6 +368,14 @@ def _options(kind: str, opt) -> dict:
         return {"keep_dims": bool(opt.keepDims)}
     if kind == "SOFTMAX":
         return {"beta": float(opt.beta)}
+    if kind == "STRIDED_SLICE":
+        return {"begin_mask": opt.beginMask, "end_mask": opt.endMask,
+                "ellipsis_mask": opt.ellipsisMask, "new_axis_mask": opt.newAxisMask,
+                "shrink_axis_mask": opt.shrinkAxisMask, "offset": bool(opt.offset)}
+    if kind == "PACK":
+        return {"axis": int(opt.axis)}
+    if kind == "CONCATENATION":
+        return {"axis": int(opt.axis), "activation": _activation(opt.fusedActivationFunction)}
     return {}
 
 # ---------------------------------------------------------------------------- model
@@ -364,10 +413,21 @@ def _parse_graph(buf: bytes) -> Graph:
     names = _builtin_names(s)
     kinds = [_op_kind(s, names, c) for c in (model.operatorCodes or [])]
     ops = [_op(i, o, tensors, kinds, s) for i, o in enumerate(sg.operators or [])]
-    graph = Graph(tensors, ops, _io_tensor("input", sg.inputs, tensors),
-                  _io_tensor("output", sg.outputs, tensors))
+    graph = _folded_graph(tensors, ops, _io_tensor("input", sg.inputs, tensors),
+                          _io_tensor("output", sg.outputs, tensors))
     validate(graph)
     return graph
+
+
+def _folded_graph(tensors: list[Tensor], ops: list[Op], model_input: Tensor,
+                  model_output: Tensor) -> Graph:
+    """The graph the accelerator runs: I/O quantization edges removed, static shape
+    arithmetic evaluated (`static_fold`)."""
+    from . import static_fold as sf
+    ops, x, input_edge = sf.strip_input_edge(ops, model_input)
+    ops, y, output_edge = sf.strip_output_edge(ops, model_output)
+    ops, folded = sf.fold_static_ops(ops)
+    return Graph(tensors, ops, x, y, input_edge, output_edge, folded)
 
 
 def load_graph(source: str | Path | bytes, name: str | None = None) -> Graph:
@@ -387,35 +447,74 @@ def load_graph(source: str | Path | bytes, name: str | None = None) -> Graph:
 
 # Inputs per kind: (fewest, most); input 0 is the activation, the rest constants.
 _ARITY = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3),
-          "PAD": (2, 2), "MEAN": (2, 2), "SOFTMAX": (1, 1), "RESHAPE": (1, 2)}
+          "PAD": (2, 2), "MEAN": (2, 2), "SOFTMAX": (1, 1), "RESHAPE": (1, 2), "SQUEEZE": (1, 1)}
 # Softmax output quantization TFLite's int8 kernel insists on (TF_LITE_ENSURE_NEAR).
 SOFTMAX_OUTPUT_SCALE = 1.0 / 256
 
 
 def validate(graph: Graph) -> None:
-    """Raise UnsupportedModelError naming the first op the flow cannot map."""
-    for t in (graph.input, graph.output):
-        if t.dtype != "int8":
-            raise UnsupportedModelError(
-                f"model {'input' if t is graph.input else 'output'} '{t.name}' is {t.dtype}; "
-                "only full-int8 models (int8 input and output) are supported")
-    if graph.input.data is not None:
-        raise UnsupportedModelError(f"model input '{graph.input.name}' is a constant")
-    if not graph.ops:
-        raise UnsupportedModelError("the model has no ops")
-    produced = {graph.input.index}
-    for op in graph.ops:
-        _validate_op(op, produced)
-        produced.add(op.outputs[0].index)
-    if graph.output.index not in produced - {graph.input.index}:
+    """Raise UnsupportedModelError listing every op the flow cannot map (its `blockers`,
+    one per op, joined with '; ' in the message)."""
+    _validate_io(graph)
+    blockers = _op_blockers(graph)
+    if blockers:
+        raise UnsupportedModelError("; ".join(blockers), blockers)
+    if graph.output.index not in {op.outputs[0].index for op in graph.ops}:
         raise UnsupportedModelError(f"model output '{graph.output.name}' is not produced by "
                                     "any op")
 
 
+def _validate_io(graph: Graph) -> None:
+    for t in (graph.input, graph.output):
+        if t.dtype != "int8":
+            raise UnsupportedModelError(
+                f"model {'input' if t is graph.input else 'output'} '{t.name}' is {t.dtype}; "
+                "only full-int8 models (int8 input and output, or float32 / uint8 I/O "
+                "quantized to int8 right at the input and back right at the output) are "
+                "supported")
+    if graph.input.data is not None:
+        raise UnsupportedModelError(f"model input '{graph.input.name}' is a constant")
+    if graph.input.shape[:1] != (1,):
+        raise UnsupportedModelError(
+            f"model input '{graph.input.name}' has batch {graph.input.shape[0]} "
+            f"(shape {graph.input.shape}); the accelerator runs one input at a time: export "
+            "with batch 1 or a dynamic batch")
+    if not graph.ops:
+        raise UnsupportedModelError("the model has no ops")
+
+
+def _op_blockers(graph: Graph) -> list[str]:
+    """One message per op that cannot be mapped. An op fed by a malformed one (bad shapes,
+    wiring or quantization, not merely unmappable) is not checked itself: its problems would
+    only echo the first one."""
+    blockers, produced, malformed = [], {graph.input.index}, set()
+    for op in graph.ops:
+        out = op.outputs[0].index
+        if any(t is not None and t.index in malformed for t in op.inputs):
+            malformed.add(out)
+        else:
+            try:
+                _validate_op(op, produced)
+            except UnmappableOpError as e:
+                blockers.append(str(e))
+            except UnsupportedModelError as e:
+                blockers.append(str(e))
+                malformed.add(out)
+        produced.add(out)
+    return blockers
+
+
 def _validate_op(op: Op, produced: set[int]) -> None:
+    from .static_fold import STATIC_OPS
+    if op.kind in STATIC_OPS:
+        raise UnmappableOpError(f"{op.describe()}: computes from values only known at run "
+                                "time, so it cannot be folded into a constant (folded "
+                                f"when its inputs are constants or static shapes)")
     if op.kind not in SUPPORTED_OPS:
-        raise UnsupportedModelError(f"{op.describe()}: op {op.kind} is not supported "
-                                    f"(supported: {', '.join(SUPPORTED_OPS)})")
+        # Its consumers are checked on only if it writes an int8 tensor they could read.
+        error = UnmappableOpError if op.outputs[0].dtype == "int8" else UnsupportedModelError
+        raise error(f"{op.describe()}: op {op.kind} is not supported "
+                    f"(supported: {', '.join(SUPPORTED_OPS)})")
     _validate_wiring(op, produced)
     act, out = op.inputs[0], op.outputs[0]
     if out.dtype != "int8" or act.dtype != "int8":
@@ -435,7 +534,7 @@ def _validate_op(op: Op, produced: set[int]) -> None:
         _validate_pad(op)
     elif op.kind == "SOFTMAX":
         _validate_softmax(op)
-    elif op.kind == "RESHAPE":
+    elif op.kind in VIEW_OPS:
         _validate_reshape(op)
 
 
@@ -489,17 +588,17 @@ def _validate_weighted(op: Op) -> None:
         raise UnsupportedModelError(f"{op.describe()}: bias must be constant int32")
     act = op.options.get("activation", "NONE")
     if act not in ("NONE", "RELU", "RELU6"):
-        raise UnsupportedModelError(f"{op.describe()}: fused activation {act} is not supported")
+        raise UnmappableOpError(f"{op.describe()}: fused activation {act} is not supported")
     if op.kind == "FULLY_CONNECTED":
         if op.options.get("weights_format", 0) != 0:
-            raise UnsupportedModelError(f"{op.describe()}: shuffled weights format is not "
-                                        "supported")
+            raise UnmappableOpError(f"{op.describe()}: shuffled weights format is not "
+                                    "supported")
         return
     if op.options["padding"] not in ("SAME", "VALID"):
         raise UnsupportedModelError(f"{op.describe()}: padding {op.options['padding']} is not "
                                     "supported")
     if op.options.get("dilation", (1, 1)) != (1, 1):
-        raise UnsupportedModelError(f"{op.describe()}: dilated convolution is not supported")
+        raise UnmappableOpError(f"{op.describe()}: dilated convolution is not supported")
     if len(w.shape) != 4 or len(op.inputs[0].shape) != 4:
         raise UnsupportedModelError(f"{op.describe()}: input and weights must be 4-D, got "
                                     f"{op.inputs[0].shape} and {w.shape}")
@@ -507,15 +606,15 @@ def _validate_weighted(op: Op) -> None:
     sh, sw = op.options["stride"]
     if op.kind == "DEPTHWISE_CONV_2D":
         if (kh, kw) != (3, 3):
-            raise UnsupportedModelError(f"{op.describe()}: depthwise kernel {kh}x{kw} is not "
-                                        "supported (the depthwise engine is 3x3)")
+            raise UnmappableOpError(f"{op.describe()}: depthwise kernel {kh}x{kw} is not "
+                                    "supported (the depthwise engine is 3x3)")
         if w.shape[0] != 1 or w.shape[3] != op.inputs[0].shape[-1]:
-            raise UnsupportedModelError(f"{op.describe()}: depth multiplier != 1 is not supported")
+            raise UnmappableOpError(f"{op.describe()}: depth multiplier != 1 is not supported")
     elif (kh, kw) not in ((1, 1), (3, 3)):
-        raise UnsupportedModelError(f"{op.describe()}: convolution kernel {kh}x{kw} is not "
-                                    "supported (1x1 and 3x3 only)")
+        raise UnmappableOpError(f"{op.describe()}: convolution kernel {kh}x{kw} is not "
+                                "supported (1x1 and 3x3 only)")
     if (sh, sw) not in ((1, 1), (2, 2)):
-        raise UnsupportedModelError(f"{op.describe()}: stride {sh}x{sw} is not supported")
+        raise UnmappableOpError(f"{op.describe()}: stride {sh}x{sw} is not supported")
 
 
 def _output_channel_axis(op: Op) -> int:
@@ -530,7 +629,7 @@ def _validate_weight_quantization(op: Op, w: Tensor) -> None:
         raise UnsupportedModelError(f"{what} have {w.scale.size} scales but "
                                     f"{w.zero_point.size} zero points")
     if np.any(w.zero_point != 0):
-        raise UnsupportedModelError(f"{op.describe()}: weights must be symmetric (zero point 0)")
+        raise UnmappableOpError(f"{op.describe()}: weights must be symmetric (zero point 0)")
     axis = _output_channel_axis(op)
     if w.per_channel and w.quantized_dimension != axis:
         raise UnsupportedModelError(f"{what} are quantized along dimension "
@@ -586,8 +685,8 @@ def _validate_mean(op: Op) -> None:
     x, axes, y = op.inputs[0], op.inputs[1], op.outputs[0]
     axis_list = sorted(int(a) for a in np.ravel(axes.data))
     if axes.dtype not in ("int32", "int64") or axis_list != [1, 2]:
-        raise UnsupportedModelError(f"{op.describe()}: only a global average over "
-                                    "height and width (axes 1, 2) is supported")
+        raise UnmappableOpError(f"{op.describe()}: only a global average over "
+                                "height and width (axes 1, 2) is supported")
     if len(x.shape) != 4:
         raise UnsupportedModelError(f"{op.describe()}: input must be NHWC, got shape {x.shape}")
     n, c = x.shape[0], x.shape[3]
@@ -603,7 +702,7 @@ def _validate_pad(op: Op) -> None:
                                     f"constant for an NHWC input, got {pads.dtype} {pads.shape}")
     p = pads.data.astype(np.int64)
     if np.any(p[0] != 0) or np.any(p[3] != 0):
-        raise UnsupportedModelError(f"{op.describe()}: only spatial padding is supported")
+        raise UnmappableOpError(f"{op.describe()}: only spatial padding is supported")
     if np.any(p < 0):
         raise UnsupportedModelError(f"{op.describe()}: negative padding {p.tolist()}")
     expect = tuple(int(d + a + b) for d, (a, b) in zip(x.shape, p))
@@ -635,13 +734,19 @@ def _validate_softmax(op: Op) -> None:
     # TFLite's QuantizeMultiplierGreaterThanOne CHECK-fails (abort()s the whole process) on a
     # multiplier <= 1: refuse such a model here rather than let the golden check crash.
     if softmax_input_multiplier(beta, x.scale[0]) <= 1.0:
-        raise UnsupportedModelError(
+        raise UnmappableOpError(
             f"{op.describe()}: input scale {float(x.scale[0]):g} x beta {beta:g} must be above "
             "2^-26 for TFLite's fixed-point softmax (the logits collapsed to one value)")
 
 
 def _validate_reshape(op: Op) -> None:
+    """RESHAPE / SQUEEZE: the same bytes under another shape, so the same quantization."""
     x, y = op.inputs[0], op.outputs[0]
     if math.prod(y.shape) != math.prod(x.shape) or y.shape[:1] != x.shape[:1]:
         raise UnsupportedModelError(f"{op.describe()}: cannot reshape {x.shape} to {y.shape} "
                                     "(same batch and element count needed)")
+    if float(x.scale[0]) != float(y.scale[0]) or x.zp != y.zp:
+        raise UnsupportedModelError(f"{op.describe()}: output quantization (scale "
+                                    f"{float(y.scale[0]):g}, zero point {y.zp}) differs from the "
+                                    f"input's ({float(x.scale[0]):g}, {x.zp}); a reshape cannot "
+                                    "requantize")
