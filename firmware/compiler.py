@@ -17,7 +17,7 @@ import numpy as np
 
 from quantize.reference import mean_multiplier, requant_for, same_padding, softmax_params
 from quantize import fixedpoint as fx
-from quantize.tflite_graph import Graph, Op, UnsupportedModelError
+from quantize.tflite_graph import VIEW_OPS, Graph, Op, UnsupportedModelError
 from rtl_gen.config import AccelConfig
 from rtl_gen.sequencer import Geometry
 
@@ -138,28 +138,36 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
     act_start = alloc.next
     layer_ops: list[int] = []
     bands: list[tuple[int, int]] = []
+    errors: list[ValueError] = []
     for op in ops:
         src = _source(op, pad_source)
         if src not in tensors:
-            raise UnsupportedModelError(f"{op.describe()}: input is not produced by a mapped layer")
+            errors.append(UnsupportedModelError(f"{op.describe()}: input is not produced by "
+                                                "a mapped layer"))
+            continue
         y = op.outputs[0]
-        if op.kind == "RESHAPE":
+        if op.kind in VIEW_OPS:      # same bytes, another shape: no layer of its own
             t_in = tensors[src]
             tensors[y.index] = TensorPlacement(y.index, t_in.addr, y.shape, t_in.c_pad, t_in.zero_point)
             continue
         c_pad = L.round_up(y.shape[-1], ca)
         place = TensorPlacement(y.index, 0, y.shape, c_pad, y.zp)
         place.addr = alloc.take(place.nbytes)
-        tensors[y.index] = place
-        d = _descriptor(op, cfg, tensors[src], place, weight_regions[op.index],
-                        pads_into.get(op.index, (0, 0, 0, 0)), im2col is not None and op is first)
-        d.layer = len(descriptors)
-        parts = split_layer(d, capacity, cfg, op.describe())
+        tensors[y.index] = place     # placed even if refused: later layers still get checked
+        try:
+            d = _descriptor(op, cfg, tensors[src], place, weight_regions[op.index],
+                            pads_into.get(op.index, (0, 0, 0, 0)), im2col is not None and op is first)
+            d.layer = len(descriptors)
+            parts = split_layer(d, capacity, cfg, op.describe())
+        except ValueError as e:      # UnsupportedModelError, TilingError: go on, report all
+            errors.append(e)
+            continue
         for k, part in enumerate(parts):
             part.layer = len(descriptors)
             descriptors.append(part)
             layer_ops.append(op.index)
             bands.append((k, len(parts)))
+    _raise_all(errors)
     act_end = alloc.next
 
     descriptors.append(Descriptor(opcode=Opcode.END, layer=len(descriptors)))
@@ -175,6 +183,15 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
                "activations": (act_start, act_end - act_start), "output": (out.addr, out.nbytes)}
     return Firmware(cfg, base, descriptors, image, regions, tensors, layer_ops, bands,
                     x.index, graph.output.index, im2col)
+
+
+def _raise_all(errors: list[ValueError]) -> None:
+    """One error as it is; several as one of the first one's class, their messages joined
+    with '; ' (a user fixes them all at once, not one per run)."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise type(errors[0])("; ".join(str(e) for e in errors))
 
 
 def _source(op: Op, pad_source: dict[int, int]) -> int:

@@ -283,7 +283,7 @@ def write_firmware(out, fw, graph) -> None:
         # LAYER_CYCLES[i] belongs to descriptor i: its network layer and, for a layer tiled
         # through DDR, which band of output rows it computes.
         "descriptors": [{"index": d.layer, "opcode": Opcode(d.opcode).name,
-                         "graph_op": op, "layer_name": graph.ops[op].name,
+                         "graph_op": op, "layer_name": graph.op(op).name,
                          "band": band, "bands": bands, "out_rows": d.out_h}
                         for d, op, (band, bands) in zip(fw.descriptors, fw.layer_ops, fw.bands)]})
     g = graph.input
@@ -421,22 +421,27 @@ def build(args, plan: Plan, out) -> Path:
     from quantize.native_stderr import load_tensorflow_quietly
     load_tensorflow_quietly()     # its start-up notes (oneDNN, no CUDA) tell a user nothing
     from firmware.compiler import compile_graph
+    from firmware.fit_check import check_model_fits
     from quantize.summary import layer_table, layer_table_markdown
     from quantize.tflite_graph import load_graph
-
-    from .sequencer import check_fits
     cfg, board = plan.cfg, plan.board
     t0 = time.time()
     tflite, provenance = obtain_model(args, plan)
     # Errors in a user's model name its file; the seed network's have the layer names.
     graph = load_graph(tflite, name=str(args.model) if args.model is not None else None)
+    if args.model is not None:
+        # TFLite aborts the process on some models the reader cannot foresee: try it in a
+        # child first, so even a build run in-process (isolate=False) reports one line.
+        from quantize.interpreter_probe import probe
+        probe(args.model)
     out.write_bytes("model.tflite", tflite)
     rows = layer_table(graph)
     out.write_json("layers.json", rows)
     out.write_text("layers.md", layer_table_markdown(rows))
     out.write_text("config.json", cfg.to_json() + "\n")
     fw = compile_graph(graph, cfg)
-    check_fits(fw, cfg)
+    # Every blocked layer, named as in the model.
+    check_model_fits(fw, graph, cfg, name=str(args.model) if args.model is not None else None)
     check_address_space(fw, cfg, args.config)
     write_firmware(out, fw, graph)
     write_rtl(out, cfg)
@@ -553,8 +558,10 @@ def run_supervised(args) -> int:
     if signals:
         print("gen-accel: interrupted", file=sys.stderr)
         return 128 + signals[0]
-    print(f"gen-accel: failed: {death_reason(os.WTERMSIG(status))}; no build was written to "
-          f"{args.out}", file=sys.stderr)
+    # A user's model is the likeliest cause of a native crash: the line names its file.
+    model = f"{args.model}: " if args.model is not None else ""
+    print(f"gen-accel: failed: {model}{death_reason(os.WTERMSIG(status))}; no build was "
+          f"written to {args.out}", file=sys.stderr)
     return 1
 
 

@@ -32,3 +32,35 @@ def tiny_mobilenet_tflite() -> bytes:
         y = layers.GlobalAveragePooling2D(name="gap")(y)
         return layers.Softmax(name="softmax")(layers.Dense(5, name="fc")(y))
     return int8_tflite(net, (8, 8, 3))
+
+
+# keras.applications.MobileNet at its smallest: what people export.
+MOBILENET = dict(alpha=0.25, weights=None)
+SIDE = 96
+
+
+def keras_mobilenet(fixed_batch: bool, classes: int = 10):
+    """keras.applications.MobileNet, untrained but with BatchNorm statistics calibrated on
+    random images, so its int8 version is not degenerate (a plain random init collapses the
+    logits to one value, which the reader refuses: TFLite's softmax would abort on it)."""
+    import keras
+
+    from quantize.model import calibrate_batchnorm
+    keras.utils.set_random_seed(0)
+    shape = (SIDE, SIDE, 3)
+    where = ({"input_tensor": keras.Input(shape, batch_size=1)} if fixed_batch
+             else {"input_shape": shape})
+    model = keras.applications.MobileNet(**MOBILENET, classes=classes, **where)
+    calibrate_batchnorm(model, _images(4, seed=1))
+    return model
+
+
+def _images(n: int, seed: int) -> np.ndarray:
+    """Inputs in MobileNet's preprocessed range [-1, 1]."""
+    return np.random.default_rng(seed).uniform(-1, 1, (n, SIDE, SIDE, 3)).astype(np.float32)
+
+
+def mobilenet_tflite(fixed_batch: bool, classes: int = 10) -> bytes:
+    """keras.applications.MobileNet, 96x96, alpha 0.25, converted to full int8 as the TF
+    docs show (from_keras_model, representative dataset); about 5 s."""
+    return to_int8_tflite_from_float(keras_mobilenet(fixed_batch, classes), _images(8, seed=2))

@@ -5,7 +5,7 @@ I/O. The reader folds what is static, the graph reduces to the accelerator's lay
 and the numpy reference is bit-exact against TFLite's BUILTIN_REF kernels on every layer."""
 import numpy as np
 import pytest
-from keras_models import int8_tflite
+from keras_models import int8_tflite, mobilenet_tflite
 from tflite_edit import edited, schema
 
 from firmware.compiler import compile_graph
@@ -15,35 +15,6 @@ from quantize.reference import run_graph
 from quantize.static_fold import STATIC_OPS, fold_static_ops
 from quantize.tflite_graph import Op, Tensor, load_graph
 from quantize.verify import assert_bit_exact
-
-MOBILENET = dict(alpha=0.25, weights=None, classes=10)
-SIDE = 96
-
-
-def keras_mobilenet(fixed_batch: bool, classes: int = 10):
-    """keras.applications.MobileNet, untrained but with BatchNorm statistics calibrated on
-    random images, so its int8 version is not degenerate (a plain random init collapses the
-    logits to one value: TFLite's softmax then aborts)."""
-    import keras
-
-    from quantize.model import calibrate_batchnorm
-    keras.utils.set_random_seed(0)
-    shape = (SIDE, SIDE, 3)
-    where = ({"input_tensor": keras.Input(shape, batch_size=1)} if fixed_batch
-             else {"input_shape": shape})
-    model = keras.applications.MobileNet(**{**MOBILENET, "classes": classes}, **where)
-    calibrate_batchnorm(model, _images(4, seed=1))
-    return model
-
-
-def _images(n: int, seed: int) -> np.ndarray:
-    """Inputs in MobileNet's preprocessed range [-1, 1]."""
-    return np.random.default_rng(seed).uniform(-1, 1, (n, SIDE, SIDE, 3)).astype(np.float32)
-
-
-def mobilenet_tflite(fixed_batch: bool, classes: int = 10) -> bytes:
-    return to_int8_tflite_from_float(keras_mobilenet(fixed_batch, classes), _images(8, seed=2))
-
 
 @pytest.fixture(scope="module", params=["dynamic batch", "batch 1"])
 def mobilenet(request):

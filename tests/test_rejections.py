@@ -255,3 +255,92 @@ def test_evaluate_bad_arguments(capsys, args, msg):
     assert evaluate.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("python -m quantize.evaluate: error:") and msg in err
+
+
+# ---- every blocker at once, in the model's terms ------------------------------------------
+
+def test_every_unmappable_layer_is_reported_at_once():
+    """Two layers the accelerator cannot run, one after the other: both named, in model
+    order, on one line (a user fixes them in one go, not one per run)."""
+    from keras import layers
+
+    def net(x):
+        y = layers.Conv2D(4, 3, strides=2, padding="same", name="stem")(x)
+        y = layers.DepthwiseConv2D(5, padding="same", name="dw5")(y)
+        y = layers.Conv2D(8, 1, name="pw")(y)
+        y = layers.Conv2D(4, 5, padding="same", name="conv5")(y)
+        return layers.Conv2D(2, 1)(y)       # the model output: its name is the signature's
+    with pytest.raises(UnsupportedModelError) as e:
+        load_graph(int8_tflite(net, (16, 16, 3)))
+    assert len(e.value.blockers) == 2 and str(e.value) == "; ".join(e.value.blockers)
+    assert "\n" not in str(e.value)
+    first, second = e.value.blockers
+    assert first.startswith("layer 1 '") and "dw5" in first and "depthwise kernel 5x5" in first
+    assert second.startswith("layer 3 '") and "conv5" in second
+    assert "convolution kernel 5x5 is not supported" in second
+
+
+def _tiny_input_edit(**fields):
+    from keras_models import tiny_mobilenet_tflite
+    from tflite_edit import edited
+
+    def edit(m):
+        t = m.subgraphs[0].tensors[m.subgraphs[0].inputs[0]]
+        for k, v in fields.items():
+            setattr(t, k, v)
+    return edited(tiny_mobilenet_tflite(), edit)
+
+
+def test_batch_above_one_refused():
+    with pytest.raises(UnsupportedModelError, match=r"^model input '.*' has batch 2 \(shape "
+                       r"\(2, 8, 8, 3\)\); the accelerator runs one input at a time"):
+        load_graph(_tiny_input_edit(shape=[2, 8, 8, 3]))
+
+
+def test_dynamic_batch_accepted_other_dynamic_dimensions_refused():
+    assert load_graph(_tiny_input_edit(shapeSignature=[-1, 8, 8, 3])).input.dynamic_batch
+    with pytest.raises(UnsupportedModelError, match=r"shape signature \(-1, -1, 8, 3\) leaves "
+                       r"a dimension other than the batch open"):
+        load_graph(_tiny_input_edit(shapeSignature=[-1, -1, 8, 3]))
+
+
+def test_cli_names_the_softmax_the_accelerator_cannot_hold(tmp_path, capsys):
+    """keras.applications.MobileNet with its 1000 ImageNet classes maps layer for layer, but
+    the SoftmaxUnit holds 256 logits: the error names the model's op and the limit to raise,
+    not a descriptor number or padded channel count."""
+    from keras_models import mobilenet_tflite
+    model = tmp_path / "mobilenet_1000.tflite"
+    model.write_bytes(mobilenet_tflite(fixed_batch=False, classes=1000))
+    softmax = load_graph(model).ops[-1]
+    code, err = _cli(["--model", str(model), "--check-images", "1",
+                      "--out", str(tmp_path / "build")], capsys)
+    assert code == 2
+    assert err == (f"gen-accel: error: {model}: layer {softmax.index} "
+                   f"'{softmax.name.split(';')[0]}' (SOFTMAX): softmax of 1000 classes exceeds "
+                   "256: raise Limits.max_classes")
+    assert not (tmp_path / "build").exists() and not list(tmp_path.glob(".build.*"))
+
+
+def test_cli_tflite_abort_on_a_model_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    """TFLite abort()s inside its softmax setup on a model the reader would refuse; with
+    that rule switched off (standing for any abort the reader cannot foresee) the build,
+    even run in-process, still ends in one error line naming the model file, and leaves
+    nothing behind."""
+    from keras_models import tiny_mobilenet_tflite
+    from tflite_edit import edited
+
+    from quantize import tflite_graph
+
+    def collapse_logits(m):
+        sg = m.subgraphs[0]
+        sg.tensors[sg.operators[4].outputs[0]].quantization.scale = [2.0 ** -26]
+    model = tmp_path / "collapsed.tflite"
+    model.write_bytes(edited(tiny_mobilenet_tflite(), collapse_logits))
+    monkeypatch.setattr(tflite_graph, "_validate_softmax", lambda op: None)
+    code, err = _cli(["--model", str(model), "--check-images", "1",
+                      "--out", str(tmp_path / "build")], capsys)
+    assert code == 2
+    assert err.startswith(f"gen-accel: error: {model}: TFLite's reference interpreter crashed "
+                          "(SIGABRT) preparing or running the model")
+    assert err.endswith("its quantization is degenerate or unsupported")
+    assert not (tmp_path / "build").exists() and not list(tmp_path.glob(".build.*"))
