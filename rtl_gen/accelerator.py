@@ -302,13 +302,13 @@ class Accelerator(wiring.Component):
         def reader(name, mems, select, word, depth, walk, sliced=False):
             """A BufferReader on its own read port of each of `mems`, reading `mems[select]`;
             `sliced`: its walks pass a `CommandSlice`."""
-            r = BufferReader(word_bytes=word, depth=depth)
+            r = BufferReader(word_bytes=word, depth=depth, ports=len(mems))
             m.submodules[name] = resettable(r)
-            ports = [mem.read_port() for mem in mems]
-            for port in ports:
-                m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en)]
-            m.d.comb += r.mem_data.eq(ports[0].data if len(ports) == 1 else
-                                      Mux(select, ports[1].data, ports[0].data))
+            for i, mem in enumerate(mems):
+                port = mem.read_port()
+                m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en),
+                             r.mem_data[i].eq(port.data)]
+            m.d.comb += r.mem_select.eq(select)
             if sliced:
                 wslice = m.submodules[f"{name}_walk_slice"] = resettable(
                     CommandSlice(r.cmd.payload.shape()))

@@ -85,28 +85,35 @@ class BufferReader(wiring.Component):
     """Streams a walk's items out of a memory through its synchronous read port.
 
     Ports: ``cmd`` (walk, taken only when the previous walk has been issued), ``data``
-    (stream of `read_item_layout`), ``mem_addr``/``mem_en``/``mem_data`` (to be wired to a
-    read port of the buffer), ``idle`` (no walk running and no item waiting).
+    (stream of `read_item_layout`), ``mem_addr``/``mem_en`` (to be wired to the read port of
+    each of `ports` memories, e.g. the two activation buffers), ``mem_data`` (their read
+    data, one word per memory), ``mem_select`` (which memory's word the items take; read a
+    cycle after the address, like the data), ``idle`` (no walk running and no item waiting).
 
-    The read port is always enabled, and every word it reads lands in a queue of `QUEUE`
-    entries, which ``data`` presents at its head. A read is issued only while the queue has
-    room for it counting the reads in flight (`credit`, a register), so back-pressure on
-    ``data`` never reaches the block RAM's clock enable or the queue's registers: the
-    consumer's ready only advances the head pointer. The stream runs at one item per clock;
-    an item is on ``data`` two cycles after its address.
+    The read ports are always enabled, and every word read lands in a register of its own
+    (one per memory, before any logic: a DP16KD's output is slow, 5.8 ns, and its blocks lie
+    spread over the die, so nothing may sit between it and a flip-flop), is then selected
+    into a queue of `QUEUE` entries, which ``data`` presents at its head. A read is issued
+    only while the queue has room for it counting the reads in flight (`credit`, a
+    register), so back-pressure on ``data`` never reaches the block RAM's clock enable or the
+    queue's registers: the consumer's ready only advances the head pointer. The stream runs
+    at one item per clock; an item is on ``data`` `LATENCY` cycles after its address.
     """
 
-    # A read issued in cycle t is at the head in t + 2, taken then, and its entry is issued
-    # again in t + 3: three entries keep one item a clock.
-    QUEUE = 3
+    # A read issued in cycle t lands in t + 2, is at the head in t + 3, taken then, and its
+    # entry is issued again in t + 4: four entries keep one item a clock.
+    LATENCY = 3
+    QUEUE = LATENCY + 1
 
-    def __init__(self, *, word_bytes: int, depth: int):
-        self.word_bytes, self.depth = word_bytes, depth
+    def __init__(self, *, word_bytes: int, depth: int, ports: int = 1):
+        self.word_bytes, self.depth, self.ports = word_bytes, depth, ports
         self.max_bytes = word_bytes * depth
         super().__init__({
             "cmd": In(stream.Signature(walk_layout(self.max_bytes))),
             "data": Out(stream.Signature(read_item_layout(word_bytes, self.max_bytes))),
-            "mem_addr": Out(range(depth)), "mem_en": Out(1), "mem_data": In(8 * word_bytes),
+            "mem_addr": Out(range(depth)), "mem_en": Out(1),
+            "mem_data": In(data.ArrayLayout(8 * word_bytes, ports)),
+            "mem_select": In(range(ports)),
             "idle": Out(1),
         })
 
@@ -126,21 +133,27 @@ class BufferReader(wiring.Component):
         free_next = free - issue + pop
         m.d.sync += [free.eq(free_next), credit.eq(free_next != 0)]
 
-        # The item whose word the read port is fetching.
-        read = Signal(layout)
-        read_valid = Signal()
+        # The item whose word the read ports are fetching, then the words as they landed.
+        read, landed = Signal(layout), Signal(layout)
+        read_valid, landed_valid = Signal(), Signal()
+        landed_words = Signal.like(self.mem_data)
+        landed_select = Signal.like(self.mem_select)
         m.d.sync += [read_valid.eq(issue), read.addr.eq(walk.addr),
-                     read.first.eq(walk.j == 0), read.last.eq(walk.last_inner)]
+                     read.first.eq(walk.j == 0), read.last.eq(walk.last_inner),
+                     landed_valid.eq(read_valid), landed.eq(read),
+                     landed_words.eq(self.mem_data), landed_select.eq(self.mem_select)]
+        word = (landed_words[0] if self.ports == 1 else
+                Array(landed_words[i] for i in range(self.ports))[landed_select])
 
         # The queue: a ring of entries, written at `tail`, presented at `head`.
         entries = [Signal(layout, name=f"entry{i}") for i in range(n)]
         head, tail = Signal(range(n)), Signal(range(n))
         held = Signal(range(n + 1))
-        m.d.sync += held.eq(held + read_valid - pop)
-        with m.If(read_valid):
+        m.d.sync += held.eq(held + landed_valid - pop)
+        with m.If(landed_valid):
             for i, entry in enumerate(entries):
                 with m.If(tail == i):
-                    m.d.sync += [entry.eq(read), entry.word.eq(self.mem_data)]
+                    m.d.sync += [entry.eq(landed), entry.word.eq(word)]
             m.d.sync += tail.eq(Mux(tail == n - 1, 0, tail + 1))
         with m.If(pop):
             m.d.sync += head.eq(Mux(head == n - 1, 0, head + 1))
@@ -150,7 +163,7 @@ class BufferReader(wiring.Component):
             self.cmd.ready.eq(~running),
             self.mem_en.eq(1),
             self.mem_addr.eq(walk.addr >> exact_log2(self.word_bytes)),
-            self.idle.eq(~running & ~read_valid & (held == 0)),
+            self.idle.eq(~running & ~read_valid & ~landed_valid & (held == 0)),
         ]
         with m.If(issue):
             walk.step()

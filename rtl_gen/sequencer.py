@@ -2,7 +2,7 @@
 it, and runs each layer through the datapath of `rtl_gen.accelerator` by issuing DMA commands
 and buffer walks, in this order:
 
-    FETCH descriptor -> DECODE (check word, layer index) -> PIXELS, BYTES (the size
+    FETCH descriptor -> DECODE, DECODED (check word, layer index) -> PIXELS, BYTES (the size
        products, serially) -> CHECK (the rules, registered) -> VALIDATE
     -> swap the two activation buffers: the previous layer's output buffer becomes the input
        buffer; when the layer's input is exactly that output (same DDR address, no more
@@ -172,10 +172,10 @@ def times9(x):
 
 # The sequencer's size products are built serially, one bit of the 16-bit descriptor field
 # per cycle (two rounds: pixel counts, then bytes), in LUTs: the DSP blocks belong to the
-# MAC array. DECODE, the two rounds, CHECK and VALIDATE take this many cycles
-# (`sim.perf_model`).
+# MAC array. DECODE (checksum and chaining test registered), DECODED, the two rounds, CHECK
+# and VALIDATE take this many cycles (`sim.perf_model`).
 PRODUCT_BITS = 16
-DECODE_CYCLES = 3 + 2 * PRODUCT_BITS
+DECODE_CYCLES = 4 + 2 * PRODUCT_BITS
 
 
 def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
@@ -394,6 +394,7 @@ class Sequencer(wiring.Component):
         # each is a tree of wide comparisons, too deep to share a cycle with the priority.
         failed_regs = [Signal(name=f"failed_{c.name.lower()}") for c, _ in checks]
         chained = Signal()
+        bad_descriptor = Signal()
         failure = ErrorCode.NONE
         for (c, _), failed in reversed(list(zip(checks, failed_regs))):
             failure = Mux(failed, c, failure)
@@ -465,8 +466,14 @@ class Sequencer(wiring.Component):
 
             load("FETCH", desc_addr, DESCRIPTOR_BYTES, LoadDest.DESCRIPTOR, goto("DECODE"))
 
+            # The checksum is a 15-word XOR tree and a 32-bit compare: registered in DECODE,
+            # acted on in DECODED, so it never shares a cycle with the FSM's next state.
             with m.State("DECODE"):
-                with m.If((d.check != expected_check) | (d.layer != layer)):
+                m.d.sync += bad_descriptor.eq((d.check != expected_check) | (d.layer != layer))
+                m.next = "DECODED"
+
+            with m.State("DECODED"):
+                with m.If(bad_descriptor):
                     fail(ErrorCode.BAD_DESCRIPTOR)
                 with m.Elif(op == Opcode.END):
                     m.next = "FINISH"

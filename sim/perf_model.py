@@ -41,6 +41,7 @@ from firmware.compiler import Firmware
 from firmware.layout import PARAM_BYTES, round_up
 from firmware.program import DESCRIPTOR_BYTES, Descriptor, Flags, Opcode
 from rtl_gen.axi import AXI_BOUNDARY_BYTES
+from rtl_gen.buffers import BufferReader
 from rtl_gen.config import AccelConfig
 from rtl_gen.depthwise import DepthwiseEngine
 from rtl_gen.float_requant import FloatRequantizer
@@ -56,15 +57,15 @@ _ADDRESS_ISSUE = 4
 # From a read's last beat on the bus to the cycle the sequencer leaves the load's wait state
 # (output register, completion, done pulse).
 _READ_DONE = 4
-# From a store's command to its first W beat (the walk's slice, the store reader's read
-# and output registers, then the W register): the cycle after its first AW.
-_STORE_FIRST_BEAT = 5
+# From a store's command to its first W beat (the walk's slice, the store reader's read,
+# landing and output registers, then the W register): two cycles after its first AW.
+_STORE_FIRST_BEAT = 6
 # From a store's last B to the cycle the sequencer sees it finished.
 _STORE_DONE = 3
 # An AR (AW) waiting for a free slot goes out 2 cycles after the burst that frees it ends.
 _CREDIT_RETURN = 2
-# From a run state (walks accepted) to the first item at a unit.
-_WALK_START = 3
+# From a run state (walks accepted) to the first item at a unit (`BufferReader.LATENCY`).
+_WALK_START = 1 + BufferReader.LATENCY
 # From the last write into the output buffer to the sequencer's next state.
 _WRITER_IDLE = 1
 _MEAN_PARTIAL_END = 1
@@ -372,7 +373,7 @@ class _Schedule:
     def finish(self, end_index: int) -> int:
         """The END descriptor, then the last store; returns the run's cycles."""
         self.fetch(end_index)
-        self.now += 1                                   # DECODE
+        self.now += 2                                   # DECODE, DECODED
         return max(self.now, self.store_clear) + 1      # FINISH
 
 

@@ -23,7 +23,7 @@ class ReaderOnMemory(Elaboratable):
         m.submodules.reader = r = self.reader
         m.submodules.mem = mem = Memory(shape=8 * WORD, depth=DEPTH, init=self.init)
         port = mem.read_port()
-        m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en), r.mem_data.eq(port.data)]
+        m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en), r.mem_data[0].eq(port.data)]
         return m
 
 
@@ -98,7 +98,8 @@ def test_random_walks_with_backpressure(seed):
 
 def test_one_item_a_clock():
     """Always ready: one walk's items come one a clock. The walk is taken in cycle 0, its
-    first address read in cycle 1 and that item is on `data` two cycles later."""
+    first address read in cycle 1 and that item is on `data` `LATENCY` cycles later (its
+    word lands in a register of its own before the queue)."""
     got, expected, cycles, items = simulate(7, ready_prob=1.0, walks=1)
     assert got == expected
-    assert cycles == 3 + items
+    assert cycles == 1 + BufferReader.LATENCY + items
