@@ -446,12 +446,17 @@ class Accelerator(wiring.Component):
                          unit.act_max.eq(Mux(is_mean, 127, desc.act_max))]
 
         # ---- output writer source -------------------------------------------------------------
+        # The writer takes an item in every cycle of a running walk, and the sequencer starts
+        # each walk with the reads it writes the results of, before any result exists: the
+        # units behind the writer never see back-pressure, so their readies are constants
+        # (not a function of the layer kind or the sequencer's state: that made the
+        # Requantizer's ready, and through it the AccSerializer's queue enables, wait on the
+        # FSM's state decode), their pipeline enables fold away and no enable net fans out.
+        for src in (softmax.o_stream, frq.o_stream, rq.o_stream):
+            m.d.comb += src.ready.eq(1)
+
         def feed(src, values):
-            # The writer takes an item in every cycle of a running walk, and the sequencer
-            # starts each walk with the reads it writes the results of, before any result
-            # exists: the units behind the writer never see back-pressure, so their
-            # pipeline enables are constants and no enable net fans out over them.
-            m.d.comb += [writer.data.valid.eq(src.valid), src.ready.eq(1)]
+            m.d.comb += writer.data.valid.eq(src.valid)
             m.d.comb += [writer.data.payload[k].eq(v) for k, v in enumerate(values)]
 
         with m.If(seq.pad_phase):
