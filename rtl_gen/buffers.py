@@ -142,8 +142,11 @@ class BufferReader(wiring.Component):
                      read.first.eq(walk.j == 0), read.last.eq(walk.last_inner),
                      landed_valid.eq(read_valid), landed.eq(read),
                      landed_words.eq(self.mem_data), landed_select.eq(self.mem_select)]
-        word = (landed_words[0] if self.ports == 1 else
-                Array(landed_words[i] for i in range(self.ports))[landed_select])
+        # A chain of Muxes, not an Array index: Yosys 0.70's abc9 fails an assertion
+        # (ABC_OPS_REINTEGRATE) on the 85F build when this select is an Array.
+        word = landed_words[0]
+        for i in range(1, self.ports):
+            word = Mux(landed_select == i, landed_words[i], word)
 
         # The queue: a ring of entries, written at `tail`, presented at `head`.
         entries = [Signal(layout, name=f"entry{i}") for i in range(n)]
