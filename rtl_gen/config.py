@@ -19,7 +19,7 @@ MAX_PARALLEL = 64
 # covers any of them, and 0 or a negative width makes no port at all.
 MAX_ID_WIDTH = 16
 # No FPGA this targets clocks a design like this anywhere near 500 MHz (the ECP5's global
-# clock network tops out at 400 MHz; the accelerator routes at about 40-45 MHz there).
+# clock network tops out at 400 MHz; the accelerator routes at about 70-80 MHz there).
 MAX_CLOCK_MHZ = 500
 
 
