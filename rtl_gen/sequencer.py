@@ -172,8 +172,8 @@ def times9(x):
 
 # The sequencer's size products are built serially, one bit of the 16-bit descriptor field
 # per cycle (two rounds: pixel counts, then bytes), in LUTs: the DSP blocks belong to the
-# MAC array. DECODE (checksum and chaining test registered), DECODED, the two rounds, CHECK
-# and VALIDATE take this many cycles (`sim.perf_model`).
+# MAC array. DECODE (the checksum registered), DECODED, the two rounds, CHECK and
+# VALIDATE take this many cycles (`sim.perf_model`).
 PRODUCT_BITS = 16
 DECODE_CYCLES = 4 + 2 * PRODUCT_BITS
 

@@ -57,15 +57,15 @@ _ADDRESS_ISSUE = 4
 # From a read's last beat on the bus to the cycle the sequencer leaves the load's wait state
 # (output register, completion, done pulse).
 _READ_DONE = 4
-# From a store's command to its first W beat (the walk's slice, the store reader's read,
-# landing and output registers, then the W register): two cycles after its first AW.
-_STORE_FIRST_BEAT = 6
 # From a store's last B to the cycle the sequencer sees it finished.
 _STORE_DONE = 3
 # An AR (AW) waiting for a free slot goes out 2 cycles after the burst that frees it ends.
 _CREDIT_RETURN = 2
 # From a run state (walks accepted) to the first item at a unit (`BufferReader.LATENCY`).
 _WALK_START = 1 + BufferReader.LATENCY
+# From a store's command to its first W beat: a walk start behind the walk's slice, then
+# the W register (two cycles after its first AW).
+_STORE_FIRST_BEAT = 1 + _WALK_START + 1
 # From the last write into the output buffer to the sequencer's next state.
 _WRITER_IDLE = 1
 _MEAN_PARTIAL_END = 1
