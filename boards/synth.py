@@ -313,7 +313,9 @@ def synthesize(component, board: str | Board = DEFAULT_BOARD, clock_mhz: float |
 
     t = time.monotonic()
     say(f"verilog: {top_name} for {board.name} ({board.device}) at {clock_mhz:g} MHz")
-    text = verilog.convert(component, name=top_name)
+    # Converted for the board's platform, so that units which know the FPGA family instantiate
+    # its primitives (`rtl_gen.dsp`: MULT18X18D with their own registers).
+    text = verilog.convert(component, name=top_name, platform=board.platform())
     (build_dir / f"{top_name}.v").write_text(text)
     seconds["verilog"] = time.monotonic() - t
     top_module = re.search(rf"^module {re.escape(top_name)}\(.*?^endmodule", text, re.M | re.S)

@@ -31,6 +31,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from .config import AccelConfig
+from .dsp import LATENCY as DSP_LATENCY, registered_product
 
 ACC_SHAPE = signed(32)
 
@@ -86,9 +87,10 @@ class PointwiseEngine(wiring.Component):
            cycle per result and the consumer must take it then, into a queue of `credits`
            entries; it pulses `release` once for every entry it frees.
 
-    Pipeline: register (x - zp) and w, register the products, one register per adder-tree
-    level, then the accumulators, which drive `acc.payload` during the `acc.valid` cycle.
-    `acc.valid` rises `latency` = log2(pw_in) + 3 cycles after the `last` step is accepted.
+    Pipeline: register (x - zp) and w; the DSP block's input and output registers around
+    each product; one register per adder-tree level; then the accumulators, which drive
+    `acc.payload` during the `acc.valid` cycle. `acc.valid` rises `latency` =
+    log2(pw_in) + 4 cycles after the `last` step is accepted.
 
     Why credits: the registers of the array take a new value every cycle and have no clock
     enable, so no back-pressure net fans out over thousands of flip-flops (that enable was
@@ -101,7 +103,7 @@ class PointwiseEngine(wiring.Component):
         if credits < 1:
             raise ValueError(f"credits must be >= 1, got {credits}")
         self.cfg, self.credits = cfg, credits
-        self.latency = exact_log2(cfg.pw_in) + 3
+        self.latency = exact_log2(cfg.pw_in) + 2 + DSP_LATENCY
         super().__init__({
             "input_zp": In(signed(8)),
             "act": In(stream.Signature(act_layout(cfg))),
@@ -144,13 +146,16 @@ class PointwiseEngine(wiring.Component):
         weight = [[stage(self.weight.payload[o][i], name=f"s0_w{o}_{i}")
                    for i in range(cfg.pw_in)] for o in range(cfg.pw_out)]
 
-        # Stage 1: products, 9 x 8 -> 17 bits signed.
-        terms = [[stage(diff[i] * weight[o][i], name=f"s1_p{o}_{i}")
+        # Stages 1-2: products, 9 x 8 -> 17 bits signed, in the DSP blocks' own input and
+        # output registers (`dsp.registered_product`).
+        terms = [[registered_product(m, diff[i], weight[o][i], name=f"s1_p{o}_{i}",
+                                     platform=platform)
                   for i in range(cfg.pw_in)] for o in range(cfg.pw_out)]
-        flags = stage(flags, name="s1_flags")
+        for _ in range(DSP_LATENCY):
+            flags = stage(flags, name="s1_flags")
 
         # Adder tree, one registered level per halving.
-        level = 2
+        level = 1 + DSP_LATENCY
         while len(terms[0]) > 1:
             terms = [[stage(row[k] + row[k + 1], name=f"s{level}_t{o}_{k // 2}")
                       for k in range(0, len(row), 2)] for o, row in enumerate(terms)]

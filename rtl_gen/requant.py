@@ -10,6 +10,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .dsp import LATENCY as DSP_LATENCY, registered_product
+
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 
@@ -32,12 +34,13 @@ def srdhm_of_product(product, overflow) -> Value:
     return Mux(overflow, Const(INT32_MAX, signed(32)), high)
 
 
-def srdhm_pipeline(m: Module, a, b, enable, name: str) -> Signal:
+def srdhm_pipeline(m: Module, a, b, enable, name: str, platform=None) -> Signal:
     """A registered SaturatingRoundingDoublingHighMul(a, b) of two signed 32-bit values,
-    `SRDHM_STAGES` = 3 enabled cycles after a and b: the 32x32 product as four 16x16 (17-bit
-    signed) partial products, one DSP block each, registered; then the middle two summed and
-    the rounding constant 2^30 added to the low one; then the high word. No stage is more
-    than two adders deep, short enough for 100+ MHz on an ECP5."""
+    `SRDHM_STAGES` = 4 enabled cycles after a and b: the 32x32 product as four 16x16 (17-bit
+    signed) partial products, one DSP block each with its input and output registers
+    (`dsp.registered_product`, 2 cycles); then the middle two summed and the rounding
+    constant 2^30 added to the low one; then the high word. No stage is more than two
+    adders deep, short enough for 100+ MHz on an ECP5."""
     a, b = Value.cast(a), Value.cast(b)
 
     def reg(shape, suffix):
@@ -46,26 +49,30 @@ def srdhm_pipeline(m: Module, a, b, enable, name: str) -> Signal:
     def halves(x):
         return Cat(x[:16], Const(0, 1)).as_signed(), x[16:32].as_signed()
 
+    def product(x, y, suffix):
+        return registered_product(m, x, y, name=f"{name}_{suffix}", platform=platform,
+                                  enable=enable)
+
     a_lo, a_hi = halves(a)
     b_lo, b_hi = halves(b)
-    hh, hl, lh, ll = (reg(signed(34), n) for n in ("hh", "hl", "lh", "ll"))
+    hh, hl = product(a_hi, b_hi, "hh"), product(a_hi, b_lo, "hl")
+    lh, ll = product(a_lo, b_hi, "lh"), product(a_lo, b_lo, "ll")
     top, mid, low = reg(signed(34), "top"), reg(signed(35), "mid"), reg(signed(35), "low")
-    overflow = [reg(1, f"overflow{s}") for s in range(2)]
+    overflow = [reg(1, f"overflow{s}") for s in range(DSP_LATENCY + 1)]
     high = reg(signed(32), "high")
     with m.If(enable):
         m.d.sync += [
-            hh.eq(a_hi * b_hi), hl.eq(a_hi * b_lo), lh.eq(a_lo * b_hi), ll.eq(a_lo * b_lo),
             overflow[0].eq((a == INT32_MIN) & (b == INT32_MIN)),
+            *[overflow[s].eq(overflow[s - 1]) for s in range(1, len(overflow))],
             top.eq(hh), mid.eq(hl + lh), low.eq(ll + (1 << 30)),
-            overflow[1].eq(overflow[0]),
             # floor((a * b + 2^30) / 2^31), see `srdhm_of_product`.
-            high.eq(Mux(overflow[1], INT32_MAX,
+            high.eq(Mux(overflow[-1], INT32_MAX,
                         wrap32(((top << 32) + (mid << 16) + low) >> 31))),
         ]
     return high
 
 
-SRDHM_STAGES = 3
+SRDHM_STAGES = DSP_LATENCY + 2
 
 
 def rounding_divide_by_pot(x, exponent) -> Value:
@@ -117,15 +124,15 @@ class Requantizer(wiring.Component):
     beats are in flight.
 
     Stages (registered), each at most one adder or one shifter deep for 100+ MHz: 1 left
-    shift; 2 the 32x32 product as four 16x16 partial products, one DSP block each; 3 the
-    middle partial products summed and the SRDHM rounding constant added to the low one;
-    4 SRDHM's high word; 5 the RoundingDivideByPOT nudge added; 6 its arithmetic shift;
-    7 zero point and clamp.
+    shift; 2-3 the 32x32 product as four 16x16 partial products, one DSP block each (its
+    input and output registers); 4 the middle partial products summed and the SRDHM
+    rounding constant added to the low one; 5 SRDHM's high word; 6 the RoundingDivideByPOT
+    nudge added; 7 its arithmetic shift; 8 zero point and clamp.
     A beat accepted in cycle t is valid on the output in cycle t + LATENCY. The pipeline stalls
     as a whole when the output is not taken.
     """
 
-    LATENCY = 7
+    LATENCY = 4 + SRDHM_STAGES
 
     def __init__(self, lanes: int = 1):
         if lanes < 1:
@@ -165,7 +172,7 @@ class Requantizer(wiring.Component):
             shifted = reg(signed(32), "shifted")
             # A right shift of up to 32 travels with the data to the rounding stages.
             right = [reg(range(33), f"right{s}_") for s in range(SRDHM_STAGES + 2)]
-            high = srdhm_pipeline(m, a, mult, advance, f"srdhm{k}")
+            high = srdhm_pipeline(m, a, mult, advance, f"srdhm{k}", platform)
             r_high, r_shift = right[SRDHM_STAGES], right[SRDHM_STAGES + 1]
 
             shift = lane.shift
@@ -177,7 +184,7 @@ class Requantizer(wiring.Component):
                     a.eq(wrap32(lane.acc << left)),
                     mult.eq(lane.multiplier),
                     right[0].eq(Mux(shift < 0, -shift, 0)),
-                    # 2-4: SaturatingRoundingDoublingHighMul (`srdhm_pipeline`).
+                    # 2-5: SaturatingRoundingDoublingHighMul (`srdhm_pipeline`).
                     *[right[s].eq(right[s - 1]) for s in range(1, len(right))],
                     # 5, 6: RoundingDivideByPOT as an add, then an arithmetic shift.
                     nudged.eq(high + nudge),

@@ -50,8 +50,8 @@ class SoftmaxUnit(wiring.Component):
 
     It runs once per inference on ~10 values, so area wins over speed: every gemmlowp
     SaturatingRoundingDoublingHighMul goes through one pipelined 32x32 multiplier
-    (`requant.srdhm_pipeline`: four DSP blocks), each multiply taking MULTIPLY_STATES = 5
-    states of a micro-sequenced FSM (issue: operands registered; three pipeline states;
+    (`requant.srdhm_pipeline`: four DSP blocks), each multiply taking MULTIPLY_STATES = 6
+    states of a micro-sequenced FSM (issue: operands registered; four pipeline states;
     write-back from the registered high word), so no state is more than a couple of adders
     deep (100+ MHz on an ECP5).
 
@@ -111,7 +111,7 @@ class SoftmaxUnit(wiring.Component):
         # SaturatingRoundingDoublingHighMul (`SRDHM_STAGES` states, running every cycle),
         # then the write-back state, which reads the registered high word.
         mul_a, mul_b = Signal(signed(32)), Signal(signed(32))
-        high = srdhm_pipeline(m, mul_a, mul_b, 1, "srdhm")
+        high = srdhm_pipeline(m, mul_a, mul_b, 1, "srdhm", platform)
         maximum = Signal(signed(8))
         # A logit (and its exponential) read from their block RAMs into registers, then its
         # difference from the maximum and the range test in a state of their own.

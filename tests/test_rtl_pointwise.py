@@ -206,8 +206,10 @@ def test_sustained_throughput(cfg):
     rng = np.random.default_rng(7)
     common = rng.integers(-2**20, 2**20, cfg.pw_out)
     layers = [layer.with_bias(common) for layer in random_layers(cfg, 100, 9)]
-    latency = exact_log2(cfg.pw_in) + 3
-    assert latency == {1: 3, 4: 5, 8: 6}[cfg.pw_in]    # log2(pw_in) + 3
+    # Operand registers, the DSP block's input and output registers, one register per
+    # adder-tree level, the accumulator.
+    latency = 1 + 2 + exact_log2(cfg.pw_in) + 1
+    assert latency == {1: 4, 4: 6, 8: 7}[cfg.pw_in]
     outputs, expected, cycles, engine_latency = simulate(cfg, layers, 100, credits=latency + 2,
                                                          common_bias=common)
     assert engine_latency == latency
