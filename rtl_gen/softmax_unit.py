@@ -7,7 +7,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .requant import (INT32_MAX, INT32_MIN, SRDHM_STAGES, clamp, rounding_divide_by_pot,
+from .fsm_encoding import one_hot
+from .requant import (INT32_MAX, INT32_MIN, SRDHM_STAGES, rounding_divide_by_pot,
                       rounding_nudge, srdhm_pipeline, wrap32)
 
 # gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl, Q0.31.
@@ -28,6 +29,14 @@ ACCUMULATION_INTEGER_BITS = 12     # Q12.19 sum of exponentials
 MULTIPLY_STATES = 1 + SRDHM_STAGES + 1
 EXP_MULTIPLIES = 6 + len(EXP_BARREL)
 RECIP_MULTIPLIES = 1 + 3 * 2
+# Write-back states beyond one per multiply, where a result is more than one adder deep:
+# exp_on_negative_values' x^4/4 + x^3 (one more) and its (x^4/4 + x^3) / 3 + x^2 step (two
+# more); each Newton-Raphson step's saturating shift before its add (one more).
+EXP_EXTRA_WRITEBACKS = 1 + 2
+RECIP_EXTRA_WRITEBACKS = 3
+# Reading a logit: the block RAM's word, its second register, the difference from the
+# maximum, then the range test against diff_min.
+READ_STATES = 4
 
 
 def saturating_left_shift(x, exponent: int):
@@ -52,13 +61,14 @@ class SoftmaxUnit(wiring.Component):
     SaturatingRoundingDoublingHighMul goes through one pipelined 32x32 multiplier
     (`requant.srdhm_pipeline`: four DSP blocks), each multiply taking MULTIPLY_STATES = 6
     states of a micro-sequenced FSM (issue: operands registered; four pipeline states;
-    write-back from the registered high word), so no state is more than a couple of adders
-    deep (100+ MHz on an ECP5).
+    write-back from the registered high word). No state is more than one adder (or one
+    compare) deep, and the state register is one-hot (`fsm_encoding`), so a write-back's
+    select is a flip-flop rather than a decode of ~130 states: 100+ MHz on an ECP5.
 
     Phases and cycles (n = length): load n cycles (one logit per clock; the maximum is tracked
-    on the fly), exponentials 70 per logit, reciprocal of the sum 37, output 11 per logit when
-    the consumer is ready (each pass reads a logit into two registers first). That is 82 n +
-    37 cycles (`vector_cycles`), e.g. 857 for 10 logits.
+    on the fly), exponentials 87 per logit, reciprocal of the sum 47, output 13 per logit when
+    the consumer is ready (each pass reads a logit into registers first). That is 101 n + 47
+    cycles (`vector_cycles`), e.g. 1057 for 10 logits (it runs once per inference).
 
     input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
     (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector.
@@ -87,12 +97,13 @@ class SoftmaxUnit(wiring.Component):
     def vector_cycles(length: int) -> int:
         """Cycles from the first logit accepted to the last probability taken, when the
         streams never stall."""
-        per_logit = (1                                        # LOAD
-                     + 3 + EXP_MULTIPLIES * MULTIPLY_STATES + 1   # read, exp., EXP_STORE
-                     + 1                                      # the two-state write-back
-                     + 3 + MULTIPLY_STATES + 3)               # read, OUT .. ROUND, SHIFT, WB,
-                                                              # SEND
-        return per_logit * length + 2 + RECIP_MULTIPLIES * MULTIPLY_STATES
+        per_logit = (1                                            # LOAD
+                     + READ_STATES + EXP_MULTIPLIES * MULTIPLY_STATES
+                     + EXP_EXTRA_WRITEBACKS + 2                   # EXP_CONTRIB, EXP_STORE
+                     + READ_STATES + MULTIPLY_STATES - 1 + 4)     # OUT .. ROUND, SHIFT, WB,
+                                                                  # SEND
+        return (per_logit * length + 2 + RECIP_MULTIPLIES * MULTIPLY_STATES
+                + RECIP_EXTRA_WRITEBACKS)
 
     def elaborate(self, platform):
         m = Module()
@@ -130,7 +141,10 @@ class SoftmaxUnit(wiring.Component):
                 m.d.sync += logit.eq(read_data)
                 m.next = state + "_DIFF"
             with m.State(state + "_DIFF"):
-                m.d.sync += [diff.eq(logit - maximum), in_range.eq(logit - maximum >= self.diff_min)]
+                m.d.sync += diff.eq(logit - maximum)
+                m.next = state + "_RANGE"
+            with m.State(state + "_RANGE"):
+                m.d.sync += in_range.eq(diff >= self.diff_min)
                 m.next = then
 
         # Working registers of exp_on_negative_values; the reciprocal reuses two of them.
@@ -178,9 +192,10 @@ class SoftmaxUnit(wiring.Component):
             ]),
             (x, x, [x2.eq(high)]),
             (x2, x, [x3.eq(high)]),
-            (x2, x2, [t.eq(wrap32(rounding_divide_by_pot(high, 2) + x3))]),
+            (x2, x2, ([u.eq(rounding_divide_by_pot(high, 2))], [t.eq(wrap32(u + x3))])),
             (t, EXP_ONE_THIRD, ([u.eq(wrap32(high + x2))],
-                                [t.eq(wrap32(x + rounding_divide_by_pot(u, 1)))])),
+                                [u.eq(rounding_divide_by_pot(u, 1))],
+                                [t.eq(wrap32(x + u))])),
             (EXP_CONSTANT_TERM, t, [t.eq(wrap32(EXP_CONSTANT_TERM + high))]),
         ] + [(t, c, [t.eq(Mux(barrel_bits[k], high, t))]) for k, c in enumerate(EXP_BARREL)]
 
@@ -189,9 +204,10 @@ class SoftmaxUnit(wiring.Component):
                       [recip.eq(wrap32(RECIP_48_OVER_17 + high))])]
         for _ in range(3):
             recip_ops += [(half_denominator, recip, [t.eq(wrap32(RECIP_ONE - high))]),
-                          (recip, t, [recip.eq(wrap32(recip + saturating_left_shift(high, 2)))])]
+                          (recip, t, ([t.eq(saturating_left_shift(high, 2))],
+                                      [recip.eq(wrap32(recip + t))]))]
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("LOAD"):
                 m.d.comb += [self.i_stream.ready.eq(1),
                              logit_wr.data.eq(self.i_stream.payload),
@@ -205,12 +221,17 @@ class SoftmaxUnit(wiring.Component):
                         m.next = "EXP_READ"
 
             read_logit("EXP_READ", "EXP_0")
-            multiplies("EXP", exp_ops, after="EXP_STORE")
-            with m.State("EXP_STORE"):
+            multiplies("EXP", exp_ops, after="EXP_CONTRIB")
+            with m.State("EXP_CONTRIB"):
+                # The exponential and its contribution to the sum, then the add.
                 exp = Mux(input_is_zero, INT32_MAX, t)
-                contribution = rounding_divide_by_pot(exp, ACCUMULATION_INTEGER_BITS)
-                m.d.comb += [exp_wr.data.eq(exp), exp_wr.en.eq(1)]
-                m.d.sync += [total.eq(wrap32(total + Mux(in_range, contribution, 0))),
+                m.d.sync += [t.eq(exp),
+                             u.eq(Mux(in_range,
+                                      rounding_divide_by_pot(exp, ACCUMULATION_INTEGER_BITS), 0))]
+                m.next = "EXP_STORE"
+            with m.State("EXP_STORE"):
+                m.d.comb += [exp_wr.data.eq(t), exp_wr.en.eq(1)]
+                m.d.sync += [total.eq(wrap32(total + u)),
                              index.eq(Mux(last, 0, index + 1))]
                 with m.If(last):
                     m.next = "RECIP_SETUP"
@@ -246,9 +267,12 @@ class SoftmaxUnit(wiring.Component):
                 m.d.sync += shifted.eq(wrap32(nudged >> out_exponent))
                 m.next = "OUT_WB"
             with m.State("OUT_WB"):
-                probability = shifted - 128
-                m.d.sync += [self.o_stream.payload.eq(Mux(in_range, clamp(probability, -128, 127),
-                                                          -128)),
+                # clamp(shifted - 128, -128, 127) without an adder: shifted < 0 gives -128,
+                # shifted > 255 gives 127, else its low byte with the top bit flipped.
+                probability = Mux(shifted < 0, -128,
+                                  Mux(shifted[8:].any(), 127,
+                                      (shifted[:8] ^ 0x80).as_signed()))
+                m.d.sync += [self.o_stream.payload.eq(Mux(in_range, probability, -128)),
                              self.o_stream.valid.eq(1)]
                 m.next = "OUT_SEND"
             with m.State("OUT_SEND"):
@@ -258,4 +282,5 @@ class SoftmaxUnit(wiring.Component):
                         m.next = "LOAD"
                     with m.Else():
                         m.next = "OUT_READ"
+        one_hot(fsm)
         return m
