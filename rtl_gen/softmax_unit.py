@@ -65,10 +65,11 @@ class SoftmaxUnit(wiring.Component):
     compare) deep, and the state register is one-hot (`fsm_encoding`), so a write-back's
     select is a flip-flop rather than a decode of ~130 states: 100+ MHz on an ECP5.
 
-    Phases and cycles (n = length): load n cycles (one logit per clock; the maximum is tracked
-    on the fly), exponentials 87 per logit, reciprocal of the sum 47, output 13 per logit when
-    the consumer is ready (each pass reads a logit into registers first). That is 101 n + 47
-    cycles (`vector_cycles`), e.g. 1057 for 10 logits (it runs once per inference).
+    Phases and cycles (n = length): load n + 1 cycles (one logit per clock into a register,
+    the maximum tracked on the fly behind it), exponentials 87 per logit, reciprocal of the
+    sum 47, output 13 per logit when the consumer is ready (each pass reads a logit into
+    registers first). That is 101 n + 48 cycles (`vector_cycles`), e.g. 1058 for 10 logits
+    (it runs once per inference).
 
     input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
     (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector.
@@ -102,7 +103,7 @@ class SoftmaxUnit(wiring.Component):
                      + EXP_EXTRA_WRITEBACKS + 2                   # EXP_CONTRIB, EXP_STORE
                      + READ_STATES + MULTIPLY_STATES - 1 + 4)     # OUT .. ROUND, SHIFT, WB,
                                                                   # SEND
-        return (per_logit * length + 2 + RECIP_MULTIPLIES * MULTIPLY_STATES
+        return (per_logit * length + 1 + 2 + RECIP_MULTIPLIES * MULTIPLY_STATES
                 + RECIP_EXTRA_WRITEBACKS)
 
     def elaborate(self, platform):
@@ -124,6 +125,8 @@ class SoftmaxUnit(wiring.Component):
         mul_a, mul_b = Signal(signed(32)), Signal(signed(32))
         high = srdhm_pipeline(m, mul_a, mul_b, 1, "srdhm", platform)
         maximum = Signal(signed(8))
+        held, held_valid, load_done = Signal(signed(8)), Signal(), Signal()
+        taken = Signal(range(self.max_length))
         # A logit (and its exponential) read from their block RAMs into registers, then its
         # difference from the maximum and the range test in a state of their own.
         read_data, logit, exp_value = Signal(signed(8)), Signal(signed(8)), Signal(signed(32))
@@ -209,15 +212,21 @@ class SoftmaxUnit(wiring.Component):
 
         with m.FSM() as fsm:
             with m.State("LOAD"):
-                m.d.comb += [self.i_stream.ready.eq(1),
-                             logit_wr.data.eq(self.i_stream.payload),
-                             logit_wr.en.eq(self.i_stream.valid)]
-                m.d.sync += total.eq(0)
-                with m.If(self.i_stream.valid):
-                    with m.If((index == 0) | (self.i_stream.payload > maximum)):
-                        m.d.sync += maximum.eq(self.i_stream.payload)
+                # A logit lands in `held` before it is compared or stored: the input comes
+                # through the activation reader's ring and byte select, too far for a compare
+                # and a clock enable in the same cycle. `ready` is a register of its own.
+                take = self.i_stream.valid & ~load_done
+                m.d.comb += self.i_stream.ready.eq(~load_done)
+                m.d.sync += [total.eq(0), held.eq(self.i_stream.payload), held_valid.eq(take)]
+                with m.If(take):
+                    m.d.sync += [taken.eq(taken + 1), load_done.eq(taken == self.length - 1)]
+                m.d.comb += [logit_wr.data.eq(held), logit_wr.en.eq(held_valid)]
+                with m.If(held_valid):
+                    with m.If((index == 0) | (held > maximum)):
+                        m.d.sync += maximum.eq(held)
                     m.d.sync += index.eq(Mux(last, 0, index + 1))
                     with m.If(last):
+                        m.d.sync += [taken.eq(0), load_done.eq(0)]
                         m.next = "EXP_READ"
 
             read_logit("EXP_READ", "EXP_0")
