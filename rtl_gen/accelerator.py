@@ -469,13 +469,20 @@ class Accelerator(wiring.Component):
             feed(rq.o_stream, rq.lanes_of(rq.o_stream.payload))
 
         # ---- store: a layer's output buffer -> WriteDMA, bytes past its output zeroed --------
+        # The store walks bus words from address 0, so only its last word can reach past the
+        # output: which of that word's bytes to keep is a register, set from `store_bytes`
+        # (stable while the store runs, set several cycles before its first word arrives), so
+        # the W data path is the reader's queue select and one mux, no adder or compare.
         s_item = store_rd.data.payload
         s_word = chunk_at(s_item.word, s_item.addr, bus)
+        tail_bytes = seq.store_bytes[:exact_log2(bus)]
+        tail_keep = Signal(bus)
+        m.d.sync += tail_keep.eq(Cat((tail_bytes == 0) | (tail_bytes > k) for k in range(bus)))
         m.d.comb += [
             dma.wr_data.valid.eq(store_rd.data.valid),
             store_rd.data.ready.eq(dma.wr_data.ready),
-            dma.wr_data.payload.eq(Cat(Mux(s_item.addr + k < seq.store_bytes,
-                                           s_word[8 * k:8 * k + 8], 0) for k in range(bus))),
+            dma.wr_data.payload.eq(Cat(Mux(s_item.last & ~tail_keep[k], 0,
+                                           s_word[8 * k:8 * k + 8]) for k in range(bus))),
         ]
 
         # ---- watchdog progress: any handshake on the AXI bus, the DMA or the datapath -----

@@ -56,6 +56,7 @@ from firmware.program import CHECK_MAGIC, DESCRIPTOR_BYTES, FIELDS, Descriptor, 
 from .buffers import walk_layout, write_command_layout
 from .config import AccelConfig, ConfigError
 from .dma import dma_command_layout
+from .fsm_encoding import one_hot
 from .regs import LAYER_COUNTERS, layer_cycles_signature
 
 
@@ -696,4 +697,6 @@ class Sequencer(wiring.Component):
                     m.d.comb += self.error.eq(1)
                     finish()
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        # 26 states: one flip-flop each, so no handshake or write waits on a state decode.
+        one_hot(fsm)
         return m
