@@ -110,8 +110,12 @@ class AccSerializer(wiring.Component):
         head = queue[0]
         held = Signal(range(depth + 1))
         beat = Signal(range(n))
-        beats = Mux(self.float_mode, self.count, self.count >> exact_log2(lanes))
-        last = beat == beats - 1
+        # A result's beats less one, registered from the layer's settings (stable while it
+        # runs): the pop that enables every queue register waits on one small compare.
+        last_beat = Signal(range(n))
+        m.d.sync += last_beat.eq(Mux(self.float_mode, self.count,
+                                     self.count >> exact_log2(lanes)) - 1)
+        last = beat == last_beat
         valid = held != 0
 
         # The output register: one beat, with its lanes' records, for either requantizer.

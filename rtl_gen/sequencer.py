@@ -179,13 +179,25 @@ PRODUCT_BITS = 16
 DECODE_CYCLES = 4 + 2 * PRODUCT_BITS
 
 
+def depthwise_sizes(d) -> dict:
+    """A depthwise layer's padded input height, output height and width and tap bytes, as
+    `layer_checks` compares them (Python integers or Amaranth values: the sequencer registers
+    them while it computes the size products, so no check is more than one compare deep)."""
+    s1 = d.stride == 1
+    padded_h = d.in_h + d.pad_top + d.pad_bottom
+    return {"padded_h": padded_h,
+            "dw_out_h": _mux(s1, padded_h - 2, (padded_h - 1) >> 1),
+            "dw_out_w": _mux(s1, d.in_w, (d.in_w + 1) >> 1),
+            "taps_bytes": times9(d.in_c)}
+
+
 def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
     """[(ErrorCode, failed)] in priority order for a non-END descriptor `d`.
 
-    `d` has the descriptor fields plus `in_pixels`, `out_pixels`, `in_bytes`, `out_bytes`
-    and `weight_product` (out_c * in_c). The expressions use only operators that mean the
-    same on Python integers (host check) and Amaranth values (the sequencer's VALIDATE
-    state), so hardware and host cannot disagree.
+    `d` has the descriptor fields plus `in_pixels`, `out_pixels`, `in_bytes`, `out_bytes`,
+    `weight_product` (out_c * in_c) and the `depthwise_sizes`. The expressions use only
+    operators that mean the same on Python integers (host check) and Amaranth values (the
+    sequencer's VALIDATE state), so hardware and host cannot disagree.
     """
     g = Geometry(cfg)
     ca, bus = g.channel_align, cfg.bus_bytes
@@ -198,12 +210,8 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
     def misaligned(x, n):
         return (x & (n - 1)) != 0
 
-    def dw_out(size):
-        return _mux(s1, size, (size + 1) >> 1)
-
     # Rows take explicit padding (a band of a tiled feature map has none inside the map).
-    padded_h = d.in_h + d.pad_top + d.pad_bottom
-    dw_out_h = _mux(s1, padded_h - 2, (padded_h - 1) >> 1)
+    padded_h, dw_out_h = d.padded_h, d.dw_out_h
 
     zero = ((d.in_h == 0) | (d.in_w == 0) | (d.in_c == 0) |
             (d.out_h == 0) | (d.out_w == 0) | (d.out_c == 0))
@@ -224,15 +232,14 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
          (conv & ((d.out_h != d.in_h) | (d.out_w != d.in_w) |
                   (d.weight_bytes != d.weight_product))) |
          (dw & ((d.out_c != d.in_c) | (padded_h < 3) | (d.out_h != dw_out_h) |
-                (d.out_w != dw_out(d.in_w)) |
-                (d.weight_bytes != times9(d.in_c)))) |
+                (d.out_w != d.dw_out_w) | (d.weight_bytes != d.taps_bytes))) |
          (mean & ((d.out_c != d.in_c) | unit_out)) |
          (softmax & ((d.in_h != 1) | (d.in_w != 1) | unit_out | (d.real_c == 0) |
                      (d.real_c > d.in_c) | (d.real_c > d.out_c)))),
         (ErrorCode.TOO_LARGE,
          (d.in_bytes > g.act_capacity) | (d.out_bytes > g.act_capacity) |
          (conv & (cfg.pw_out * d.in_c > g.weight_slot)) |
-         (dw & ((times9(d.in_c) > g.weight_capacity) |
+         (dw & ((d.taps_bytes > g.weight_capacity) |
                 (d.in_h > limits.max_width) | (d.in_w > limits.max_width))) |
          (mean & ((d.in_c > limits.max_channels) | (d.in_pixels > g.mean_pixels))) |
          (softmax & (d.real_c > limits.max_classes))),
@@ -250,6 +257,7 @@ def descriptor_error(desc: Descriptor, cfg: AccelConfig, limits: Limits = Limits
     d.in_pixels, d.out_pixels = desc.in_h * desc.in_w, desc.out_h * desc.out_w
     d.in_bytes, d.out_bytes = d.in_pixels * desc.in_c, d.out_pixels * desc.out_c
     d.weight_product = desc.out_c * desc.in_c
+    vars(d).update(depthwise_sizes(desc))
     for code, failed in layer_checks(d, cfg, limits):
         if failed:
             return code
@@ -388,9 +396,15 @@ class Sequencer(wiring.Component):
         expected_check = CHECK_MAGIC
         for w in words[:15]:
             expected_check = expected_check ^ w
+        # The depthwise sizes are adders in series: registered every cycle, long before CHECK.
+        dw_sizes = {}
+        for name, value in depthwise_sizes(d).items():
+            dw_sizes[name] = Signal(range(1 << 20), name=name)
+            m.d.sync += dw_sizes[name].eq(value)
         checks = layer_checks(_Derived(d, in_pixels=in_pixels, out_pixels=out_pixels,
                                        in_bytes=in_bytes, out_bytes=out_bytes,
-                                       weight_product=weight_product), cfg, self.limits)
+                                       weight_product=weight_product, **dw_sizes),
+                              cfg, self.limits)
         # The checks and the chaining test are registered in CHECK and combined in VALIDATE:
         # each is a tree of wide comparisons, too deep to share a cycle with the priority.
         failed_regs = [Signal(name=f"failed_{c.name.lower()}") for c, _ in checks]
