@@ -60,7 +60,7 @@ def result_queue_depth(cfg: AccelConfig) -> int:
     `latency` + `drain` cycles later (`drain` = pw_out / lanes requantizer beats per
     result), while the serializer empties one entry every `drain` cycles."""
     drain = cfg.pw_out // Geometry(cfg).lanes
-    latency = PointwiseEngine(cfg).latency
+    latency = PointwiseEngine.pipeline_latency(cfg)
     return max(2, -(-(latency + drain + 2) // drain))
 
 

@@ -103,7 +103,7 @@ class PointwiseEngine(wiring.Component):
         if credits < 1:
             raise ValueError(f"credits must be >= 1, got {credits}")
         self.cfg, self.credits = cfg, credits
-        self.latency = exact_log2(cfg.pw_in) + 2 + DSP_LATENCY
+        self.latency = self.pipeline_latency(cfg)
         super().__init__({
             "input_zp": In(signed(8)),
             "act": In(stream.Signature(act_layout(cfg))),
@@ -112,6 +112,12 @@ class PointwiseEngine(wiring.Component):
             "acc": Out(stream.Signature(acc_layout(cfg), always_ready=True)),
             "release": In(1),
         })
+
+    @staticmethod
+    def pipeline_latency(cfg: AccelConfig) -> int:
+        """Cycles from a pixel's last step to its `acc.valid`: the operand registers, the
+        DSP blocks' two, one per adder-tree level, the accumulators."""
+        return 1 + DSP_LATENCY + exact_log2(cfg.pw_in) + 1
 
     def elaborate(self, platform):
         m = Module()

@@ -186,10 +186,10 @@ class Requantizer(wiring.Component):
                     right[0].eq(Mux(shift < 0, -shift, 0)),
                     # 2-5: SaturatingRoundingDoublingHighMul (`srdhm_pipeline`).
                     *[right[s].eq(right[s - 1]) for s in range(1, len(right))],
-                    # 5, 6: RoundingDivideByPOT as an add, then an arithmetic shift.
+                    # 6, 7: RoundingDivideByPOT as an add, then an arithmetic shift.
                     nudged.eq(high + nudge),
                     shifted.eq(wrap32(nudged >> r_shift)),
-                    # 7: zero point and clamp.
+                    # 8: zero point and clamp.
                     out.eq(clamp(shifted + self.output_zp, self.act_min, self.act_max)),
                 ]
         return m

@@ -160,9 +160,8 @@ def _float_cycles() -> int:
     return FloatRequantizer().CYCLES
 
 
-@cache
 def _pointwise_latency(cfg: AccelConfig) -> int:
-    return PointwiseEngine(cfg).latency
+    return PointwiseEngine.pipeline_latency(cfg)
 
 
 def conv_tile_cycles(d: Descriptor, cfg: AccelConfig) -> int:
