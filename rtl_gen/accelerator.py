@@ -406,8 +406,14 @@ class Accelerator(wiring.Component):
         m.d.comb += [pw.weight.valid.eq(weight_rd.data.valid & ctl_conv),
                      pw.weight.payload.eq(chunk_at(w_item.word, w_item.addr, g.block)),
                      weight_rd.data.ready.eq(Mux(ctl_conv, pw.weight.ready, 1))]
-        with m.If(weight_rd.data.valid & ~ctl_conv):
-            m.d.sync += taps.eq(Cat(taps.as_value()[8 * cfg.dw_lanes:], tap))
+        # Each tap lands in a register before it is shifted in: the reader's queue select and
+        # the byte select are as deep as a cycle allows. The sequencer waits for the reader to
+        # go idle and then at least two states before DW_TILE takes the taps, so the extra
+        # cycle never shows.
+        tap_reg, tap_valid = Signal.like(tap), Signal()
+        m.d.sync += [tap_reg.eq(tap), tap_valid.eq(weight_rd.data.valid & ~ctl_conv)]
+        with m.If(tap_valid):
+            m.d.sync += taps.eq(Cat(taps.as_value()[8 * cfg.dw_lanes:], tap_reg))
 
         # Per-tile / per-group parameters.
         m.d.comb += [pw.bias[o].eq(records[o].bias) for o in range(cfg.pw_out)]
