@@ -453,5 +453,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    # SIGTERM (`kill`, a CI timeout) unwinds like Ctrl-C, so `_run` stops the tool's process
+    # group: by default the interpreter would die and leave nextpnr running on, orphaned.
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(main())

@@ -3,6 +3,12 @@ smallest whole accelerator, a bitstream build, the failure modes, and the board 
 model. About six minutes on one core; the board-sized accelerator builds are marked slow
 (tens of minutes)."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from amaranth.hdl import Module, Signal, signed
@@ -14,6 +20,7 @@ from boards.synth import (REPORT_JSON, REPORT_MD, FitError, SynthError, TimingEr
 from boards.targets import BOARDS, bram_blocks, default_config, estimate, get_board
 from rtl_gen.config import AccelConfig, ConfigError
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 LIMIT_S = 600   # per build: a stuck tool fails the test instead of hanging CI
 
 
@@ -191,3 +198,34 @@ def test_accelerator_default_config_out_of_context(tmp_path):
     assert report.resources["dsp"].used == est.mult18
     assert report.resources["bram"].used == est.bram_blocks
     assert report.timing_met
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """PIDs of the live processes whose working directory is `folder` (the tools run there)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if Path(os.readlink(entry / "cwd")) == folder:
+                    pids.append(int(entry.name))
+            except OSError:       # gone, a zombie, or not ours to read
+                pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_the_tools(tmp_path):
+    """`kill` of `python -m boards.synth` during place and route leaves no nextpnr behind."""
+    out = tmp_path.resolve()
+    proc = subprocess.Popen([sys.executable, "-m", "boards.synth", "--board", "ulx3s-45f",
+                             "--component", "rtl_gen.requant:Requantizer", "--clock-mhz", "20",
+                             "--out", str(out), "--quiet"], cwd=REPO_ROOT)
+    log = out / "nextpnr.log"
+    hang_guard = time.monotonic() + 600      # only a hung tool gets near this
+    while not (log.exists() and log.stat().st_size > 0) and proc.poll() is None:
+        assert time.monotonic() < hang_guard, "nextpnr never started"
+        time.sleep(0.5)
+    assert proc.poll() is None, "the build ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=600) == 128 + signal.SIGTERM
+    assert _processes_in(out) == []
