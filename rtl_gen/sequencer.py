@@ -397,6 +397,7 @@ class Sequencer(wiring.Component):
         for w in words[:15]:
             expected_check = expected_check ^ w
         # The depthwise sizes are adders in series: registered every cycle, long before CHECK.
+        # 20 bits hold 9 x a 16-bit channel count, the widest of them.
         dw_sizes = {}
         for name, value in depthwise_sizes(d).items():
             dw_sizes[name] = Signal(range(1 << 20), name=name)

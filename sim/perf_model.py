@@ -160,10 +160,6 @@ def _float_cycles() -> int:
     return FloatRequantizer().CYCLES
 
 
-def _pointwise_latency(cfg: AccelConfig) -> int:
-    return PointwiseEngine.pipeline_latency(cfg)
-
-
 def conv_tile_cycles(d: Descriptor, cfg: AccelConfig) -> int:
     """CONV_RUN to the state after the tile's last output write, loads not counted.
 
@@ -180,7 +176,7 @@ def conv_tile_cycles(d: Descriptor, cfg: AccelConfig) -> int:
         beats, beat_cycles, tail = cfg.pw_out // g.lanes, 1, Requantizer.LATENCY
     drain = beats * beat_cycles
     pixels = d.in_h * d.in_w
-    return (_WALK_START + steps + _pointwise_latency(cfg) + _SERIALIZER
+    return (_WALK_START + steps + PointwiseEngine.pipeline_latency(cfg) + _SERIALIZER
             + (pixels - 1) * max(steps, drain) + drain - beat_cycles + tail + _WRITER_IDLE)
 
 
