@@ -162,19 +162,25 @@ class BufferReader(wiring.Component):
             m.d.sync += head.eq(Mux(head == n - 1, 0, head + 1))
         m.d.comb += [out.valid.eq(held != 0), out.payload.eq(Array(entries)[head])]
 
+        # `idle` is a register computed from the next cycle's state, so it reads exactly as
+        # the state's own decode would, while the consumer's ready (through `pop`) and the
+        # sequencer's next-state logic that waits on `idle` sit on either side of a flip-flop.
+        load = self.cmd.valid & ~running
+        running_next = Mux(load, 1, Mux(issue & walk.last, 0, running))
+        idle = Signal(init=1)
+        m.d.sync += [running.eq(running_next),
+                     idle.eq(~running_next & ~issue & ~read_valid &
+                             (held + landed_valid - pop == 0))]
         m.d.comb += [
             self.cmd.ready.eq(~running),
             self.mem_en.eq(1),
             self.mem_addr.eq(walk.addr >> exact_log2(self.word_bytes)),
-            self.idle.eq(~running & ~read_valid & ~landed_valid & (held == 0)),
+            self.idle.eq(idle),
         ]
         with m.If(issue):
             walk.step()
-            with m.If(walk.last):
-                m.d.sync += running.eq(0)
-        with m.If(self.cmd.valid & ~running):
+        with m.If(load):
             walk.load(self.cmd.payload)
-            m.d.sync += running.eq(1)
         return m
 
 

@@ -72,7 +72,9 @@ class SoftmaxUnit(wiring.Component):
     (it runs once per inference).
 
     input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
-    (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector.
+    (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector; `length`
+    must also be set one cycle before the vector's first logit (its last index is a register,
+    so the descriptor's class count reaches no compare in the cycle it is read).
     """
 
     def __init__(self, max_length: int = 16):
@@ -115,7 +117,9 @@ class SoftmaxUnit(wiring.Component):
         exp_wr, exp_rd = exps.write_port(), exps.read_port(domain="comb")
 
         index = Signal(range(self.max_length))
-        last = index == self.length - 1
+        last_index = Signal(range(self.max_length))
+        m.d.sync += last_index.eq(self.length - 1)
+        last = index == last_index
         m.d.comb += [logit_wr.addr.eq(index), logit_rd.addr.eq(index),
                      exp_wr.addr.eq(index), exp_rd.addr.eq(index)]
 
@@ -219,7 +223,7 @@ class SoftmaxUnit(wiring.Component):
                 m.d.comb += self.i_stream.ready.eq(~load_done)
                 m.d.sync += [total.eq(0), held.eq(self.i_stream.payload), held_valid.eq(take)]
                 with m.If(take):
-                    m.d.sync += [taken.eq(taken + 1), load_done.eq(taken == self.length - 1)]
+                    m.d.sync += [taken.eq(taken + 1), load_done.eq(taken == last_index)]
                 m.d.comb += [logit_wr.data.eq(held), logit_wr.en.eq(held_valid)]
                 with m.If(held_valid):
                     with m.If((index == 0) | (held > maximum)):

@@ -24,6 +24,7 @@ def run_softmax(dut, vectors, seed=0, valid_prob=1.0, ready_prob=1.0):
             ctx.set(dut.input_multiplier, p.input_multiplier)
             ctx.set(dut.input_left_shift, p.input_left_shift)
             ctx.set(dut.diff_min, p.diff_min)
+            await ctx.tick()          # the unit registers length - 1 (its contract)
             ticks = 0
             for value in logits:
                 while rng.random() >= valid_prob:
