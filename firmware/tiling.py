@@ -101,9 +101,10 @@ def split_mean(d: Descriptor, capacity: int, cfg: AccelConfig, name: str) -> lis
     pixels, per_band = d.in_h * d.in_w, capacity // d.in_c
     limit = Geometry(cfg).mean_pixels
     if per_band < 1 or pixels > limit:
-        raise TilingError(f"{name}: a MEAN over {pixels} pixels of {d.in_c} channels does not "
-                          f"fit: the MeanUnit sums up to {limit} pixels, an activation buffer "
-                          f"holds {capacity} B; use larger activation buffers (act_buffer_bytes)")
+        raise TilingError(f"{name}: a global average over {pixels} pixels of {d.in_c} "
+                          f"channels does not fit: the MeanUnit sums up to {limit} pixels, an "
+                          f"activation buffer holds {capacity} B; use larger activation "
+                          "buffers (act_buffer_bytes)")
     if d.in_c % cfg.bus_bytes:
         raise TilingError(f"{name}: its {d.in_c}-byte pixels are not whole {cfg.bus_bytes} B "
                           "bus words, so the MEAN cannot be split into bands of pixels")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fixedpoint as fx
+from .average_pool import global_average_pool
 from .tflite_graph import VIEW_OPS, Graph, Op, UnsupportedModelError
 
 # ---------------------------------------------------------------------------- parameters
@@ -212,6 +213,9 @@ def run_op(op: Op, x: np.ndarray) -> np.ndarray:
         return pad(x, op.inputs[1].data, y.zp)
     if op.kind == "MEAN":
         return mean_hw(x, i.zp, i.scale[0], y.zp, y.scale[0]).reshape(out_shape)
+    if op.kind == "AVERAGE_POOL_2D":     # global only (`tflite_graph` refuses other windows)
+        lo, hi = activation_range(op.options["activation"], y.scale[0], y.zp)
+        return global_average_pool(x, lo, hi).reshape(out_shape)
     if op.kind == "SOFTMAX":
         return softmax(x, softmax_params(i.scale[0], op.options.get("beta", 1.0)))
     if op.kind in VIEW_OPS:

@@ -34,6 +34,21 @@ def tiny_mobilenet_tflite() -> bytes:
     return int8_tflite(net, (8, 8, 3))
 
 
+@functools.lru_cache(maxsize=None)
+def pooled_head_tflite(side: int) -> bytes:
+    """The classifier head of many TinyML MobileNets: AveragePooling2D over the whole
+    side x side map, Flatten, Dense, Softmax (AVERAGE_POOL_2D, not MEAN, in the .tflite).
+    The 3x3/s2 conv before it has no activation, so the pool sums values of both signs
+    (TFLite's rounding depends on the sign)."""
+    from keras import layers
+
+    def net(x):
+        y = layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(x)
+        y = layers.AveragePooling2D(pool_size=(side, side), name="avg")(y)
+        return layers.Softmax(name="softmax")(layers.Dense(5, name="fc")(layers.Flatten()(y)))
+    return int8_tflite(net, (2 * side, 2 * side, 3))
+
+
 # keras.applications.MobileNet at its smallest: what people export.
 MOBILENET = dict(alpha=0.25, weights=None)
 SIDE = 96
