@@ -1,10 +1,11 @@
-"""Depthwise engine: 3x3 depthwise convolution (depth multiplier 1), stride 1 or 2, TFLite
-SAME padding across a row, and 0 or 1 padding row above and below, `dw_lanes` channels in
-parallel, producing int32 accumulators.
+"""Depthwise engine: 3x3 depthwise convolution (depth multiplier 1), stride 1 or 2, 0 or 1
+padding row above and below and 0 or 1 padding column left and right, `dw_lanes` channels in
+parallel, producing int32 accumulators. That covers TFLite SAME and VALID padding and the
+explicit symmetric padding of PyTorch-style graphs (PAD, then a VALID convolution).
 
 Protocol, one channel group at a time:
 
-1. one `tile` beat: the feature map's height, width, stride, top and bottom padding, input
+1. one `tile` beat: the feature map's height, width, stride, padding on each side, input
    zero point, and the group's 3x3 weights and biases (accepted only once the previous group
    has drained);
 2. height*width `pixels` beats, one pixel's dw_lanes channels each, in raster order;
@@ -13,8 +14,10 @@ Protocol, one channel group at a time:
 
 Rows are padded explicitly so that a feature map too large for the activation buffers can
 run as bands of rows (`firmware.compiler`): a band inside the map carries its neighbours'
-halo rows and takes no padding; SAME padding is pad_top = 1 at stride 1 or an odd height
-(0 at stride 2 and an even height), pad_bottom = 1. Columns always take SAME padding.
+halo rows and takes no padding. SAME padding is pad_top = 1 at stride 1 or an odd height
+(0 at stride 2 and an even height), pad_bottom = 1, and likewise across a row; VALID is 0 on
+every side; PyTorch's padding=1 is 1 on every side (at stride 2 and an even size its last
+padding row or column is never reached by a window).
 
 How: each input pixel is read once. A line-buffer memory keeps, per column, the two
 previous rows, so with the incoming pixel it yields a full 3-pixel column per cycle, which is
@@ -22,8 +25,8 @@ shifted into a 3x3 window. The engine walks the grid of input positions extended
 padding row below and one padding column to the right (never more is needed at the
 bottom/right); the padding positions consume no input. The window ending at grid position
 (r, c) covers rows r-2..r and columns c-2..c, and belongs to an output exactly when its top
-left corner is (oy*s - p_top, ox*s - p_left) and its last row is at most
-height - 1 + pad_bottom. Taps outside the image are masked to zero rather than stored as
+left corner is (oy*s - p_top, ox*s - p_left) and its last row (column) is at most
+height - 1 + pad_bottom (width - 1 + pad_right). Taps outside the image are masked to zero rather than stored as
 padding, so stale line-buffer contents from a previous group never matter.
 
 Cycles per group, with the streams never stalling: (H+1)*(W+1) grid positions plus 7 to
@@ -66,6 +69,8 @@ def tile_layout(cfg: AccelConfig, max_width: int) -> data.StructLayout:
         "stride2": 1,       # 0: stride 1, 1: stride 2
         "pad_top": 1,       # padding rows above (stride 2: 1 shifts windows to odd rows)
         "pad_bottom": 1,    # padding rows below
+        "pad_left": 1,      # padding columns before (stride 2: 1 shifts windows to odd columns)
+        "pad_right": 1,     # padding columns after
         "input_zp": signed(8),
         "weights": data.ArrayLayout(pixel_layout(cfg), TAPS),
         "bias": acc_layout(cfg),
@@ -152,8 +157,8 @@ class DepthwiseEngine(wiring.Component):
         s1 = pipe.stage(Cat(advance,
                             _window_ends_output(row, tile.pad_top, tile.stride2) &
                             (row < height + tile.pad_bottom) &
-                            # SAME across a row: 1 column before at stride 1 or an odd width
-                            _window_ends_output(col, ~tile.stride2 | width[0], tile.stride2),
+                            _window_ends_output(col, tile.pad_left, tile.stride2) &
+                            (col < width + tile.pad_right),
                             Cat(row >= 2, row >= 1, row < height),
                             Cat(col >= 2, col >= 1, col < width)),
                         shape=_FLAGS, name="s1")

@@ -370,7 +370,7 @@ def main(argv=None) -> int:
     xs, _ = sample_inputs(graph, n)
     interp = golden_interpreter(int8.tflite)
     for x, r in zip(xs, simulate(fw, xs, cfg)):
-        layers = assert_bit_exact(graph, r.tensors, golden_run(interp, x[None]))
+        layers = assert_bit_exact(graph, r.tensors, golden_run(interp, x[None]), fw.folded)
         print(f"image {r.index}: bit-exact over {layers} layers, {r.cycles:,} cycles")
     return 0
 

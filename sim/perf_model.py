@@ -188,12 +188,19 @@ def dw_group_cycles(d: Descriptor, cfg: AccelConfig) -> int:
 
 
 def dw_trailing_positions(d: Descriptor) -> int:
-    """Grid positions after a group's last output: the rows below the last output row, which
-    a band without bottom padding (or with top padding at stride 2 and an even height) has."""
-    last = d.in_h - 1 + d.pad_bottom           # last row a window may end on
-    if d.stride == 2 and (last - (1 if d.pad_top else 0)) % 2:
-        last -= 1                               # windows end on odd (pad_top) or even rows
-    return (d.in_h - last) * (d.in_w + 1)
+    """Grid positions after a group's last output: the rows below the last output row (a
+    band without bottom padding, or top padding at stride 2 and an even height, has some),
+    then the columns right of the last output column (VALID or PyTorch-style padding)."""
+
+    def last_end(size, before, after):
+        last = size - 1 + after                  # last row (column) a window may end on
+        if d.stride == 2 and (last - before) % 2:
+            last -= 1                            # windows end on odd (padding before) or even
+        return last
+
+    last_row = last_end(d.in_h, d.pad_top, d.pad_bottom)
+    last_col = last_end(d.in_w, d.pad_left, d.pad_right)
+    return (d.in_h - last_row) * (d.in_w + 1) + (d.in_w - last_col)
 
 
 # After a group's last output leaves the DepthwiseEngine it still passes the requantizer

@@ -14,10 +14,10 @@ MAX_WIDTH = 8
 
 class Layer:
     """A depthwise layer: x (H, W, C), weights (1, 3, 3, C), biases (C,), stride; SAME
-    padding, or `rows` = (top, bottom) padding rows (a band of a tiled feature map) with SAME
-    across the row."""
+    padding, or `rows` = (top, bottom) padding rows (a band of a tiled feature map) and
+    `cols` = (left, right) padding columns (VALID or PyTorch-style padding)."""
 
-    def __init__(self, rng, h, w, c, stride, kind="rand", rows=None):
+    def __init__(self, rng, h, w, c, stride, kind="rand", rows=None, cols=None):
         self.h, self.w, self.stride = h, w, stride
         self.x, self.wt = int8(rng, (h, w, c), kind), int8(rng, (1, 3, 3, c), kind)
         self.zp = {"min": 127, "max": -128}.get(kind, int(rng.integers(-128, 128)))
@@ -25,7 +25,9 @@ class Layer:
         if rows is None:
             rows = same_padding(h, 3, stride)[1:]
         self.pad_top, self.pad_bottom = rows
-        _, left, right = same_padding(w, 3, stride)
+        if cols is None:
+            cols = same_padding(w, 3, stride)[1:]
+        self.pad_left, self.pad_right = left, right = cols
         # Padding with the zero point is padding with zeros after the offset.
         xp = np.pad(self.x, ((self.pad_top, self.pad_bottom), (left, right), (0, 0)),
                     constant_values=self.zp)
@@ -47,7 +49,10 @@ class Layer:
         for g in range(self.groups(lanes)):
             ch = slice(g * lanes, (g + 1) * lanes)
             tile = {"height": self.h, "width": self.w, "stride2": self.stride == 2,
-                    "pad_top": self.pad_top, "pad_bottom": self.pad_bottom, "input_zp": self.zp, "weights": wt[:, ch].tolist(), "bias": bias[ch].tolist()}
+                    "pad_top": self.pad_top, "pad_bottom": self.pad_bottom,
+                    "pad_left": self.pad_left, "pad_right": self.pad_right,
+                    "input_zp": self.zp, "weights": wt[:, ch].tolist(),
+                    "bias": bias[ch].tolist()}
             pixels = [pack(x[i, j, ch], 8) for i in range(self.h) for j in range(self.w)]
             expected = self.expected[..., ch]
             yield tile, pixels, list(expected.reshape(-1, expected.shape[-1]))
@@ -121,6 +126,20 @@ def test_band_row_padding(stride):
     outputs, expected, cycles = simulate(CFG, layers, stride)
     check_beats(outputs, expected)
     # Still one grid position per cycle, groups separated by the drain only.
+    assert cycles == sum(DepthwiseEngine.tile_cycles(layer.h, layer.w) for layer in layers) + 1
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_every_padding(stride):
+    """0 or 1 padding rows and columns on each side, independently (VALID, SAME, PyTorch's
+    padding=1 and the bands' mixtures), every size with at least one output, odd and even."""
+    rng = np.random.default_rng(20 + stride)
+    pads = [(before, after) for before in (0, 1) for after in (0, 1)]
+    layers = [Layer(rng, h, w, CFG.dw_lanes, stride, rows=rows, cols=cols)
+              for rows in pads for cols in pads
+              for h in (max(1, 3 - sum(rows)), 4, 5) for w in (max(1, 3 - sum(cols)), 4, 5)]
+    outputs, expected, cycles = simulate(CFG, layers, 30 + stride)
+    check_beats(outputs, expected)
     assert cycles == sum(DepthwiseEngine.tile_cycles(layer.h, layer.w) for layer in layers) + 1
 
 
