@@ -1,7 +1,7 @@
 """A gen-accel build folder as the host driver needs it: the DDR image and where things are
 in it (``firmware/memory_map.json``), and how to turn an image into the input region's bytes.
 
-The input layout (channel padding, the host-made im2col patches of a first 3x3 conv) is the
+The input layout (channel padding, the host-made im2col patches of a first KxK conv) is the
 compiler's business: `Deployment.load` recompiles the build's ``model.tflite`` with its
 ``config.json`` and refuses a folder whose ``ddr_image.bin`` differs from what that gives, so
 the driver can never write an input laid out for another build.
@@ -81,6 +81,11 @@ class Deployment:
                 from None
         except (ConfigError, UnsupportedModelError) as e:
             raise BuildError(f"{folder}: {e}") from None
+        from quantize.input_norm import CHOICES
+        norm = memory_map.get("input_norm", "cifar")
+        if norm not in CHOICES[1:]:
+            raise BuildError(f"{folder}: firmware/memory_map.json: input_norm {norm!r} is not "
+                             f"one of {', '.join(CHOICES[1:])}")
         if bytes(fw.image) != (folder / "firmware/ddr_image.bin").read_bytes():
             raise BuildError(f"{folder}: firmware/ddr_image.bin is not what model.tflite and "
                              "config.json compile to (edited, or from another version); "
@@ -95,7 +100,9 @@ class Deployment:
     def quantize_image(self, path: str | Path) -> np.ndarray:
         """An image file as the model's int8 input: RGB, fitted to the input size the way
         gen-accel fits its check images (center crop, nearest resize where smaller), then
-        standardized and quantized with the input's scale and zero point."""
+        preprocessed as the build's check images were (memory_map.json's input_norm: the
+        seed's standardization or a pixel range; builds from before it: standardization)
+        and quantized with the input's scale and zero point."""
         from PIL import Image, UnidentifiedImageError
 
         from quantize.convert import quantize_images
@@ -112,7 +119,8 @@ class Deployment:
             raise BuildError(f"{path}: not an image file ({e})") from None
         g = self.graph.input
         fitted = fit_to_input(rgb[None], g.shape[1], g.shape[2])
-        return quantize_images(fitted, g.scale[0], g.zp)
+        return quantize_images(fitted, g.scale[0], g.zp,
+                               self.memory_map.get("input_norm", "cifar"))
 
     def load_tensor(self, path: str | Path) -> np.ndarray:
         """An int8 input tensor from a .npy file, checked against the model's input shape."""

@@ -113,8 +113,7 @@ def host_input(fw, x: np.ndarray) -> bytes:
                                        else (-1,) + x.shape[-3:])
     place = fw.tensors[fw.input_tensor]
     if fw.im2col is not None:
-        stride, pads, zp = fw.im2col
-        x = L.im2col_3x3(x[0], stride, pads, zp)[None]
+        x = L.im2col(x[0], *fw.im2col)[None]
     return L.pad_channels(x, place.c_pad, place.zero_point).tobytes()
 
 

@@ -3,7 +3,7 @@ per-channel parameters and feature maps sit in DDR.
 
 - Feature maps: NHWC int8, channels padded to `channel_align(cfg)`; padded channels hold the
   tensor's zero point (they are real zeros) and meet zero weights downstream.
-- Pointwise weights (CONV, dense, im2col'd 3x3): for each tile of pw_out output channels, for
+- Pointwise weights (CONV, dense, an im2col'd first conv): for each tile of pw_out output channels, for
   each group of pw_in inputs, a pw_out x pw_in block (output channel major): exactly the order
   the MAC array consumes them, so the DMA streams them straight in.
 - Depthwise weights: for each group of dw_lanes channels, 9 taps x dw_lanes bytes (tap major).
@@ -94,13 +94,14 @@ def unpack_float_params(raw: bytes, c_pad: int) -> tuple[np.ndarray, list[int], 
     return bias, mant, exp
 
 
-def im2col_3x3(x: np.ndarray, stride: int, pads: tuple[int, int, int, int], zero_point: int
-               ) -> np.ndarray:
-    """(H, W, C) -> (OH, OW, 9*C) patches in TFLite filter order (kh, kw, c); out-of-image
-    taps take the zero point so they contribute nothing."""
-    t, l, b, r = pads
+def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+           pads: tuple[int, int, int, int], zero_point: int) -> np.ndarray:
+    """(H, W, C) -> (OH, OW, KH*KW*C) patches in TFLite filter order (kh, kw, c) of a KHxKW
+    convolution at stride (SH, SW) with (top, left, bottom, right) padding; out-of-image taps
+    take the zero point so they contribute nothing."""
+    (kh, kw), (sh, sw), (t, l, b, r) = kernel, stride, pads
     xp = np.pad(x, ((t, b), (l, r), (0, 0)), constant_values=zero_point)
-    oh = (xp.shape[0] - 3) // stride + 1
-    ow = (xp.shape[1] - 3) // stride + 1
-    cols = [xp[i: i + stride * oh: stride, j: j + stride * ow: stride] for i in range(3) for j in range(3)]
+    oh = (xp.shape[0] - kh) // sh + 1
+    ow = (xp.shape[1] - kw) // sw + 1
+    cols = [xp[i: i + sh * oh: sh, j: j + sw * ow: sw] for i in range(kh) for j in range(kw)]
     return np.concatenate(cols, axis=-1)

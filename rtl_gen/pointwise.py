@@ -5,7 +5,7 @@ One engine serves every matrix-shaped layer of MobileNet:
 * 1x1 convolutions: each output pixel is a dot product over the input channels;
 * the dense layer: a 1x1 convolution on a 1x1 image;
 * the first 3x3 stride-2 convolution: the host im2col's the input image
-  (`firmware.layout.im2col_3x3`, out-of-image taps holding the zero point), so each output
+  (`firmware.layout.im2col`, out-of-image taps holding the zero point), so each output
   pixel's 3x3xC patch becomes the "input channels" of a 1x1 convolution whose weights are
   the conv filters flattened as `w.reshape(Cout, -1)` (TFLite's (Cout, KH, KW, Cin) order).
 

@@ -5,7 +5,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Signal
 from amaranth.utils import exact_log2
 
-from firmware.layout import im2col_3x3
+from firmware.layout import im2col
 from quantize.reference import conv2d_acc, fully_connected_acc, same_padding
 from rtl_gen.config import AccelConfig
 from rtl_gen.pointwise import PointwiseEngine
@@ -100,7 +100,7 @@ def first_conv_layer(cfg, rng, kind="rand"):
     zp = {"min": 127, "max": -128}.get(kind, int(rng.integers(-128, 128)))
     bias = rng.integers(-2**20, 2**20, cout)
     (_, top, bottom), (_, left, right) = same_padding(h, 3, 2), same_padding(w, 3, 2)
-    patches = im2col_3x3(x, 2, (top, left, bottom, right), zp)
+    patches = im2col(x, (3, 3), (2, 2), (top, left, bottom, right), zp)
     return Layer(patches.reshape(-1, 27), zp, wt.reshape(cout, -1), bias,
                  conv2d_acc(x[None], zp, wt, bias, (2, 2), "SAME"))
 
