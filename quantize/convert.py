@@ -116,6 +116,9 @@ def quantize_input(images_u8: np.ndarray, scale: float, zero_point: int, size: i
     return quantize_images(center_crop(images_u8, size), scale, zero_point)
 
 
-def quantize_images(images_u8: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Standardize uint8 images already fitted to the input, quantize to int8."""
-    return np.clip(np.round(normalize(images_u8) / scale) + zero_point, -128, 127).astype(np.int8)
+def quantize_images(images_u8: np.ndarray, scale: float, zero_point: int,
+                    norm: str = "cifar") -> np.ndarray:
+    """uint8 images already fitted to the input, preprocessed as `norm` (the seed's CIFAR
+    standardization by default; `input_norm`), quantized to int8."""
+    from .input_norm import quantize_pixels
+    return quantize_pixels(images_u8, scale, zero_point, norm)

@@ -89,13 +89,26 @@ def takes_images(graph) -> bool:
     return len(shape) == 4 and shape[0] == 1 and shape[3] == 3
 
 
-def sample_inputs(graph, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+def across_classes(labels: np.ndarray) -> np.ndarray:
+    """Indices of `labels` ordered so the classes take turns (one of each class, then a
+    second of each, ...): the first n check images cover min(n, classes) classes."""
+    rank = np.zeros(len(labels), np.int64)
+    for c in np.unique(labels):
+        where = np.flatnonzero(labels == c)
+        rank[where] = np.arange(len(where))
+    return np.lexsort((labels, rank))
+
+
+def sample_inputs(graph, n: int, norm: str = "cifar") -> tuple[np.ndarray, np.ndarray | None]:
     """`n` int8 inputs for `graph` and their labels.
 
-    An RGB image input gets the first `n` real CIFAR-10 test images shipped with the package,
-    fitted to its height and width and quantized (labels: their classes). Any other input
-    shape gets `n` seeded random int8 tensors (labels: None), so a model whose input is not an
-    image is still checked bit-exact, just not for accuracy."""
+    An RGB image input gets `n` real CIFAR-10 test images shipped with the package, drawn
+    across the classes, fitted to its height and width, preprocessed as `norm`
+    (`input_norm`: the seed's standardization, or a pixel range) and quantized with the
+    input's scale and zero point; labels are their classes when the model has 10 outputs
+    (else None: no accuracy for another label set). Any other input shape gets `n` seeded
+    random int8 tensors (labels: None), so a model whose input is not an image is still
+    checked bit-exact, just not for accuracy."""
     from .convert import quantize_images
     images, labels = assets.sample_test_images()
     if n > len(images):
@@ -105,5 +118,8 @@ def sample_inputs(graph, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     if not takes_images(graph):
         rng = np.random.default_rng(0)
         return rng.integers(-128, 128, (n, *g.shape[1:]), dtype=np.int8), None
-    fitted = fit_to_input(images[:n], g.shape[1], g.shape[2])
-    return quantize_images(fitted, g.scale[0], g.zp), labels[:n]
+    pick = across_classes(labels)[:n]
+    fitted = fit_to_input(images[pick], g.shape[1], g.shape[2])
+    classes = int(graph.output.shape[-1])
+    return (quantize_images(fitted, g.scale[0], g.zp, norm),
+            labels[pick] if classes == 10 else None)
