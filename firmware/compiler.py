@@ -2,7 +2,8 @@
 
 DDR map (addresses relative to `base`, every region 64-byte aligned):
     params    per layer: weights (engine stream order) then 16-byte channel records
-    input     the int8 input, written by the host (im2col'd when the first layer is a 3x3 conv)
+    input     the int8 input, written by the host (its patches when the first layer is a
+              convolution other than 1x1 stride 1: host im2col)
     act       one region per layer output, so every intermediate tensor can be read back and
               checked after a single run (DDR is plentiful; on-chip buffers are not)
     program   descriptors, END-terminated: one per layer, or one per band of rows for a
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from quantize.average_pool import average_pool_multiplier
 from quantize.reference import mean_multiplier, requant_for, same_padding, softmax_params
 from quantize import fixedpoint as fx
-from quantize.tflite_graph import VIEW_OPS, Graph, Op, UnsupportedModelError
+from quantize.tflite_graph import VIEW_OPS, Graph, Op, UnmappableOpError, UnsupportedModelError
 from rtl_gen.config import AccelConfig
 from rtl_gen.sequencer import Geometry
 
@@ -53,6 +55,9 @@ class Firmware:
     input_tensor: int = 0
     output_tensor: int = 0
     im2col: tuple | None = None  # (stride, pads, zero_point) when the host makes patches
+    # Outputs of PAD ops folded into their consumer's padding: never in memory, so never
+    # read back (their consumer's output, which is, checks them).
+    folded: frozenset[int] = frozenset()
 
     @property
     def program_addr(self) -> int:
@@ -92,12 +97,13 @@ def _fold_pads(graph: Graph) -> tuple[dict[int, tuple[int, int, int, int]], dict
 
 
 def _pads(op: Op, extra=(0, 0, 0, 0)) -> tuple[int, int, int, int]:
-    """(top, left, bottom, right) of a 3x3 conv, including folded PAD ops."""
+    """(top, left, bottom, right) of a convolution, including folded PAD ops."""
     h, w = op.inputs[0].shape[1:3]
-    s = op.options["stride"][0]
+    kh, kw = op.inputs[1].shape[1:3]
+    sh, sw = op.options["stride"]
     if op.options["padding"] == "SAME":
-        _, t, b = same_padding(h, 3, s)
-        _, l, r = same_padding(w, 3, s)
+        _, t, b = same_padding(h, kh, sh)
+        _, l, r = same_padding(w, kw, sw)
     else:
         t = l = b = r = 0
     return t + extra[0], l + extra[1], b + extra[2], r + extra[3]
@@ -124,11 +130,12 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
     first = ops[0]
     x = graph.input
     im2col = None
-    if first.kind == "CONV_2D" and first.inputs[1].shape[1] == 3 and _source(first, pad_source) == x.index:
+    if _host_im2col(first) and _source(first, pad_source) == x.index:
         pads = _pads(first, pads_into.get(first.index, (0, 0, 0, 0)))
-        im2col = (first.options["stride"][0], pads, x.zp)
+        kernel = tuple(first.inputs[1].shape[1:3])
+        im2col = (kernel, tuple(first.options["stride"]), pads, x.zp)
         oh, ow = first.outputs[0].shape[1:3]
-        k = 9 * x.shape[3]
+        k = kernel[0] * kernel[1] * x.shape[3]
         tensors[x.index] = TensorPlacement(x.index, 0, (1, oh, ow, k), L.round_up(k, ca), x.zp)
     else:
         tensors[x.index] = TensorPlacement(x.index, 0, x.shape, L.round_up(x.shape[-1], ca), x.zp)
@@ -182,7 +189,7 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
                "input": (input_addr, tensors[x.index].nbytes),
                "activations": (act_start, act_end - act_start), "output": (out.addr, out.nbytes)}
     return Firmware(cfg, base, descriptors, image, regions, tensors, layer_ops, bands,
-                    x.index, graph.output.index, im2col)
+                    x.index, graph.output.index, im2col, frozenset(pad_source))
 
 
 def _raise_all(errors: list[ValueError]) -> None:
@@ -192,6 +199,13 @@ def _raise_all(errors: list[ValueError]) -> None:
         raise errors[0]
     if errors:
         raise type(errors[0])("; ".join(str(e) for e in errors))
+
+
+def _host_im2col(op: Op) -> bool:
+    """A convolution the MAC array (1x1, stride 1) cannot run directly: on the model input,
+    the host turns it into one by making the patches (any kernel, stride and padding)."""
+    return (op.kind == "CONV_2D" and
+            (tuple(op.inputs[1].shape[1:3]) != (1, 1) or tuple(op.options["stride"]) != (1, 1)))
 
 
 def _source(op: Op, pad_source: dict[int, int]) -> int:
@@ -220,7 +234,8 @@ def _place_params(op: Op, cfg: AccelConfig, alloc: _Allocator, chunks) -> _Param
         c_pad = L.round_up(w.shape[3], ca)
         wbytes = L.depthwise_weights(w, cfg, c_pad)
     else:
-        # (Cout, K): K = Cin for 1x1 and dense, 9*Cin in (kh, kw, c) order for an im2col'd 3x3.
+        # (Cout, K): K = Cin for 1x1 and dense, KH*KW*Cin in (kh, kw, c) order for an
+        # im2col'd first convolution.
         w2d = w.reshape(w.shape[0], -1)
         c_pad = L.round_up(w2d.shape[0], ca)
         wbytes = L.pointwise_weights(w2d, cfg, c_pad, L.round_up(w2d.shape[1], ca))
@@ -230,6 +245,20 @@ def _place_params(op: Op, cfg: AccelConfig, alloc: _Allocator, chunks) -> _Param
     p_addr = alloc.take(len(params))
     chunks.append((p_addr, params))
     return _Params(w_addr, len(wbytes), p_addr, rq)
+
+
+def _lower_average_pool(op: Op, d: Descriptor, pixels: int) -> None:
+    """A global AVERAGE_POOL_2D as a MEAN: zero points 0, so the MeanUnit sums the raw values
+    whose sign TFLite's rounding follows, and the pair `average_pool_multiplier` verified to
+    round those sums as TFLite does (`quantize.average_pool`)."""
+    pair = average_pool_multiplier(pixels)
+    if pair is None:
+        raise UnsupportedModelError(f"{op.describe()}: no exact multiplier for an average "
+                                    f"over {pixels} pixels")
+    d.opcode = Opcode.MEAN
+    d.input_zp = d.output_zp = 0
+    d.multiplier, d.shift = pair
+    d.out_h = d.out_w = 1
 
 
 def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlacement,
@@ -255,15 +284,18 @@ def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlace
         if rq.float_scale is not None:
             d.flags |= Flags.FLOAT_REQUANT
         if op.kind == "CONV_2D":
-            k, s = op.inputs[1].shape[1], op.options["stride"][0]
-            if k == 3 and not first_im2col:
-                raise UnsupportedModelError(f"{op.describe()}: a 3x3 convolution is only supported "
-                                            "as the first layer (its input is im2col'd by the host)")
-            if k == 1 and s != 1:
-                raise UnsupportedModelError(f"{op.describe()}: strided 1x1 convolution is not supported")
-            d.kernel, d.stride = k, s
+            (kh, kw), (sh, sw) = op.inputs[1].shape[1:3], op.options["stride"]
             if first_im2col:
+                # A 1x1 convolution over the host's patches; kernel and stride are recorded.
+                d.kernel, d.stride = max(kh, kw), max(sh, sw)
                 d.flags |= Flags.IM2COL
+            elif _host_im2col(op):
+                raise UnmappableOpError(
+                    f"{op.describe()}: a {kh}x{kw} convolution at stride {sh}x{sw} is only "
+                    "supported as the first layer (the host makes its input's patches); "
+                    "inside the network the MAC array runs 1x1 stride-1 convolutions")
+            else:
+                d.kernel, d.stride = 1, 1
     elif op.kind == "DEPTHWISE_CONV_2D":
         d.opcode, d.kernel, d.stride = Opcode.DWCONV, 3, op.options["stride"][0]
         d.pad_top, d.pad_left, d.pad_bottom, d.pad_right = _pads(op, extra_pads)
@@ -274,6 +306,8 @@ def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlace
         d.opcode = Opcode.MEAN
         d.multiplier, d.shift = mean_multiplier(m, s, in_shape[1] * in_shape[2])
         d.out_h = d.out_w = 1
+    elif op.kind == "AVERAGE_POOL_2D":
+        _lower_average_pool(op, d, in_shape[1] * in_shape[2])
     elif op.kind == "SOFTMAX":
         p = softmax_params(x.scale[0], op.options.get("beta", 1.0))
         d.opcode = Opcode.SOFTMAX

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "MEAN", "FULLY_CONNECTED", "SOFTMAX",
-                 "RESHAPE", "SQUEEZE")
+from .average_pool import MAX_PIXELS as MAX_POOL_PIXELS, average_pool_multiplier
+
+SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "MEAN", "AVERAGE_POOL_2D",
+                 "FULLY_CONNECTED", "SOFTMAX", "RESHAPE", "SQUEEZE")
 # Ops that only reinterpret the shape of an int8 tensor (same bytes, same quantization).
 VIEW_OPS = ("RESHAPE", "SQUEEZE")
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 3: "RELU6"}
@@ -325,8 +327,10 @@ def _op(index: int, o, tensors: list[Tensor], kinds: list[str], s) -> Op:
 _OPTION_TABLES = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
                   "SOFTMAX": "SoftmaxOptions", "FULLY_CONNECTED": "FullyConnectedOptions",
                   "MEAN": "ReducerOptions", "STRIDED_SLICE": "StridedSliceOptions",
-                  "PACK": "PackOptions", "CONCATENATION": "ConcatenationOptions"}
-_OPTIONS_REQUIRED = ("CONV_2D", "DEPTHWISE_CONV_2D", "SOFTMAX", "PACK", "CONCATENATION")
+                  "PACK": "PackOptions", "CONCATENATION": "ConcatenationOptions",
+                  "AVERAGE_POOL_2D": "Pool2DOptions"}
+_OPTIONS_REQUIRED = ("CONV_2D", "DEPTHWISE_CONV_2D", "SOFTMAX", "PACK", "CONCATENATION",
+                     "AVERAGE_POOL_2D")
 _SLICE_DEFAULTS = {"begin_mask": 0, "end_mask": 0, "ellipsis_mask": 0, "new_axis_mask": 0,
                    "shrink_axis_mask": 0, "offset": False}
 
@@ -366,6 +370,10 @@ def _options(kind: str, opt) -> dict:
                 "keep_num_dims": bool(opt.keepNumDims), "weights_format": int(opt.weightsFormat)}
     if kind == "MEAN":
         return {"keep_dims": bool(opt.keepDims)}
+    if kind == "AVERAGE_POOL_2D":
+        return {"padding": _padding(opt.padding), "stride": (opt.strideH, opt.strideW),
+                "filter": (opt.filterHeight, opt.filterWidth),
+                "activation": _activation(opt.fusedActivationFunction)}
     if kind == "SOFTMAX":
         return {"beta": float(opt.beta)}
     if kind == "STRIDED_SLICE":
@@ -447,7 +455,8 @@ def load_graph(source: str | Path | bytes, name: str | None = None) -> Graph:
 
 # Inputs per kind: (fewest, most); input 0 is the activation, the rest constants.
 _ARITY = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3),
-          "PAD": (2, 2), "MEAN": (2, 2), "SOFTMAX": (1, 1), "RESHAPE": (1, 2), "SQUEEZE": (1, 1)}
+          "PAD": (2, 2), "MEAN": (2, 2), "AVERAGE_POOL_2D": (1, 1), "SOFTMAX": (1, 1),
+          "RESHAPE": (1, 2), "SQUEEZE": (1, 1)}
 # Softmax output quantization TFLite's int8 kernel insists on (TF_LITE_ENSURE_NEAR).
 SOFTMAX_OUTPUT_SCALE = 1.0 / 256
 
@@ -495,6 +504,7 @@ def _op_blockers(graph: Graph) -> list[str]:
         else:
             try:
                 _validate_op(op, produced)
+                _validate_conv_place(op, graph)
             except UnmappableOpError as e:
                 blockers.append(str(e))
             except UnsupportedModelError as e:
@@ -502,6 +512,26 @@ def _op_blockers(graph: Graph) -> list[str]:
                 malformed.add(out)
         produced.add(out)
     return blockers
+
+
+def _validate_conv_place(op: Op, graph: Graph) -> None:
+    """The MAC array runs 1x1 stride-1 convolutions; any other kernel or stride only as the
+    first layer, on the model input (directly or through a PAD), whose patches the host
+    makes (`firmware.compiler`: host im2col)."""
+    if op.kind != "CONV_2D":
+        return
+    (kh, kw), (sh, sw) = op.inputs[1].shape[1:3], op.options["stride"]
+    if (kh, kw, sh, sw) == (1, 1, 1, 1):
+        return
+    source = op.inputs[0].index
+    pads = [p for p in graph.ops if p.kind == "PAD" and p.outputs[0].index == source]
+    if pads:
+        source = pads[0].inputs[0].index
+    if source != graph.input.index:
+        raise UnmappableOpError(
+            f"{op.describe()}: convolution kernel {kh}x{kw} at stride {sh}x{sw} is only "
+            "supported as the first layer (the host makes its input's patches); inside the "
+            "network the MAC array runs 1x1 stride-1 convolutions")
 
 
 def _validate_op(op: Op, produced: set[int]) -> None:
@@ -530,6 +560,8 @@ def _validate_op(op: Op, produced: set[int]) -> None:
         _validate_dense_shapes(op)
     elif op.kind == "MEAN":
         _validate_mean(op)
+    elif op.kind == "AVERAGE_POOL_2D":
+        _validate_average_pool(op)
     elif op.kind == "PAD":
         _validate_pad(op)
     elif op.kind == "SOFTMAX":
@@ -604,17 +636,19 @@ def _validate_weighted(op: Op) -> None:
                                     f"{op.inputs[0].shape} and {w.shape}")
     kh, kw = w.shape[1:3]
     sh, sw = op.options["stride"]
+    if sh < 1 or sw < 1:
+        raise UnsupportedModelError(f"{op.describe()}: stride {sh}x{sw} is not supported")
     if op.kind == "DEPTHWISE_CONV_2D":
         if (kh, kw) != (3, 3):
             raise UnmappableOpError(f"{op.describe()}: depthwise kernel {kh}x{kw} is not "
                                     "supported (the depthwise engine is 3x3)")
         if w.shape[0] != 1 or w.shape[3] != op.inputs[0].shape[-1]:
             raise UnmappableOpError(f"{op.describe()}: depth multiplier != 1 is not supported")
-    elif (kh, kw) not in ((1, 1), (3, 3)):
-        raise UnmappableOpError(f"{op.describe()}: convolution kernel {kh}x{kw} is not "
-                                "supported (1x1 and 3x3 only)")
-    if (sh, sw) not in ((1, 1), (2, 2)):
-        raise UnmappableOpError(f"{op.describe()}: stride {sh}x{sw} is not supported")
+        if (sh, sw) not in ((1, 1), (2, 2)):
+            raise UnmappableOpError(f"{op.describe()}: stride {sh}x{sw} is not supported "
+                                    "(depthwise: 1 or 2)")
+    # CONV_2D: any kernel and stride is consistent; the compiler maps a first convolution
+    # through host im2col and refuses one inside the network that is not 1x1 stride 1.
 
 
 def _output_channel_axis(op: Op) -> int:
@@ -693,6 +727,77 @@ def _validate_mean(op: Op) -> None:
     if y.shape[:1] != (n,) or y.shape[-1:] != (c,) or math.prod(y.shape) != n * c:
         raise UnsupportedModelError(f"{op.describe()}: output shape {y.shape} is not the mean "
                                     f"of {x.shape} over height and width")
+
+
+def _validate_average_pool(op: Op) -> None:
+    """AVERAGE_POOL_2D as the MEAN unit runs it (`average_pool`): one window over the whole
+    map, a fused activation that clamps nothing, and a verified (multiplier, shift) for the
+    map's pixel count."""
+    _validate_pool_shapes(op)
+    _validate_pool_quantization(op)
+    x, y = op.inputs[0], op.outputs[0]
+    (fh, fw), (h, w) = op.options["filter"], x.shape[1:3]
+    if (fh, fw) != (h, w):
+        raise UnmappableOpError(
+            f"{op.describe()}: only a global average pool is supported (a window over the "
+            f"whole map); this {fh}x{fw} window over a {h}x{w} map gives {y.shape[1]}x"
+            f"{y.shape[2]} outputs")
+    _validate_pool_activation(op)
+    if h * w > MAX_POOL_PIXELS:
+        raise UnmappableOpError(f"{op.describe()}: an average over {h}x{w} = {h * w:,} pixels "
+                                f"is more than the {MAX_POOL_PIXELS:,} whose rounding the flow "
+                                "verifies")
+    if average_pool_multiplier(h * w) is None:
+        raise UnmappableOpError(
+            f"{op.describe()}: no multiplier and shift make the MEAN unit round a sum over "
+            f"{h}x{w} = {h * w} pixels as TFLite's average pool does")
+
+
+def _validate_pool_shapes(op: Op) -> None:
+    """What TFLite's Prepare insists on (4-D, positive strides and window), and the output
+    shape that follows from them. A window equal to the map then leaves a 1x1 output and
+    pads nothing, under SAME as under VALID."""
+    x, y = op.inputs[0], op.outputs[0]
+    if len(x.shape) != 4 or len(y.shape) != 4:
+        raise UnsupportedModelError(f"{op.describe()}: input and output must be NHWC, got "
+                                    f"{x.shape} and {y.shape}")
+    (sh, sw), (fh, fw), pad = op.options["stride"], op.options["filter"], op.options["padding"]
+    if min(sh, sw, fh, fw) < 1:
+        raise UnsupportedModelError(f"{op.describe()}: stride {sh}x{sw} and window {fh}x{fw} "
+                                    "must be positive")
+    if pad not in ("SAME", "VALID"):
+        raise UnsupportedModelError(f"{op.describe()}: padding {pad} is not supported")
+    n, h, w, c = x.shape
+    expect = (n, _conv_output_hw(h, fh, sh, pad), _conv_output_hw(w, fw, sw, pad), c)
+    if y.shape != expect:
+        raise UnsupportedModelError(f"{op.describe()}: output shape {y.shape} does not follow "
+                                    f"from input {x.shape} and a {fh}x{fw} window ({expect})")
+
+
+def _validate_pool_quantization(op: Op) -> None:
+    """TFLite's int8 average pool averages the raw values and never rescales: its Prepare
+    (debug builds only) wants one scale, within 1e-6, and one zero point in and out, as the
+    converter writes. Other values would mean something TFLite does not compute."""
+    x, y = op.inputs[0], op.outputs[0]
+    if abs(float(x.scale[0]) - float(y.scale[0])) > 1e-6 or x.zp != y.zp:
+        raise UnsupportedModelError(f"{op.describe()}: output quantization (scale "
+                                    f"{float(y.scale[0]):g}, zero point {y.zp}) differs from the "
+                                    f"input's ({float(x.scale[0]):g}, {x.zp}); TFLite's int8 "
+                                    "average pool cannot requantize")
+
+
+def _validate_pool_activation(op: Op) -> None:
+    """The MEAN unit clamps to [-128, 127] only: the fused activation must clamp nothing
+    more once quantized (e.g. RELU on an output whose zero point is -128)."""
+    from .reference import activation_range
+    act, y = op.options["activation"], op.outputs[0]
+    if act not in ("NONE", "RELU", "RELU6"):
+        raise UnmappableOpError(f"{op.describe()}: fused activation {act} is not supported")
+    lo, hi = activation_range(act, y.scale[0], y.zp)
+    if (lo, hi) != (-128, 127):
+        raise UnmappableOpError(f"{op.describe()}: its fused {act} clamps the average to "
+                                f"[{lo}, {hi}]; the MEAN unit that runs it clamps to "
+                                "[-128, 127] only")
 
 
 def _validate_pad(op: Op) -> None:

@@ -349,8 +349,18 @@ class Accelerator(wiring.Component):
             per_word = word_bytes // bus
             return Cat(beat[:exact_log2(per_word)] == k for k in range(per_word))
 
+        # Where the beats go, registered: the sequencer holds load_dest from the read command
+        # to rd_done, and the command's register slice and the DMA put cycles between it and
+        # the first beat, so the lag is never seen, while the FSM's state decode stays away
+        # from the enables of the buffers and of the descriptor and record registers.
+        to_act, to_weights, to_desc, to_records = (
+            Signal(name=f"load_to_{n}") for n in ("act", "weights", "desc", "records"))
+        m.d.sync += [to_act.eq(seq.load_dest == LoadDest.ACTIVATIONS),
+                     to_weights.eq(seq.load_dest == LoadDest.WEIGHTS),
+                     to_desc.eq(seq.load_dest == LoadDest.DESCRIPTOR),
+                     to_records.eq(seq.load_dest == LoadDest.RECORDS)]
         act_per_word = g.act_word // bus
-        load_act = arrived & (seq.load_dest == LoadDest.ACTIVATIONS)
+        load_act = arrived & to_act
         load_bytes = Cat(bit.replicate(bus) for bit in chunk_enable(g.act_word))
         # The input buffer takes loaded words, the other one the writer's.
         for i, port in enumerate(act_wr):
@@ -366,12 +376,12 @@ class Accelerator(wiring.Component):
             weights_wr.addr.eq(seq.weight_load_word + (beat >> exact_log2(weight_per_word))),
             weights_wr.data.eq(Cat([word] * weight_per_word)),
         ]
-        with m.If(arrived & (seq.load_dest == LoadDest.WEIGHTS)):
+        with m.If(arrived & to_weights):
             m.d.comb += weights_wr.en.eq(chunk_enable(g.weight_word))
-        with m.If(arrived & (seq.load_dest == LoadDest.DESCRIPTOR)):
+        with m.If(arrived & to_desc):
             m.d.sync += desc.as_value().word_select(beat, 8 * bus).eq(word)
         for i, reg in enumerate(record_slots):
-            with m.If(arrived & (seq.load_dest == LoadDest.RECORDS) & (seq.slot != i)):
+            with m.If(arrived & to_records & (seq.slot != i)):
                 m.d.sync += reg.as_value().word_select(beat, 8 * bus).eq(word)
 
         # ---- engines ------------------------------------------------------------------------
@@ -422,6 +432,7 @@ class Accelerator(wiring.Component):
                      tile.height.eq(desc.in_h), tile.width.eq(desc.in_w),
                      tile.stride2.eq(desc.stride == 2), tile.input_zp.eq(desc.input_zp),
                      tile.pad_top.eq(desc.pad_top[0]), tile.pad_bottom.eq(desc.pad_bottom[0]),
+                     tile.pad_left.eq(desc.pad_left[0]), tile.pad_right.eq(desc.pad_right[0]),
                      tile.weights.eq(taps)]
         m.d.comb += [tile.bias[k].eq(records[k].bias) for k in range(cfg.dw_lanes)]
         m.d.comb += [mean.channels.eq(desc.in_c), mean.pixels.eq(seq.in_pixels),

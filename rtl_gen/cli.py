@@ -58,6 +58,12 @@ def parse_args(argv):
                    "(its own input shape; not with --alpha, --input-size or --weights)")
     p.add_argument("--weights", type=Path, help="Keras weights (.weights.h5) for the seed network")
     p.add_argument("--config", type=Path, help="hardware config JSON (AccelConfig fields)")
+    from quantize.input_norm import CHOICES
+    p.add_argument("--input-norm", choices=CHOICES, default="auto",
+                   help="pixel preprocessing the model was trained with, for its check "
+                        "images: cifar (the seed's per-channel standardization) or a pixel "
+                        "range (0,1 / -1,1 / 0,255); auto: cifar for the seed network, the "
+                        "range a --model's input quantization spans (default auto)")
     p.add_argument("--check-images", type=int, default=8,
                    help="real test images run through reference and TFLite (default 8)")
     p.add_argument("--verify", type=int, default=0, metavar="N",
@@ -228,7 +234,26 @@ def obtain_model(args, plan: Plan):
                       "trained": m.trained}
 
 
-def check_against_tflite(graph, tflite: bytes, fw, n: int) -> dict:
+def input_norm(args, graph) -> str:
+    """--input-norm resolved for this model (`quantize.input_norm`)."""
+    from quantize.input_norm import infer, input_range
+    from quantize.pipeline import takes_images
+    if args.input_norm != "auto":
+        return args.input_norm
+    if args.model is None:
+        return "cifar"                  # how the seed networks are trained
+    g = graph.input
+    found = infer(float(g.scale[0]), g.zp)
+    if found is None and takes_images(graph):
+        lo, hi = input_range(float(g.scale[0]), g.zp)
+        log.warning("%s: input range [%.3g, %.3g] is no pixel range (0,1 / -1,1 / 0,255): "
+                    "check images are CIFAR-standardized; give --input-norm if the model "
+                    "was trained otherwise (bit-exactness holds either way)",
+                    args.model, lo, hi)
+    return found or "cifar"
+
+
+def check_against_tflite(graph, tflite: bytes, fw, n: int, norm: str = "cifar") -> dict:
     """Run n real test images through TFLite (BUILTIN_REF), the numpy reference and the
     compiled program on the functional model; compare every layer of both with TFLite."""
     import numpy as np
@@ -237,10 +262,11 @@ def check_against_tflite(graph, tflite: bytes, fw, n: int) -> dict:
     from firmware.executor import Memory, execute, host_input, read_tensor
     from quantize import assets
     from quantize.convert import golden_interpreter, golden_run
+    from quantize.pipeline import takes_images
     from quantize.reference import run_graph
     from quantize.verify import compare_layers
     n = min(n, len(assets.sample_test_images()[1]))
-    xs, labels = sample_inputs(graph, n)
+    xs, labels = sample_inputs(graph, n, norm)
     interp = golden_interpreter(tflite)
     bad = {"reference": {}, "firmware": {}}
     correct = 0
@@ -253,23 +279,29 @@ def check_against_tflite(graph, tflite: bytes, fw, n: int) -> dict:
         execute(mem, fw.program_addr, fw.cfg)
         from_ddr = {t: read_tensor(fw, mem, t) for t in fw.tensors if t != fw.input_tensor}
         for name, run in (("reference", ours), ("firmware", from_ddr)):
-            for d in compare_layers(graph, run, golden):
+            for d in compare_layers(graph, run, golden, fw.folded if run is from_ddr else ()):
                 if d.mismatches:
                     bad[name][d.op_index] = bad[name].get(d.op_index, 0) + d.mismatches
         if labels is not None:
             correct += int(np.argmax(ours[graph.output.index]) == labels[i])
-    return {"images": n, "inputs": input_kind(labels), "layers": len(graph.ops),
+    return {"images": n, "inputs": input_kind(graph, labels),
+            "input_norm": norm if takes_images(graph) else None, "layers": len(graph.ops),
             "bit_exact": not bad["reference"] and not bad["firmware"],
             "mismatching_layers": bad,
             "top1_on_sample": None if labels is None else correct / max(n, 1)}
 
 
-def input_kind(labels) -> str:
-    return ("real CIFAR-10 test images" if labels is not None else
-            "seeded random int8 tensors (the model input is not an RGB image)")
+def input_kind(graph, labels) -> str:
+    from quantize.pipeline import takes_images
+    if not takes_images(graph):
+        return "seeded random int8 tensors (the model input is not an RGB image)"
+    if labels is None:
+        return (f"real CIFAR-10 test images (no accuracy: the model has "
+                f"{int(graph.output.shape[-1])} classes, CIFAR-10 10)")
+    return "real CIFAR-10 test images"
 
 
-def write_firmware(out, fw, graph) -> None:
+def write_firmware(out, fw, graph, norm: str = "cifar") -> None:
     from firmware import header
     from firmware.program import Opcode
     out.write_bytes("firmware/program.bin", b"".join(d.pack() for d in fw.descriptors))
@@ -280,6 +312,8 @@ def write_firmware(out, fw, graph) -> None:
                      "shape": list(p.shape), "stored_channels": p.c_pad, "zero_point": p.zero_point}
                     for p in fw.tensors.values()],
         "im2col_input": fw.im2col is not None,
+        # How an image becomes the input (`quantize.input_norm`; firmware.deploy reads it).
+        "input_norm": norm,
         # LAYER_CYCLES[i] belongs to descriptor i: its network layer and, for a layer tiled
         # through DDR, which band of output rows it computes.
         "descriptors": [{"index": d.layer, "opcode": Opcode(d.opcode).name,
@@ -292,37 +326,38 @@ def write_firmware(out, fw, graph) -> None:
         "num_classes": int(graph.output.shape[-1])}))
 
 
-def sample_inputs(graph, n: int):
+def sample_inputs(graph, n: int, norm: str = "cifar"):
     """n real CIFAR-10 test images quantized for the model input, with their labels."""
     from quantize import pipeline
     try:
-        return pipeline.sample_inputs(graph, n)
+        return pipeline.sample_inputs(graph, n, norm)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
 
-def verify_rtl(graph, tflite: bytes, fw, n: int) -> tuple[dict, dict]:
+def verify_rtl(graph, tflite: bytes, fw, n: int, norm: str = "cifar") -> tuple[dict, dict]:
     """Run n images through the Verilated accelerator; compare every layer with TFLite."""
     import numpy as np
 
     from quantize.convert import golden_interpreter, golden_run
     from quantize.verify import compare_layers
     from sim.accel_sim import simulate
-    xs, labels = sample_inputs(graph, n)
+    xs, labels = sample_inputs(graph, n, norm)
     log.info("cycle-accurate simulation of %d image(s) (Verilator; first build takes several minutes, cached afterwards) ...", n)
     results = simulate(fw, list(xs), fw.cfg, progress=log.isEnabledFor(logging.INFO))
     interp = golden_interpreter(tflite)
     failures, per_image = [], []
     for i, (x, r) in enumerate(zip(xs, results)):
         bad = {d.op_index: d.mismatches
-               for d in compare_layers(graph, r.tensors, golden_run(interp, x[None])) if d.mismatches}
+               for d in compare_layers(graph, r.tensors, golden_run(interp, x[None]), fw.folded)
+               if d.mismatches}
         if r.error_code or r.timed_out or bad:
             failures.append({"image": r.index, "error_code": r.error_code,
                              "timed_out": r.timed_out, "mismatching_layers": bad})
         per_image.append({"image": r.index, "cycles": r.cycles, "wall_s": round(r.wall_s, 2),
                           "top1_correct": None if labels is None else
                           bool(np.argmax(r.output) == labels[i])})
-    verdict = {"images": n, "inputs": input_kind(labels), "layers": len(graph.ops),
+    verdict = {"images": n, "inputs": input_kind(graph, labels), "layers": len(graph.ops),
                "bit_exact": not failures,
                "failures": failures, "per_image": per_image,
                "cycles_per_second": round(sum(r.sim_cycles for r in results) /
@@ -429,6 +464,7 @@ def build(args, plan: Plan, out) -> Path:
     tflite, provenance = obtain_model(args, plan)
     # Errors in a user's model name its file; the seed network's have the layer names.
     graph = load_graph(tflite, name=str(args.model) if args.model is not None else None)
+    norm = input_norm(args, graph)
     if args.model is not None:
         # TFLite aborts the process on some models the reader cannot foresee: try it in a
         # child first, so even a build run in-process (isolate=False) reports one line.
@@ -443,15 +479,15 @@ def build(args, plan: Plan, out) -> Path:
     # Every blocked layer, named as in the model.
     check_model_fits(fw, graph, cfg, name=str(args.model) if args.model is not None else None)
     check_address_space(fw, cfg, args.config)
-    write_firmware(out, fw, graph)
+    write_firmware(out, fw, graph, norm)
     write_rtl(out, cfg)
-    verdict = check_against_tflite(graph, tflite, fw, args.check_images)
+    verdict = check_against_tflite(graph, tflite, fw, args.check_images, norm)
     out.write_json("tflite_check.json", verdict)
     if verdict.get("images") and not verdict["bit_exact"]:
         raise RuntimeError(f"differs from TFLite on layers {verdict['mismatching_layers']}")
     measured = None
     if args.verify:
-        sim_verdict, measured = verify_rtl(graph, tflite, fw, args.verify)
+        sim_verdict, measured = verify_rtl(graph, tflite, fw, args.verify, norm)
         out.write_json("rtl_verify.json", sim_verdict)
     totals = write_layer_report(out, fw, measured)
     synth = run_synthesis(out, cfg, board) if board is not None else None

@@ -65,10 +65,11 @@ class ErrorCode(IntEnum):
     NONE = 0
     BAD_DESCRIPTOR = 1       # check word mismatch, or the layer field is not its position
     BAD_OPCODE = 2           # no such opcode
-    UNSUPPORTED = 3          # a valid layer this hardware does not run (PAD, 3x3 CONV
-                             # without IM2COL, depthwise kernel != 3 or stride > 2)
-    UNSUPPORTED_PADDING = 4  # depthwise pads the engine cannot apply (rows: 0 or 1 above and
-                             # below; columns: TFLite SAME)
+    UNSUPPORTED = 3          # a valid layer this hardware does not run (PAD, a CONV other
+                             # than 1x1 stride 1 without IM2COL, depthwise kernel != 3 or
+                             # stride > 2)
+    UNSUPPORTED_PADDING = 4  # depthwise pads the engine cannot apply (it pads 0 or 1 rows
+                             # and columns on each side)
     BAD_SHAPE = 5            # inconsistent sizes (zero, unaligned channels, out != f(in))
     TOO_LARGE = 6            # a feature map, weight tile or dimension beyond the buffers
     BAD_ALIGNMENT = 7        # a DDR address not aligned to the bus width
@@ -185,9 +186,10 @@ def depthwise_sizes(d) -> dict:
     them while it computes the size products, so no check is more than one compare deep)."""
     s1 = d.stride == 1
     padded_h = d.in_h + d.pad_top + d.pad_bottom
-    return {"padded_h": padded_h,
+    padded_w = d.in_w + d.pad_left + d.pad_right
+    return {"padded_h": padded_h, "padded_w": padded_w,
             "dw_out_h": _mux(s1, padded_h - 2, (padded_h - 1) >> 1),
-            "dw_out_w": _mux(s1, d.in_w, (d.in_w + 1) >> 1),
+            "dw_out_w": _mux(s1, padded_w - 2, (padded_w - 1) >> 1),
             "taps_bytes": times9(d.in_c)}
 
 
@@ -210,8 +212,8 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
     def misaligned(x, n):
         return (x & (n - 1)) != 0
 
-    # Rows take explicit padding (a band of a tiled feature map has none inside the map).
-    padded_h, dw_out_h = d.padded_h, d.dw_out_h
+    # Explicit padding (a band of a tiled feature map has none inside the map).
+    padded_h, padded_w, dw_out_h = d.padded_h, d.padded_w, d.dw_out_h
 
     zero = ((d.in_h == 0) | (d.in_w == 0) | (d.in_c == 0) |
             (d.out_h == 0) | (d.out_w == 0) | (d.out_c == 0))
@@ -220,19 +222,18 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
         (ErrorCode.BAD_OPCODE, _not(conv | dw | mean | softmax | pad)),
         (ErrorCode.UNSUPPORTED,
          pad |
-         (conv & _not(((d.kernel == 1) & s1) | (im2col & (d.kernel == 3)))) |
+         (conv & _not(((d.kernel == 1) & s1) | im2col)) |
          (dw & ((d.kernel != 3) | _not(s1 | s2)))),
-        # The engine pads rows with 0 or 1 rows above and below, and columns as TFLite SAME:
-        # 1 before at stride 1 or an odd width, 0 before at stride 2 and an even width; 1 after.
+        # The engine pads 0 or 1 rows (columns) on each side: SAME, VALID and PyTorch's 1.
         (ErrorCode.UNSUPPORTED_PADDING,
-         dw & ((d.pad_top > 1) | (d.pad_bottom > 1) |
-               (d.pad_left != _mux(s1, 1, d.in_w & 1)) | (d.pad_right != 1))),
+         dw & ((d.pad_top > 1) | (d.pad_bottom > 1) | (d.pad_left > 1) | (d.pad_right > 1))),
         (ErrorCode.BAD_SHAPE,
          zero | misaligned(d.in_c, ca) | misaligned(d.out_c, ca) |
          (conv & ((d.out_h != d.in_h) | (d.out_w != d.in_w) |
                   (d.weight_bytes != d.weight_product))) |
-         (dw & ((d.out_c != d.in_c) | (padded_h < 3) | (d.out_h != dw_out_h) |
-                (d.out_w != d.dw_out_w) | (d.weight_bytes != d.taps_bytes))) |
+         (dw & ((d.out_c != d.in_c) | (padded_h < 3) | (padded_w < 3) |
+                (d.out_h != dw_out_h) | (d.out_w != d.dw_out_w) |
+                (d.weight_bytes != d.taps_bytes))) |
          (mean & ((d.out_c != d.in_c) | unit_out)) |
          (softmax & ((d.in_h != 1) | (d.in_w != 1) | unit_out | (d.real_c == 0) |
                      (d.real_c > d.in_c) | (d.real_c > d.out_c)))),

@@ -67,7 +67,9 @@ def test_cli_rejects_unsupported_model(tmp_path, residual_tflite, capsys):
     model.write_bytes(residual_tflite)
     code, err = _cli(["--model", str(model), "--out", str(tmp_path / "build")], capsys)
     assert code == 2
-    assert err.startswith(f"gen-accel: error: {model}: layer 2") and "ADD" in err
+    # Every blocker at once, in model order: the 3x3 conv inside the network, then the ADD.
+    assert err.startswith(f"gen-accel: error: {model}: layer 1") and "3x3" in err
+    assert "; layer 2 " in err and "op ADD is not supported" in err
     assert not (tmp_path / "build").exists()
     assert not list(tmp_path.glob(".build.partial-*"))
 
@@ -277,7 +279,7 @@ def test_every_unmappable_layer_is_reported_at_once():
     first, second = e.value.blockers
     assert first.startswith("layer 1 '") and "dw5" in first and "depthwise kernel 5x5" in first
     assert second.startswith("layer 3 '") and "conv5" in second
-    assert "convolution kernel 5x5 is not supported" in second
+    assert "convolution kernel 5x5 at stride 1x1 is only supported as the first layer" in second
 
 
 def _tiny_input_edit(**fields):

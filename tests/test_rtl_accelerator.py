@@ -306,6 +306,35 @@ def test_seed_network_default_config():
     print(f"\nseed network a0.25 8x8, default config: {regs['CYCLES_LO']} cycles")
 
 
+def test_global_average_pool_rounds_like_tflite():
+    """TFLite's AVERAGE_POOL_2D over a whole 6x6 map, run by the MEAN unit on raw sums with
+    the host's searched multiplier (`quantize.average_pool`), as three bands of pixels. Its
+    64 channels sum to the extremes and to each side of rounding steps (ties 36 q + 18, of
+    both signs, where TFLite's rounding follows the sign): the RTL equals the functional
+    model and TFLite."""
+    from test_average_pool import maps_summing_to, pool_only_tflite
+    side, channels = 6, 64
+    count = side * side
+    steps = np.unique(np.r_[np.linspace(-128, 126, 18).astype(int), -1, 0]) * count + count // 2
+    sums = np.r_[-128 * count, 127 * count, (steps[:, None] + [-1, 0, 1]).ravel()]
+    assert len(sums) <= channels
+    (x,) = maps_summing_to(sums, side, channels)
+    tflite = pool_only_tflite(side, channels)
+    graph = load_graph(tflite)
+    fw = compile_graph(graph, CFG, base=BASE)
+    check_fits(fw)
+    assert {d.opcode for d in fw.descriptors[:-1]} == {Opcode.MEAN} and len(fw.bands) == 3
+    net = SimpleNamespace(graph=graph, fw=fw, expected=Memory(bytearray(fw.image), fw.base))
+    net.expected.write(fw.regions["input"][0], host_input(fw, x))
+    assert execute(net.expected, fw.program_addr, CFG) == 3
+    ram, (regs,) = run_accelerator(fw, fw.image, x=x)
+    assert regs["STATUS"] & (STATUS_DONE | STATUS_ERROR) == STATUS_DONE, regs
+    assert_matches_model(net, ram)
+    mem = Memory(bytearray(ram.dump(BASE, len(fw.image))), BASE)
+    ours = {t: read_tensor(fw, mem, t) for t in fw.tensors if t != fw.input_tensor}
+    assert assert_bit_exact(graph, ours, golden_run(golden_interpreter(tflite), x)) == 2
+
+
 def test_back_pressure_and_latency_do_not_change_results(net):
     ram, (regs,) = run_accelerator(net.fw, net.fw.image, x=net.x, stall=0.4, read_latency=11,
                                    write_latency=7, seed=3)
@@ -381,7 +410,8 @@ def test_slverr_on_an_output_stops_with_write_error(net):
     (0, {"opcode": 9}, ErrorCode.BAD_OPCODE),
     (0, {"layer": 3}, ErrorCode.BAD_DESCRIPTOR),             # misplaced descriptor
     (1, {"pad_top": 2}, ErrorCode.UNSUPPORTED_PADDING),      # rows: 0 or 1 padding rows
-    (1, {"pad_left": 0}, ErrorCode.UNSUPPORTED_PADDING),     # columns: SAME only
+    (1, {"pad_left": 2}, ErrorCode.UNSUPPORTED_PADDING),     # columns: 0 or 1 too
+    (1, {"pad_left": 0}, ErrorCode.BAD_SHAPE),               # out_w no longer follows
     (1, {"pad_top": 0}, ErrorCode.BAD_SHAPE),                # out_h no longer follows
 ])
 def test_invalid_layer_stops_with_its_code(net, layer, changes, code):
