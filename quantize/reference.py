@@ -6,6 +6,8 @@ and returns every intermediate tensor, so tests compare layer by layer.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,10 +32,14 @@ def per_channel_multipliers(input_scale, filter_scales, output_scale) -> tuple[n
 
 
 def activation_range(activation: str, scale: float, zero_point: int) -> tuple[int, int]:
-    """CalculateActivationRangeQuantized for int8 outputs."""
+    """CalculateActivationRangeQuantized for int8 outputs: zero_point + TfLiteRound(f / scale),
+    the division in float32 and std::round's halves away from zero (float32 division lands on
+    exact halves, e.g. 6 / 2.4f == 2.5f, where Python's round would go to even)."""
     lo, hi = -128, 127
+
     def q(v):
-        return zero_point + int(round(v / float(np.float32(scale))))
+        x = float(np.float32(v) / np.float32(scale))
+        return zero_point + int(math.copysign(math.floor(abs(x) + 0.5), x))
     if activation == "RELU":
         lo = max(lo, q(0.0))
     elif activation == "RELU6":

@@ -90,3 +90,31 @@ def test_pad(h, w, c, pads, seed):
     check(lambda x: layers.Conv2D(c, 1, padding="valid")(
         layers.ZeroPadding2D(((t, b), (l, r)))(layers.Conv2D(c, 1)(x))),
           (h, w, c), seed, ["CONV_2D", "PAD", "CONV_2D"])
+
+
+def test_relu6_bound_on_an_exact_float32_half():
+    """TFLite's activation bound is zero_point + round(6.0f / scale) with a float32 division
+    and halves away from zero: at an output scale of 2.4f, 6.0f / 2.4f is exactly 2.5f, so the
+    RELU6 bound is zero_point + 3 (double precision would say 2.4999999, rounded to 2). The
+    depthwise layer's weight scales are raised so its outputs reach the bound."""
+    from keras_models import tiny_mobilenet_tflite
+    from tflite_edit import edited
+    scale = np.float32(2.4)
+    assert np.float32(6) / scale == np.float32(2.5)
+
+    def edit(m):
+        sg = m.subgraphs[0]
+        dw = sg.operators[1]
+        dw.builtinOptions.fusedActivationFunction = 3         # RELU6
+        sg.tensors[dw.outputs[0]].quantization.scale = [float(scale)]
+        w = sg.tensors[dw.inputs[1]].quantization
+        w.scale = [float(np.float32(v * 3000)) for v in w.scale]
+    tflite = edited(tiny_mobilenet_tflite(), edit)
+    graph = load_graph(tflite)
+    assert graph.ops[1].kind == "DEPTHWISE_CONV_2D"
+    out = graph.ops[1].outputs[0]
+    interp = golden_interpreter(tflite)
+    x = np.random.default_rng(0).integers(-128, 128, graph.input.shape, dtype=np.int8)
+    golden = golden_run(interp, x)
+    assert golden[out.index].max() == out.zp + 3          # the bound is reached
+    assert_bit_exact(graph, run_graph(graph, x), golden)
