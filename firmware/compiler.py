@@ -19,7 +19,8 @@ import numpy as np
 from quantize.average_pool import average_pool_multiplier
 from quantize.reference import mean_multiplier, requant_for, same_padding, softmax_params
 from quantize import fixedpoint as fx
-from quantize.tflite_graph import VIEW_OPS, Graph, Op, UnmappableOpError, UnsupportedModelError
+from quantize.tflite_graph import (VIEW_OPS, Graph, Op, UnsupportedModelError, inner_conv_error,
+                                   needs_host_im2col)
 from rtl_gen.config import AccelConfig
 from rtl_gen.sequencer import Geometry
 
@@ -75,8 +76,10 @@ class _Allocator:
 
 
 def _fold_pads(graph: Graph) -> tuple[dict[int, tuple[int, int, int, int]], dict[int, int]]:
-    """PAD ops whose only consumer is a VALID 3x3 conv/depthwise fold into that op's pads
-    (exact: the pad value is the zero point, which contributes nothing). Returns
+    """PAD ops whose only consumer is a VALID convolution that applies padding fold into that
+    op's pads (exact: the pad value is the zero point, which contributes nothing): a
+    depthwise layer (its engine pads), or a convolution on the model input whose patches
+    the host makes (`needs_host_im2col`). Returns
     ({consumer op index: (top, left, bottom, right)}, {PAD output tensor: PAD input tensor})."""
     consumers: dict[int, list[Op]] = {}
     for op in graph.ops:
@@ -88,8 +91,10 @@ def _fold_pads(graph: Graph) -> tuple[dict[int, tuple[int, int, int, int]], dict
         if op.kind != "PAD":
             continue
         users = consumers.get(op.outputs[0].index, [])
-        if (len(users) == 1 and users[0].kind in ("CONV_2D", "DEPTHWISE_CONV_2D")
-                and users[0].options["padding"] == "VALID" and users[0].inputs[1].shape[1] == 3):
+        pads_itself = len(users) == 1 and (
+            users[0].kind == "DEPTHWISE_CONV_2D" or
+            (needs_host_im2col(users[0]) and op.inputs[0].index == graph.input.index))
+        if pads_itself and users[0].options["padding"] == "VALID":
             p = op.inputs[1].data
             pads_into[users[0].index] = (int(p[1][0]), int(p[2][0]), int(p[1][1]), int(p[2][1]))
             pad_source[op.outputs[0].index] = op.inputs[0].index
@@ -130,7 +135,7 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
     first = ops[0]
     x = graph.input
     im2col = None
-    if _host_im2col(first) and _source(first, pad_source) == x.index:
+    if needs_host_im2col(first) and _source(first, pad_source) == x.index:
         pads = _pads(first, pads_into.get(first.index, (0, 0, 0, 0)))
         kernel = tuple(first.inputs[1].shape[1:3])
         im2col = (kernel, tuple(first.options["stride"]), pads, x.zp)
@@ -199,13 +204,6 @@ def _raise_all(errors: list[ValueError]) -> None:
         raise errors[0]
     if errors:
         raise type(errors[0])("; ".join(str(e) for e in errors))
-
-
-def _host_im2col(op: Op) -> bool:
-    """A convolution the MAC array (1x1, stride 1) cannot run directly: on the model input,
-    the host turns it into one by making the patches (any kernel, stride and padding)."""
-    return (op.kind == "CONV_2D" and
-            (tuple(op.inputs[1].shape[1:3]) != (1, 1) or tuple(op.options["stride"]) != (1, 1)))
 
 
 def _source(op: Op, pad_source: dict[int, int]) -> int:
@@ -289,11 +287,8 @@ def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlace
                 # A 1x1 convolution over the host's patches; kernel and stride are recorded.
                 d.kernel, d.stride = max(kh, kw), max(sh, sw)
                 d.flags |= Flags.IM2COL
-            elif _host_im2col(op):
-                raise UnmappableOpError(
-                    f"{op.describe()}: a {kh}x{kw} convolution at stride {sh}x{sw} is only "
-                    "supported as the first layer (the host makes its input's patches); "
-                    "inside the network the MAC array runs 1x1 stride-1 convolutions")
+            elif needs_host_im2col(op):
+                raise inner_conv_error(op)
             else:
                 d.kernel, d.stride = 1, 1
     elif op.kind == "DEPTHWISE_CONV_2D":

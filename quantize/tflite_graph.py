@@ -514,24 +514,33 @@ def _op_blockers(graph: Graph) -> list[str]:
     return blockers
 
 
-def _validate_conv_place(op: Op, graph: Graph) -> None:
-    """The MAC array runs 1x1 stride-1 convolutions; any other kernel or stride only as the
-    first layer, on the model input (directly or through a PAD), whose patches the host
-    makes (`firmware.compiler`: host im2col)."""
-    if op.kind != "CONV_2D":
-        return
+def needs_host_im2col(op: Op) -> bool:
+    """A CONV_2D the MAC array (1x1, stride 1) cannot run directly: as the first layer the
+    host turns it into one by making its input's patches (`firmware.compiler`)."""
+    return (op.kind == "CONV_2D" and
+            (tuple(op.inputs[1].shape[1:3]) != (1, 1) or tuple(op.options["stride"]) != (1, 1)))
+
+
+def inner_conv_error(op: Op) -> UnmappableOpError:
+    """The refusal of a `needs_host_im2col` convolution that is not on the model input."""
     (kh, kw), (sh, sw) = op.inputs[1].shape[1:3], op.options["stride"]
-    if (kh, kw, sh, sw) == (1, 1, 1, 1):
+    return UnmappableOpError(
+        f"{op.describe()}: convolution kernel {kh}x{kw} at stride {sh}x{sw} is only "
+        "supported as the first layer (the host makes its input's patches); inside the "
+        "network the MAC array runs 1x1 stride-1 convolutions")
+
+
+def _validate_conv_place(op: Op, graph: Graph) -> None:
+    """Any kernel or stride but 1x1 stride 1 only on the model input (directly or through a
+    PAD, which folds into the patches)."""
+    if not needs_host_im2col(op):
         return
     source = op.inputs[0].index
     pads = [p for p in graph.ops if p.kind == "PAD" and p.outputs[0].index == source]
     if pads:
         source = pads[0].inputs[0].index
     if source != graph.input.index:
-        raise UnmappableOpError(
-            f"{op.describe()}: convolution kernel {kh}x{kw} at stride {sh}x{sw} is only "
-            "supported as the first layer (the host makes its input's patches); inside the "
-            "network the MAC array runs 1x1 stride-1 convolutions")
+        raise inner_conv_error(op)
 
 
 def _validate_op(op: Op, produced: set[int]) -> None:

@@ -20,12 +20,14 @@ from rtl_gen.config import AccelConfig
 from rtl_gen.sequencer import check_fits
 from sim.verilator_runner import verilator_available
 
-# (input shape, kernel, strides, padding)
+# (input shape, kernel, strides, padding, explicit ZeroPadding2D before it or None)
 FIRST_CONVS = {
-    "kws 10x4 s2 same": ((49, 10, 1), (10, 4), (2, 2), "same"),
-    "5x5 valid": ((16, 16, 3), (5, 5), (1, 1), "valid"),
-    "1x1 s2": ((16, 16, 3), (1, 1), (2, 2), "valid"),
-    "3x3 s2x1 same": ((12, 12, 2), (3, 3), (2, 1), "same"),
+    "kws 10x4 s2 same": ((49, 10, 1), (10, 4), (2, 2), "same", None),
+    "5x5 valid": ((16, 16, 3), (5, 5), (1, 1), "valid", None),
+    "1x1 s2": ((16, 16, 3), (1, 1), (2, 2), "valid", None),
+    "3x3 s2x1 same": ((12, 12, 2), (3, 3), (2, 1), "same", None),
+    # A PAD no SAME equals stays a PAD op and folds into the host's patches.
+    "pad + 5x5 valid": ((16, 16, 3), (5, 5), (1, 1), "valid", ((1, 2), (2, 0))),
 }
 
 
@@ -33,9 +35,11 @@ FIRST_CONVS = {
 def first_conv_tflite(name: str) -> bytes:
     """The first conv, then a depthwise-separable block at stride 2 and a classifier."""
     from keras import layers
-    shape, kernel, strides, padding = FIRST_CONVS[name]
+    shape, kernel, strides, padding, pad = FIRST_CONVS[name]
 
     def net(x):
+        if pad is not None:
+            x = layers.ZeroPadding2D(pad, name="pad")(x)
         y = layers.Conv2D(8, kernel, strides=strides, padding=padding, activation="relu",
                           name="first")(x)
         y = layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu", name="dw")(y)
@@ -54,10 +58,12 @@ def _inputs(graph, n):
 def test_first_conv_runs_on_host_patches_bit_exact(name):
     tflite = first_conv_tflite(name)
     graph = load_graph(tflite)
-    shape, kernel, strides, _ = FIRST_CONVS[name]
+    shape, kernel, strides, _, pad = FIRST_CONVS[name]
     fw = compile_graph(graph, AccelConfig(pw_out=4, pw_in=4, dw_lanes=2))
     assert model_blockers(fw, graph) == []
     assert fw.im2col[:2] == (kernel, strides)
+    assert [graph.op(i).kind for i in fw.layer_ops[:1]] == ["CONV_2D"]
+    assert len(fw.folded) == (pad is not None)
     first = fw.descriptors[0]
     assert first.opcode == Opcode.CONV and first.flags & Flags.IM2COL
     assert first.in_c >= kernel[0] * kernel[1] * shape[2]
@@ -67,7 +73,8 @@ def test_first_conv_runs_on_host_patches_bit_exact(name):
         mem.write(fw.regions["input"][0], host_input(fw, x[None]))
         assert execute(mem, fw.program_addr, fw.cfg) == len(fw.descriptors) - 1
         ours = {t: read_tensor(fw, mem, t) for t in fw.tensors if t != fw.input_tensor}
-        assert assert_bit_exact(graph, ours, golden_run(interp, x[None])) == len(graph.ops)
+        checked = assert_bit_exact(graph, ours, golden_run(interp, x[None]), fw.folded)
+        assert checked == len(graph.ops) - len(fw.folded)
 
 
 @pytest.mark.skipif(verilator_available() is not None, reason=verilator_available() or "")
