@@ -110,13 +110,12 @@ class AccSerializer(wiring.Component):
         head = queue[0]
         held = Signal(range(depth + 1))
         beat = Signal(range(n))
-        # A result's beats less one, registered from the layer's settings (stable while it
-        # runs): the pop that enables every queue register waits on one small compare.
-        last_beat = Signal(range(n))
-        m.d.sync += last_beat.eq(Mux(self.float_mode, self.count,
-                                     self.count >> exact_log2(lanes)) - 1)
-        last = beat == last_beat
-        valid = held != 0
+        # A result's beats less one, from the layer's settings (stable while it runs).
+        next_last_beat = (Mux(self.float_mode, self.count, self.count >> exact_log2(lanes)) - 1)
+        # `beat == last beat` and `held != 0` kept as registers computed from the next values
+        # (equal to the compares in every cycle): `pop` enables ~1000 queue bits, so it must
+        # come from a few flip-flops through one LUT, not through comparators.
+        last, valid = Signal(), Signal()
 
         # The output register: one beat, with its lanes' records, for either requantizer.
         fixed_out = Signal(requant_layout(lanes))
@@ -136,9 +135,11 @@ class AccSerializer(wiring.Component):
         push = self.acc.valid
         pop = valid & take & last
         m.d.sync += self.release.eq(pop)
-        with m.If(valid & take):
-            m.d.sync += beat.eq(Mux(last, 0, beat + 1))
-        m.d.sync += held.eq(held + push - pop)
+        next_beat = Mux(valid & take, Mux(last, 0, beat + 1), beat)
+        next_held = held + push - pop
+        m.d.sync += [beat.eq(next_beat), held.eq(next_held),
+                     last.eq(next_beat == next_last_beat[:len(beat)]),
+                     valid.eq(next_held != 0)]
         # A push lands behind the entries that stay; a pop moves every entry up one.
         target = held - pop
         for i, entry in enumerate(queue):
@@ -232,12 +233,15 @@ class Accelerator(wiring.Component):
         for name, cmd, dcmd in (("rd", seq.rd_cmd, dma.rd_cmd), ("wr", seq.wr_cmd, dma.wr_cmd)):
             cslice = m.submodules[f"{name}_cmd_slice"] = resettable(
                 CommandSlice(dma_command_layout(cfg)))
-            m.d.comb += [cslice.i.valid.eq(cmd.valid & ~draining),
+            # Only the DMA side is gated while draining: the sequencer may still hand a
+            # command to the slice (it and the slice are reset once the DMA is idle), so its
+            # next state never waits on `draining` (the 45F's critical path at 85 MHz).
+            m.d.comb += [cslice.i.valid.eq(cmd.valid),
                          cslice.i.payload.eq(cmd.payload),
-                         cmd.ready.eq(cslice.i.ready & ~draining),
+                         cmd.ready.eq(cslice.i.ready),
                          dcmd.valid.eq(cslice.o.valid & ~draining),
                          dcmd.payload.eq(cslice.o.payload),
-                         cslice.o.ready.eq(dcmd.ready & ~draining)]
+                         cslice.o.ready.eq(dcmd.ready)]
         m.d.comb += [
             fire.eq(seq.busy & ~draining & ~progress &
                     (wd_count == limits.watchdog_cycles - 1)),

@@ -16,7 +16,7 @@ outer_stride=C_out, inner=pw_out/lanes, inner_step=lanes).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -125,13 +125,15 @@ class BufferReader(wiring.Component):
         running = Signal()
         out = self.data
 
-        # Free entries less the reads in flight, and its registered non-zero flag.
+        # Free entries less the reads in flight, and its registered non-zero flag. The flags
+        # here are registers computed from the next state with `pop` (the consumer's ready,
+        # which arrives late through its own logic) in the last LUT, not before an adder.
         free = Signal(range(n + 1), init=n)
         credit = Signal(init=1)
         issue = running & credit
         pop = out.valid & out.ready
-        free_next = free - issue + pop
-        m.d.sync += [free.eq(free_next), credit.eq(free_next != 0)]
+        m.d.sync += [free.eq(free - issue + pop),
+                     credit.eq(pop | Mux(issue, free != 1, free != 0))]
 
         # The item whose word the read ports are fetching, then the words as they landed.
         read, landed = Signal(layout), Signal(layout)
@@ -148,19 +150,22 @@ class BufferReader(wiring.Component):
         for i in range(1, self.ports):
             word = Mux(landed_select == i, landed_words[i], word)
 
-        # The queue: a ring of entries, written at `tail`, presented at `head`.
+        # The queue: a shift register whose entry 0 is the head, so ``data`` is driven by
+        # flip-flops (a ring's head mux sat in front of every consumer's handshake logic). A
+        # word lands behind the entries that stay; a pop moves every entry up one.
         entries = [Signal(layout, name=f"entry{i}") for i in range(n)]
-        head, tail = Signal(range(n)), Signal(range(n))
         held = Signal(range(n + 1))
-        m.d.sync += held.eq(held + landed_valid - pop)
-        with m.If(landed_valid):
-            for i, entry in enumerate(entries):
-                with m.If(tail == i):
-                    m.d.sync += [entry.eq(landed), entry.word.eq(word)]
-            m.d.sync += tail.eq(Mux(tail == n - 1, 0, tail + 1))
-        with m.If(pop):
-            m.d.sync += head.eq(Mux(head == n - 1, 0, head + 1))
-        m.d.comb += [out.valid.eq(held != 0), out.payload.eq(Array(entries)[head])]
+        nonempty = Signal()      # held != 0, as a register
+        m.d.sync += [held.eq(held + landed_valid - pop),
+                     nonempty.eq(landed_valid | Mux(pop, held != 1, held != 0))]
+        target = held - pop
+        for i, entry in enumerate(entries):
+            with m.If(landed_valid & (target == i)):
+                m.d.sync += [entry.eq(landed), entry.word.eq(word)]
+            if i + 1 < n:
+                with m.Elif(pop):
+                    m.d.sync += entry.eq(entries[i + 1])
+        m.d.comb += [out.valid.eq(nonempty), out.payload.eq(entries[0])]
 
         # `idle` is a register computed from the next cycle's state, so it reads exactly as
         # the state's own decode would, while the consumer's ready (through `pop`) and the
@@ -168,9 +173,9 @@ class BufferReader(wiring.Component):
         load = self.cmd.valid & ~running
         running_next = Mux(load, 1, Mux(issue & walk.last, 0, running))
         idle = Signal(init=1)
+        empty_next = ~landed_valid & Mux(pop, held == 1, held == 0)
         m.d.sync += [running.eq(running_next),
-                     idle.eq(~running_next & ~issue & ~read_valid &
-                             (held + landed_valid - pop == 0))]
+                     idle.eq(~running_next & ~issue & ~read_valid & empty_next)]
         m.d.comb += [
             self.cmd.ready.eq(~running),
             self.mem_en.eq(1),

@@ -97,14 +97,19 @@ class FloatRequantizer(wiring.Component):
         too_big = Signal()                      # t > 7 (then q != 0 saturates)
         y = Signal(62)                          # floor(2q * 2^t)
 
+        # i_stream.ready: a register equal to "in IDLE" (set by FINAL, cleared on accept), so
+        # the ready that a producer's queue enables wait on is not a state decode.
+        idle = Signal(init=1)
+        m.d.comb += i.ready.eq(idle)
+
         # Output register: dropped when taken, refilled by FINAL.
         with m.If(o.ready):
             m.d.sync += o.valid.eq(0)
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += i.ready.eq(1)
                 with m.If(i.valid):
+                    m.d.sync += idle.eq(0)
                     acc = i.payload.acc
                     m.d.sync += [
                         sign.eq(acc < 0),
@@ -172,6 +177,7 @@ class FloatRequantizer(wiring.Component):
                     m.d.sync += [
                         o.payload.eq(clamp(value, self.act_min, self.act_max)),
                         o.valid.eq(1),
+                        idle.eq(1),
                     ]
                     m.next = "IDLE"
         return m

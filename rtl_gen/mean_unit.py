@@ -30,7 +30,9 @@ class MeanUnit(wiring.Component):
     the rows leave on `to_requant` instead (a registered output), for the accelerator's
     shared Requantizer (which the accelerator sets to output_zp and [-128, 127]), the first 4
     cycles after the last input beat. Then it is ready for the next map.
-    channels, pixels and the quantization inputs must hold from the first beat to the last output.
+    channels, pixels and the quantization inputs must be set at least one cycle before the
+    first beat (the last group and pixel indices are registered from them: their compares
+    steer the FSM and the sums' write enable) and hold until the last output.
 
     A map too large for one pass arrives as several parts of `pixels` pixels each (the bands
     of a MEAN tiled through DDR): `accumulate` adds a part to the sums left by the previous
@@ -91,7 +93,10 @@ class MeanUnit(wiring.Component):
         groups = (self.channels + lanes - 1) >> (lanes.bit_length() - 1)
         group = Signal(range(self.depth))
         pixel = Signal(range(self.max_pixels))
-        last_group = group == groups - 1
+        last_group_index = Signal(range(self.depth))
+        last_pixel_index = Signal(range(self.max_pixels))
+        m.d.sync += [last_group_index.eq(groups - 1), last_pixel_index.eq(self.pixels - 1)]
+        last_group = group == last_group_index
 
         # Read-modify-write in three stages: A the accepted beat (its row is read), B the
         # row's old sums registered (the block RAM's output is slow), C the sums written. A
@@ -144,7 +149,7 @@ class MeanUnit(wiring.Component):
                                  for k in range(lanes)]
                     with m.If(last_group):
                         m.d.sync += pixel.eq(pixel + 1)
-                        with m.If(pixel == self.pixels - 1):
+                        with m.If(pixel == last_pixel_index):
                             m.d.sync += pixel.eq(0)
                             with m.If(self.emit):
                                 m.next = "FLUSH"

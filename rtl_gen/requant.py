@@ -123,7 +123,9 @@ class Requantizer(wiring.Component):
     otherwise arrays of them. output_zp/act_min/act_max are per-layer settings, held stable while
     beats are in flight.
 
-    Stages (registered), each at most one adder or one shifter deep for 100+ MHz: 1 left
+    Stages (registered), each at most one adder or one shifter deep for 100+ MHz: 0 the input
+    registered, with the shift split into its left and right amounts (the input is a mux of
+    the AccSerializer and the MeanUnit: a shifter behind it was the 45F's next path); 1 left
     shift; 2-3 the 32x32 product as four 16x16 partial products, one DSP block each (its
     input and output registers); 4 the middle partial products summed and the SRDHM
     rounding constant added to the low one; 5 SRDHM's high word; 6 the RoundingDivideByPOT
@@ -132,7 +134,7 @@ class Requantizer(wiring.Component):
     as a whole when the output is not taken.
     """
 
-    LATENCY = 4 + SRDHM_STAGES
+    LATENCY = 5 + SRDHM_STAGES
 
     def __init__(self, lanes: int = 1):
         if lanes < 1:
@@ -167,6 +169,9 @@ class Requantizer(wiring.Component):
             def reg(shape, name):
                 return Signal(shape, name=f"{name}{k}")
 
+            acc_in, mult_in = reg(signed(32), "acc_in"), reg(signed(32), "mult_in")
+            left = reg(5, "left")
+            right_in = reg(range(33), "right_in")
             a, mult = reg(signed(32), "a"), reg(signed(32), "mult")
             nudged = reg(signed(33), "nudged")
             shifted = reg(signed(32), "shifted")
@@ -176,14 +181,18 @@ class Requantizer(wiring.Component):
             r_high, r_shift = right[SRDHM_STAGES], right[SRDHM_STAGES + 1]
 
             shift = lane.shift
-            left = Mux(shift > 0, shift, 0).as_unsigned()[:5]
             nudge = rounding_nudge(high, r_high)
             with m.If(advance):
                 m.d.sync += [
+                    # 0: the input, the exponent as a left and a right shift.
+                    acc_in.eq(lane.acc),
+                    mult_in.eq(lane.multiplier),
+                    left.eq(Mux(shift > 0, shift, 0).as_unsigned()[:5]),
+                    right_in.eq(Mux(shift < 0, -shift, 0)),
                     # 1: the positive exponent as a left shift.
-                    a.eq(wrap32(lane.acc << left)),
-                    mult.eq(lane.multiplier),
-                    right[0].eq(Mux(shift < 0, -shift, 0)),
+                    a.eq(wrap32(acc_in << left)),
+                    mult.eq(mult_in),
+                    right[0].eq(right_in),
                     # 2-5: SaturatingRoundingDoublingHighMul (`srdhm_pipeline`).
                     *[right[s].eq(right[s - 1]) for s in range(1, len(right))],
                     # 6, 7: RoundingDivideByPOT as an add, then an arithmetic shift.

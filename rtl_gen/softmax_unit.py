@@ -135,6 +135,7 @@ class SoftmaxUnit(wiring.Component):
         # difference from the maximum and the range test in a state of their own.
         read_data, logit, exp_value = Signal(signed(8)), Signal(signed(8)), Signal(signed(32))
         diff, in_range = Signal(signed(9)), Signal()
+        scaled_diff, recip_doubled = Signal(signed(32)), Signal(signed(32))
 
         def read_logit(state, then, *, exp=False):
             # Yosys folds the first register into a block RAM's read port, whose output is
@@ -151,7 +152,11 @@ class SoftmaxUnit(wiring.Component):
                 m.d.sync += diff.eq(logit - maximum)
                 m.next = state + "_RANGE"
             with m.State(state + "_RANGE"):
-                m.d.sync += in_range.eq(diff >= self.diff_min)
+                # The multiplier operands that need a shifter, registered here so that the
+                # issue states only select registers (the operand mux was the 45F's path).
+                m.d.sync += [in_range.eq(diff >= self.diff_min),
+                             scaled_diff.eq(wrap32(diff << self.input_left_shift)),
+                             recip_doubled.eq(saturating_left_shift(recip, 1))]
                 m.next = then
 
         # Working registers of exp_on_negative_values; the reciprocal reuses two of them.
@@ -192,7 +197,7 @@ class SoftmaxUnit(wiring.Component):
         # select the barrel multipliers exp(-2^k).
         a_mod_quarter_minus_quarter = high[:QUARTER_BITS] - (1 << QUARTER_BITS)
         exp_ops = [
-            (wrap32(diff << self.input_left_shift), self.input_multiplier, [
+            (scaled_diff, self.input_multiplier, [
                 input_is_zero.eq(high == 0),
                 barrel_bits.eq(wrap32(a_mod_quarter_minus_quarter - high)[QUARTER_BITS:31]),
                 x.eq((a_mod_quarter_minus_quarter << (31 - SCALED_DIFF_FRAC_BITS)) + (1 << 28)),
@@ -267,7 +272,7 @@ class SoftmaxUnit(wiring.Component):
 
             out_stages = [f"OUT_MUL{k}" for k in range(SRDHM_STAGES)]
             with m.State("OUT"):
-                m.d.sync += [mul_a.eq(saturating_left_shift(recip, 1)), mul_b.eq(exp_value)]
+                m.d.sync += [mul_a.eq(recip_doubled), mul_b.eq(exp_value)]
                 m.next = out_stages[0]
             for k, stage in enumerate(out_stages):
                 with m.State(stage):

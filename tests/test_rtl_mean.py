@@ -62,6 +62,7 @@ def run_means(dut, cases, seed, valid_prob=1.0, ready_prob=1.0):
     async def bench(ctx):
         for case in cases:
             set_ports(ctx, dut, case.ports)
+            await ctx.tick()            # settings lead the first beat by a cycle
             for beat in case.beats(dut.lanes, rng):
                 await send(ctx, dut.i_stream, beat, rng, valid_prob)
             channels = case.x.shape[2]
@@ -143,6 +144,7 @@ def test_mean_over_parts():
             for k, part in enumerate(parts):
                 set_ports(ctx, dut, {**case.ports, "pixels": part, "accumulate": k > 0,
                                      "emit": k == len(parts) - 1})
+                await ctx.tick()
                 for beat in beats[:part * per_pixel]:
                     await send(ctx, dut.i_stream, beat, rng, 0.8)
                 beats = beats[part * per_pixel:]
