@@ -287,6 +287,19 @@ def _finish(report: SynthReport, build_dir: Path, progress: _Progress) -> SynthR
     return report
 
 
+def _yosys_failure(log: Path) -> str:
+    """One line for a failed Yosys run. YoWASP's Yosys runs ABC in its own process image and
+    loses its log output from the ABC call on, so an error there leaves no message at all."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    errors = [line for line in lines if line.startswith("ERROR")]
+    if errors:
+        return f"yosys failed: {errors[-1]} (see {log})"
+    if lines and lines[-1].startswith("Running ABC command"):
+        return (f"yosys exited inside ABC9 with no message (YoWASP's Yosys loses its log from the "
+                f"ABC call on; seen on large netlists, input-dependent); see {log}")
+    return f"yosys failed; see {log}"
+
+
 # ---- out-of-context flow ---------------------------------------------------------------------
 
 def synthesize(component, board: str | Board = DEFAULT_BOARD, clock_mhz: float | None = None,
@@ -329,7 +342,7 @@ def synthesize(component, board: str | Board = DEFAULT_BOARD, clock_mhz: float |
     (build_dir / f"{top_name}.ys").write_text(script)
     if _run([tool_path("yosys"), f"{top_name}.ys"], build_dir / "yosys.log", _YOSYS_PHASES, say,
             build_dir, deadline):
-        raise SynthError(f"yosys failed; see {build_dir / 'yosys.log'}")
+        raise SynthError(_yosys_failure(build_dir / "yosys.log"))
     seconds["yosys"] = time.monotonic() - t
     cells = _cell_counts(build_dir / f"{top_name}.stat.json")
     _check_fit(cells, board)

@@ -16,7 +16,7 @@ outer_stride=C_out, inner=pw_out/lanes, inner_step=lanes).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -150,22 +150,23 @@ class BufferReader(wiring.Component):
         for i in range(1, self.ports):
             word = Mux(landed_select == i, landed_words[i], word)
 
-        # The queue: a shift register whose entry 0 is the head, so ``data`` is driven by
-        # flip-flops (a ring's head mux sat in front of every consumer's handshake logic). A
-        # word lands behind the entries that stay; a pop moves every entry up one.
+        # The queue: a ring of entries, written at `tail`, presented at `head`: a pop only
+        # moves `head` (a shift queue's pop would enable every entry's word: 4096 flip-flops
+        # for the weight reader, behind the consumer's ready).
         entries = [Signal(layout, name=f"entry{i}") for i in range(n)]
+        head, tail = Signal(range(n)), Signal(range(n))
         held = Signal(range(n + 1))
         nonempty = Signal()      # held != 0, as a register
         m.d.sync += [held.eq(held + landed_valid - pop),
                      nonempty.eq(landed_valid | Mux(pop, held != 1, held != 0))]
-        target = held - pop
-        for i, entry in enumerate(entries):
-            with m.If(landed_valid & (target == i)):
-                m.d.sync += [entry.eq(landed), entry.word.eq(word)]
-            if i + 1 < n:
-                with m.Elif(pop):
-                    m.d.sync += entry.eq(entries[i + 1])
-        m.d.comb += [out.valid.eq(nonempty), out.payload.eq(entries[0])]
+        with m.If(landed_valid):
+            for i, entry in enumerate(entries):
+                with m.If(tail == i):
+                    m.d.sync += [entry.eq(landed), entry.word.eq(word)]
+            m.d.sync += tail.eq(Mux(tail == n - 1, 0, tail + 1))
+        with m.If(pop):
+            m.d.sync += head.eq(Mux(head == n - 1, 0, head + 1))
+        m.d.comb += [out.valid.eq(nonempty), out.payload.eq(Array(entries)[head])]
 
         # `idle` is a register computed from the next cycle's state, so it reads exactly as
         # the state's own decode would, while the consumer's ready (through `pop`) and the

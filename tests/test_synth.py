@@ -229,3 +229,14 @@ def test_sigterm_stops_the_tools(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=600) == 128 + signal.SIGTERM
     assert _processes_in(out) == []
+
+
+def test_yosys_failure_messages(tmp_path):
+    """A failed Yosys run gets one line: its ERROR, or the silent exit inside ABC9 named."""
+    from boards.synth import _yosys_failure
+    log = tmp_path / "yosys.log"
+    log.write_text("2.46.14.5. Executing ABC9.\nRunning ABC command: \"/yosys-abc\" -s -f x\n")
+    assert "exited inside ABC9 with no message" in _yosys_failure(log)
+    log.write_text("1. Executing Verilog-2005 frontend\nERROR: syntax error, unexpected ';'\n")
+    assert _yosys_failure(log).startswith("yosys failed: ERROR: syntax error")
+    assert _yosys_failure(tmp_path / "missing.log").startswith("yosys failed; see")
