@@ -245,8 +245,11 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             fire.eq(seq.busy & ~draining & ~progress &
                     (wd_count == limits.watchdog_cycles - 1)),
-            local_rst.eq(draining & ~dma.rd_busy & ~dma.wr_busy),
         ]
+        # The local reset is a register (a one-cycle pulse once the DMA is idle): it fans out
+        # to every resettable unit's flip-flops, and as a LUT output it put the DMA's busy
+        # flags in front of the sequencer's next state (the CI config's critical path).
+        m.d.sync += local_rst.eq(draining & ~dma.rd_busy & ~dma.wr_busy & ~local_rst)
         with m.If(progress | ~seq.busy | draining):
             m.d.sync += wd_count.eq(0)
         with m.Else():
