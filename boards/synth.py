@@ -474,4 +474,7 @@ if __name__ == "__main__":
     # SIGTERM (`kill`, a CI timeout) unwinds like Ctrl-C, so `_run` stops the tool's process
     # group: by default the interpreter would die and leave nextpnr running on, orphaned.
     signal.signal(signal.SIGTERM, _terminated)
+    # A process started from a non-interactive shell's background (`nohup ... &`) inherits
+    # SIGINT ignored; `bench.boards` stops a build with SIGINT, so take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

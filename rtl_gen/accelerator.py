@@ -22,7 +22,7 @@ Buffer words are sized so that every chunk moved is one aligned piece of a word
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -105,16 +105,19 @@ class AccSerializer(wiring.Component):
         m = Module()
         n, lanes, depth = self.n, self.lanes, self.depth
         result = data.ArrayLayout(signed(32), n)
-        # A shift queue: entry 0 is the head, so the beat select reads a register.
+        # A ring of entries, written at `tail`, read at `head`: a pop only moves `head` (as a
+        # shift queue, each pop enabled every entry's ~1000 bits behind the requantizers'
+        # ready: the 45F's critical path), and a push enables one entry from `tail`.
         queue = [Signal(result, name=f"queue{i}") for i in range(depth)]
-        head = queue[0]
+        head_at, tail_at = Signal(range(depth)), Signal(range(depth))
+        head = Signal(result)
+        m.d.comb += head.eq(Array(queue)[head_at])
         held = Signal(range(depth + 1))
         beat = Signal(range(n))
         # A result's beats less one, from the layer's settings (stable while it runs).
         next_last_beat = (Mux(self.float_mode, self.count, self.count >> exact_log2(lanes)) - 1)
         # `beat == last beat` and `held != 0` kept as registers computed from the next values
-        # (equal to the compares in every cycle): `pop` enables ~1000 queue bits, so it must
-        # come from a few flip-flops through one LUT, not through comparators.
+        # (equal to the compares in every cycle), so the handshakes wait on no comparator.
         last, valid = Signal(), Signal()
 
         # The output register: one beat, with its lanes' records, for either requantizer.
@@ -140,14 +143,13 @@ class AccSerializer(wiring.Component):
         m.d.sync += [beat.eq(next_beat), held.eq(next_held),
                      last.eq(next_beat == next_last_beat[:len(beat)]),
                      valid.eq(next_held != 0)]
-        # A push lands behind the entries that stay; a pop moves every entry up one.
-        target = held - pop
-        for i, entry in enumerate(queue):
-            with m.If(push & (target == i)):
-                m.d.sync += entry.eq(self.acc.payload)
-            if i + 1 < depth:
-                with m.Elif(pop):
-                    m.d.sync += entry.eq(queue[i + 1])
+        with m.If(push):
+            for i, entry in enumerate(queue):
+                with m.If(tail_at == i):
+                    m.d.sync += entry.eq(self.acc.payload)
+            m.d.sync += tail_at.eq(Mux(tail_at == depth - 1, 0, tail_at + 1))
+        with m.If(pop):
+            m.d.sync += head_at.eq(Mux(head_at == depth - 1, 0, head_at + 1))
 
         acc_groups = data.View(data.ArrayLayout(data.ArrayLayout(signed(32), lanes), n // lanes),
                                head.as_value())
@@ -210,13 +212,17 @@ class Accelerator(wiring.Component):
                                                 addr_width=REGS_ADDR_WIDTH)
         m.submodules.dma = dma = AxiDMA(cfg)
         seq = Sequencer(cfg, limits)
-        # The local reset of the datapath, one cycle once an abort has drained the DMA.
-        local_rst = Signal()
+        # The local resets, one-cycle pulses once an abort has drained the DMA: the
+        # sequencer's (with its DMA command slices) first, then the datapath's a cycle later.
+        # Two registers, not one: the datapath's reaches ~10,000 flip-flops, and synthesis
+        # folds a reset into next-state logic where a flip-flop's own reset cannot take it,
+        # so one shared net put that fanout in front of the sequencer's state.
+        seq_rst, local_rst = Signal(), Signal()
 
-        def resettable(unit):
-            return ResetInserter(local_rst)(unit)
+        def resettable(unit, reset=local_rst):
+            return ResetInserter(reset)(unit)
 
-        m.submodules.seq = resettable(seq)
+        m.submodules.seq = resettable(seq, seq_rst)
         wiring.connect(m, wiring.flipped(self.s_axi), regs.s_axi)
         wiring.connect(m, dma.m_axi, wiring.flipped(self.m_axi))
         wiring.connect(m, seq.layer_cycles, regs.layer_cycles)
@@ -232,7 +238,7 @@ class Accelerator(wiring.Component):
         # register, not the burst splitters' loads (the 45F's critical path before it).
         for name, cmd, dcmd in (("rd", seq.rd_cmd, dma.rd_cmd), ("wr", seq.wr_cmd, dma.wr_cmd)):
             cslice = m.submodules[f"{name}_cmd_slice"] = resettable(
-                CommandSlice(dma_command_layout(cfg)))
+                CommandSlice(dma_command_layout(cfg)), seq_rst)
             # Only the DMA side is gated while draining: the sequencer may still hand a
             # command to the slice (it and the slice are reset once the DMA is idle), so its
             # next state never waits on `draining` (the 45F's critical path at 85 MHz).
@@ -246,10 +252,12 @@ class Accelerator(wiring.Component):
             fire.eq(seq.busy & ~draining & ~progress &
                     (wd_count == limits.watchdog_cycles - 1)),
         ]
-        # The local reset is a register (a one-cycle pulse once the DMA is idle): it fans out
-        # to every resettable unit's flip-flops, and as a LUT output it put the DMA's busy
-        # flags in front of the sequencer's next state (the CI config's critical path).
-        m.d.sync += local_rst.eq(draining & ~dma.rd_busy & ~dma.wr_busy & ~local_rst)
+        # The local resets are registers: as a LUT output, the reset put the DMA's busy flags
+        # in front of the sequencer's next state (the CI config's critical path). While the
+        # datapath's reset lags by a cycle the sequencer is idle and issues nothing, and
+        # `draining` (hence BUSY, and START's gate) ends only after both.
+        m.d.sync += [seq_rst.eq(draining & ~dma.rd_busy & ~dma.wr_busy & ~seq_rst & ~local_rst),
+                     local_rst.eq(seq_rst)]
         with m.If(progress | ~seq.busy | draining):
             m.d.sync += wd_count.eq(0)
         with m.Else():
@@ -310,10 +318,11 @@ class Accelerator(wiring.Component):
         act_wr = [mem.write_port(granularity=8) for mem in acts]
         weights_wr = weights.write_port(granularity=8 * bus)
 
-        def reader(name, mems, select, word, depth, walk, sliced=False):
+        def reader(name, mems, select, word, depth, walk, sliced=False, chunk_bytes=0):
             """A BufferReader on its own read port of each of `mems`, reading `mems[select]`;
             `sliced`: its walks pass a `CommandSlice`."""
-            r = BufferReader(word_bytes=word, depth=depth, ports=len(mems))
+            r = BufferReader(word_bytes=word, depth=depth, ports=len(mems),
+                             chunk_bytes=chunk_bytes if chunk_bytes < word else 0)
             m.submodules[name] = resettable(r)
             for i, mem in enumerate(mems):
                 port = mem.read_port()
@@ -329,8 +338,10 @@ class Accelerator(wiring.Component):
             return r
 
         act_rd = reader("act_reader", acts, seq.src, g.act_word, g.act_depth, seq.act_walk)
+        # The depthwise taps are dw_lanes-byte chunks of a weight word, preselected in the
+        # reader's queue (a head select and a byte select were too deep for one cycle).
         weight_rd = reader("weight_reader", [weights], 0, g.weight_word, g.weight_depth,
-                           seq.weight_walk)
+                           seq.weight_walk, chunk_bytes=cfg.dw_lanes)
         # The store's walk is sliced like its DMA command, so that its first W beat comes
         # the cycle after its AW (a subordinate may hold W until it has the AW).
         store_rd = reader("store_reader", acts, seq.store_src, g.act_word, g.act_depth,
@@ -419,14 +430,14 @@ class Accelerator(wiring.Component):
         # shifted in so that tap 0 ends at the bottom).
         taps = Signal(data.ArrayLayout(data.ArrayLayout(signed(8), cfg.dw_lanes), 9))
         w_item = weight_rd.data.payload
-        tap = chunk_at(w_item.word, w_item.addr, cfg.dw_lanes)
+        tap = w_item.chunk if weight_rd.chunk_bytes else w_item.word
         m.d.comb += [pw.weight.valid.eq(weight_rd.data.valid & ctl_conv),
                      pw.weight.payload.eq(chunk_at(w_item.word, w_item.addr, g.block)),
                      weight_rd.data.ready.eq(Mux(ctl_conv, pw.weight.ready, 1))]
-        # Each tap lands in a register before it is shifted in: the reader's queue select and
-        # the byte select are as deep as a cycle allows. The sequencer waits for the reader to
-        # go idle and then at least two states before DW_TILE takes the taps, so the extra
-        # cycle never shows.
+        # Each tap lands in a register before it is shifted in, so the reader's head select
+        # does not also drive the shift register's enables. The sequencer waits for the
+        # reader to go idle and then at least two states before DW_TILE takes the taps, so
+        # the extra cycle never shows.
         tap_reg, tap_valid = Signal.like(tap), Signal()
         m.d.sync += [tap_reg.eq(tap), tap_valid.eq(weight_rd.data.valid & ~ctl_conv)]
         with m.If(tap_valid):
@@ -462,10 +473,17 @@ class Accelerator(wiring.Component):
         # has room for); the depthwise engine's results leave as fast as they come.
         m.d.comb += [pw.release.eq(ser.release & is_conv), dw.acc.ready.eq(1)]
         m.d.comb += [ser.records.eq(records.as_value()), ser.float_mode.eq(is_float)]
+        # The Requantizer is always ready (nothing behind it back-pressures), and its ready
+        # goes to both sources unmuxed: the serializer is empty during a MEAN, and a layer
+        # kind in its ready would sit in front of the serializer's pop.
         with m.If(is_mean):
-            wiring.connect(m, mean.to_requant, rq.i_stream)
+            m.d.comb += [rq.i_stream.valid.eq(mean.to_requant.valid),
+                         rq.i_stream.payload.eq(mean.to_requant.payload)]
         with m.Else():
-            wiring.connect(m, ser.fixed, rq.i_stream)
+            m.d.comb += [rq.i_stream.valid.eq(ser.fixed.valid),
+                         rq.i_stream.payload.eq(ser.fixed.payload)]
+        m.d.comb += [mean.to_requant.ready.eq(rq.i_stream.ready),
+                     ser.fixed.ready.eq(rq.i_stream.ready)]
         wiring.connect(m, ser.float, frq.i_stream)
         for unit in (rq, frq):
             # A MEAN clamps to the int8 range (TFLite's MEAN has no fused activation).

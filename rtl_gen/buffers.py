@@ -72,13 +72,16 @@ class _Walk:
                                self.addr.eq(self.addr + c.inner_step)]
 
 
-def read_item_layout(word_bytes: int, max_bytes: int) -> data.StructLayout:
-    return data.StructLayout({
+def read_item_layout(word_bytes: int, max_bytes: int, chunk_bytes: int = 0) -> data.StructLayout:
+    fields = {
         "word": 8 * word_bytes,     # the buffer word holding the item
         "addr": range(max_bytes),   # the item's byte address (its low bits pick the chunk)
         "first": 1,                 # first item of an inner loop
         "last": 1,                  # last item of an inner loop
-    })
+    }
+    if chunk_bytes:
+        fields["chunk"] = 8 * chunk_bytes   # chunk_at(word, addr, chunk_bytes), preselected
+    return data.StructLayout(fields)
 
 
 class BufferReader(wiring.Component):
@@ -98,6 +101,11 @@ class BufferReader(wiring.Component):
     register), so back-pressure on ``data`` never reaches the block RAM's clock enable or the
     queue's registers: the consumer's ready only advances the head pointer. The stream runs
     at one item per clock; an item is on ``data`` `LATENCY` cycles after its address.
+
+    `chunk_bytes` (optional): each item also carries ``chunk``, its `chunk_bytes`-byte chunk
+    of the word, selected as the word enters the queue, so a consumer of that chunk size
+    sees the head select alone rather than the head select and a byte select of the
+    whole word behind it.
     """
 
     # A read issued in cycle t lands in t + 2, is at the head in t + 3, taken then, and its
@@ -105,12 +113,16 @@ class BufferReader(wiring.Component):
     LATENCY = 3
     QUEUE = LATENCY + 1
 
-    def __init__(self, *, word_bytes: int, depth: int, ports: int = 1):
+    def __init__(self, *, word_bytes: int, depth: int, ports: int = 1, chunk_bytes: int = 0):
+        if chunk_bytes and (word_bytes % chunk_bytes or chunk_bytes & (chunk_bytes - 1)):
+            raise ValueError(f"{chunk_bytes}-byte chunks do not tile {word_bytes}-byte words")
         self.word_bytes, self.depth, self.ports = word_bytes, depth, ports
+        self.chunk_bytes = chunk_bytes
         self.max_bytes = word_bytes * depth
         super().__init__({
             "cmd": In(stream.Signature(walk_layout(self.max_bytes))),
-            "data": Out(stream.Signature(read_item_layout(word_bytes, self.max_bytes))),
+            "data": Out(stream.Signature(read_item_layout(word_bytes, self.max_bytes,
+                                                          chunk_bytes))),
             "mem_addr": Out(range(depth)), "mem_en": Out(1),
             "mem_data": In(data.ArrayLayout(8 * word_bytes, ports)),
             "mem_select": In(range(ports)),
@@ -121,7 +133,7 @@ class BufferReader(wiring.Component):
         m = Module()
         walk = _Walk(m, self.cmd.payload.shape(), "walk")
         n = self.QUEUE
-        layout = read_item_layout(self.word_bytes, self.max_bytes)
+        layout = read_item_layout(self.word_bytes, self.max_bytes, self.chunk_bytes)
         running = Signal()
         out = self.data
 
@@ -163,6 +175,9 @@ class BufferReader(wiring.Component):
             for i, entry in enumerate(entries):
                 with m.If(tail == i):
                     m.d.sync += [entry.eq(landed), entry.word.eq(word)]
+                    if self.chunk_bytes:
+                        m.d.sync += entry.chunk.eq(chunk_at(word, landed.addr,
+                                                            self.chunk_bytes))
             m.d.sync += tail.eq(Mux(tail == n - 1, 0, tail + 1))
         with m.If(pop):
             m.d.sync += head.eq(Mux(head == n - 1, 0, head + 1))

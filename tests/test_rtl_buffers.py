@@ -14,8 +14,8 @@ WORD, DEPTH = 4, 32
 class ReaderOnMemory(Elaboratable):
     """A BufferReader wired to the read port of a memory holding `init`."""
 
-    def __init__(self, init):
-        self.reader = BufferReader(word_bytes=WORD, depth=DEPTH)
+    def __init__(self, init, chunk_bytes=0):
+        self.reader = BufferReader(word_bytes=WORD, depth=DEPTH, chunk_bytes=chunk_bytes)
         self.init = init
 
     def elaborate(self, platform):
@@ -39,19 +39,31 @@ def random_walk(rng):
             return base, outer, stride, inner, inner_step
 
 
-def expected_items(walk, words):
+def chunk_of(word, addr, nbytes):
+    """The `nbytes`-byte chunk of `word` holding byte address `addr` (as `chunk_at`)."""
+    offset = (addr % WORD) // nbytes * nbytes
+    return (word >> (8 * offset)) & ((1 << (8 * nbytes)) - 1)
+
+
+def expected_items(walk, words, chunk_bytes=0):
     base, outer, stride, inner, step = walk
-    return [(words[(base + i * stride + j * step) // WORD], base + i * stride + j * step,
-             int(j == 0), int(j == inner - 1)) for i in range(outer) for j in range(inner)]
+    items = []
+    for i in range(outer):
+        for j in range(inner):
+            addr = base + i * stride + j * step
+            word = words[addr // WORD]
+            items.append((word, addr, int(j == 0), int(j == inner - 1))
+                         + ((chunk_of(word, addr, chunk_bytes),) if chunk_bytes else ()))
+    return items
 
 
-def simulate(seed, ready_prob, walks=12):
+def simulate(seed, ready_prob, walks=12, chunk_bytes=0):
     rng = np.random.default_rng(seed)
     words = [int(w) for w in rng.integers(0, 2**32, DEPTH, dtype=np.uint64)]
-    dut = ReaderOnMemory(words)
+    dut = ReaderOnMemory(words, chunk_bytes)
     r = dut.reader
     plan = [random_walk(rng) for _ in range(walks)]
-    expected = [item for walk in plan for item in expected_items(walk, words)]
+    expected = [item for walk in plan for item in expected_items(walk, words, chunk_bytes)]
     got, first_at, cmd_at = [], [], []
 
     async def commands(ctx):
@@ -71,11 +83,12 @@ def simulate(seed, ready_prob, walks=12):
         while len(got) < len(expected):
             ready = int(ready_rng.random() < ready_prob)
             ctx.set(r.data.ready, ready)
-            _, _, valid, word, addr, first, last = await ctx.tick().sample(
+            extra = (r.data.payload.chunk,) if chunk_bytes else ()
+            _, _, valid, *item = await ctx.tick().sample(
                 r.data.valid, r.data.payload.word, r.data.payload.addr, r.data.payload.first,
-                r.data.payload.last)
+                r.data.payload.last, *extra)
             if valid and ready:
-                got.append((word, addr, first, last))
+                got.append(tuple(int(v) for v in item))
                 idle = 0
             cycle, idle = cycle + 1, idle + 1
             assert idle < IDLE_LIMIT
@@ -93,6 +106,13 @@ def simulate(seed, ready_prob, walks=12):
 @pytest.mark.parametrize("seed", range(6))
 def test_random_walks_with_backpressure(seed):
     got, expected, _, _ = simulate(seed, ready_prob=0.5)
+    assert got == expected
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2])
+def test_preselected_chunks(chunk_bytes):
+    """With `chunk_bytes`, every item also carries its chunk of the word, as `chunk_at`."""
+    got, expected, _, _ = simulate(11 + chunk_bytes, ready_prob=0.5, chunk_bytes=chunk_bytes)
     assert got == expected
 
 
