@@ -10,8 +10,11 @@ multiplier input with a small delay model of the ECP5 fabric:
 * a carry chain (CCU2C) costs 0.45 ns to enter and 0.06 ns per cell to ripple;
 * each routed net costs 0.45 ns + 0.3 ns x log2(1 + fanout): a high-fanout enable or
   handshake net is what dominated the measured critical paths (2.8-3.5 ns for one hop);
-* clock-to-out: 0.52 ns for a flip-flop, 2.4 ns for an unregistered DP16KD output, 0.5 ns for
-  a MULT18X18D with its output register (4.5 ns without).
+* clock-to-out: 0.52 ns for a flip-flop, 5.8 ns for an unregistered DP16KD output (nextpnr's
+  figure), 0.5 ns for a MULT18X18D with its output register (4.5 ns without).
+
+A block RAM's output also crosses the die to its reader (4.9 ns in one 45F build): placement,
+which this model does not see, so a block-RAM path ranks lower here than it routes.
 
 The model ranks paths; it does not replace nextpnr (placement adds or removes a few ns). Paths
 are grouped by (start, end) register names with the numeric suffixes Yosys adds removed, so a
@@ -29,7 +32,7 @@ import sys
 from collections import defaultdict
 
 LUT_NS, MUX_NS, CARRY_IN_NS, CARRY_STEP_NS, CARRY_OUT_NS = 0.24, 0.2, 0.45, 0.06, 0.3
-FF_CQ_NS, BRAM_CQ_NS, DSP_REG_NS, DSP_COMB_NS = 0.52, 2.4, 0.5, 4.5
+FF_CQ_NS, BRAM_CQ_NS, DSP_REG_NS, DSP_COMB_NS = 0.52, 5.8, 0.5, 4.5
 
 
 def route_ns(fanout: int) -> float:

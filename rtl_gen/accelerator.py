@@ -24,14 +24,13 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from firmware.program import Flags, Opcode
 
 from .axi import AXI4LiteSignature, AXI4Signature
-from .buffers import BufferReader, BufferWriter, chunk_at
+from .buffers import BankedMemory, BufferReader, BufferWriter, chunk_at
 from .config import AccelConfig
 from .depthwise import DepthwiseEngine
 from .dma import AxiDMA, dma_command_layout
@@ -185,9 +184,9 @@ class Accelerator(wiring.Component):
     DMA are never reset this way.
 
     Watchdog: a run (sequencer busy) that sees no progress (no AXI handshake on any channel,
-    no DMA command or completion, no buffer walk or datapath stream handshake) for
-    `Limits.watchdog_cycles` cycles ends at once with DONE, ERROR and ERROR_CODE
-    `ErrorCode.WATCHDOG` (LAYER_COUNT frozen at that moment), and aborts as above. It only
+    no DMA command or completion, no buffer walk or datapath stream handshake, no softmax
+    exponential stored) for `Limits.watchdog_cycles` cycles ends at once with DONE, ERROR and
+    ERROR_CODE `ErrorCode.WATCHDOG` (LAYER_COUNT frozen at that moment), and aborts as above. It only
     observes, so it never changes the timing of a run. If the bus never answers an
     outstanding request, the drain cannot finish: BUSY stays high and only the system reset
     recovers the core (an AXI master may not abandon issued bursts).
@@ -311,24 +310,22 @@ class Accelerator(wiring.Component):
                      ctl_softmax.eq(is_softmax)]
 
         # ---- buffers ----------------------------------------------------------------------
-        acts = [Memory(shape=8 * g.act_word, depth=g.act_depth, init=[]) for _ in range(2)]
-        m.submodules.act0, m.submodules.act1 = acts
-        m.submodules.weights = weights = Memory(shape=8 * g.weight_word, depth=g.weight_depth,
-                                                init=[])
-        act_wr = [mem.write_port(granularity=8) for mem in acts]
-        weights_wr = weights.write_port(granularity=8 * bus)
+        acts = [BankedMemory(m, f"act{i}", word_bytes=g.act_word, depth=g.act_depth)
+                for i in range(2)]
+        weights = BankedMemory(m, "weights", word_bytes=g.weight_word, depth=g.weight_depth)
 
         def reader(name, mems, select, word, depth, walk, sliced=False, chunk_bytes=0):
-            """A BufferReader on its own read port of each of `mems`, reading `mems[select]`;
-            `sliced`: its walks pass a `CommandSlice`."""
-            r = BufferReader(word_bytes=word, depth=depth, ports=len(mems),
+            """A BufferReader on its own read port of every bank of each of `mems`, reading
+            `mems[select]`; `sliced`: its walks pass a `CommandSlice`."""
+            banks = mems[0].banks
+            r = BufferReader(word_bytes=word, depth=depth, ports=len(mems) * banks,
                              chunk_bytes=chunk_bytes if chunk_bytes < word else 0)
             m.submodules[name] = resettable(r)
             for i, mem in enumerate(mems):
-                port = mem.read_port()
-                m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en),
-                             r.mem_data[i].eq(port.data)]
-            m.d.comb += r.mem_select.eq(select)
+                words, bank = mem.read_port(m, r.mem_addr, r.mem_en)
+                m.d.comb += [r.mem_data[i * banks + k].eq(w) for k, w in enumerate(words)]
+            # `select` and the bank both come a cycle after the address, like the data.
+            m.d.comb += r.mem_select.eq(select * banks + bank)
             if sliced:
                 wslice = m.submodules[f"{name}_walk_slice"] = resettable(
                     CommandSlice(r.cmd.payload.shape()))
@@ -381,21 +378,22 @@ class Accelerator(wiring.Component):
         load_act = arrived & to_act
         load_bytes = Cat(bit.replicate(bus) for bit in chunk_enable(g.act_word))
         # The input buffer takes loaded words, the other one the writer's.
-        for i, port in enumerate(act_wr):
+        for i, buf in enumerate(acts):
             with m.If(seq.src == i):
-                m.d.comb += [port.addr.eq(beat >> exact_log2(act_per_word)),
-                             port.data.eq(Cat([word] * act_per_word)),
-                             port.en.eq(Mux(load_act, load_bytes, 0))]
+                m.d.comb += [buf.w_addr.eq(beat >> exact_log2(act_per_word)),
+                             buf.w_data.eq(Cat([word] * act_per_word)),
+                             buf.w_en.eq(Mux(load_act, load_bytes, 0))]
             with m.Else():
-                m.d.comb += [port.addr.eq(writer.mem_addr), port.data.eq(writer.mem_data),
-                             port.en.eq(writer.mem_en)]
+                m.d.comb += [buf.w_addr.eq(writer.mem_addr), buf.w_data.eq(writer.mem_data),
+                             buf.w_en.eq(writer.mem_en)]
         weight_per_word = g.weight_word // bus
         m.d.comb += [
-            weights_wr.addr.eq(seq.weight_load_word + (beat >> exact_log2(weight_per_word))),
-            weights_wr.data.eq(Cat([word] * weight_per_word)),
+            weights.w_addr.eq(seq.weight_load_word + (beat >> exact_log2(weight_per_word))),
+            weights.w_data.eq(Cat([word] * weight_per_word)),
         ]
         with m.If(arrived & to_weights):
-            m.d.comb += weights_wr.en.eq(chunk_enable(g.weight_word))
+            m.d.comb += weights.w_en.eq(Cat(bit.replicate(bus)
+                                            for bit in chunk_enable(g.weight_word)))
         with m.If(arrived & to_desc):
             m.d.sync += desc.as_value().word_select(beat, 8 * bus).eq(word)
         for i, reg in enumerate(record_slots):
@@ -535,7 +533,7 @@ class Accelerator(wiring.Component):
         axi = self.m_axi
         events = [axi.arvalid & axi.arready, axi.rvalid & axi.rready,
                   axi.awvalid & axi.awready, axi.wvalid & axi.wready, axi.bvalid & axi.bready,
-                  dma.rd_done, dma.wr_done, dw.tile.valid & dw.tile.ready]
+                  dma.rd_done, dma.wr_done, dw.tile.valid & dw.tile.ready, softmax.progress]
         for port in (seq.rd_cmd, seq.wr_cmd, seq.act_walk, seq.weight_walk, seq.out_walk,
                      seq.store_walk, act_rd.data, weight_rd.data, store_rd.data, writer.data):
             events.append(port.valid & port.ready)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -27,6 +28,70 @@ def walk_layout(max_bytes: int) -> data.StructLayout:
     n = range(max_bytes + 1)
     return data.StructLayout({"base": n, "outer": n, "outer_stride": n,
                               "inner": n, "inner_step": n})
+
+
+def mux_tree(values: list, select):
+    """`values[select]` as a balanced tree of 2:1 Muxes on the bits of `select`, one level
+    per bit. (Not an Array index: Yosys 0.70's abc9 fails an assertion, ABC_OPS_REINTEGRATE,
+    on the 85F build with an Array here; and not a chain of compares, which is as deep as
+    the list is long.)"""
+    level = 0
+    while len(values) > 1:
+        values = [Mux(select[level], values[i + 1], values[i]) if i + 1 < len(values)
+                  else values[i] for i in range(0, len(values), 2)]
+        level += 1
+    return values[0]
+
+
+# Words in one bank of a `BankedMemory`: a DP16KD's depth at its widest (512 x 36 bits), so
+# each bank is block RAMs side by side with no depth cascade behind their outputs.
+BANK_WORDS = 512
+
+
+class BankedMemory:
+    """A buffer of `depth` words built as banks of at most `BANK_WORDS` words, each an
+    `amaranth.lib.memory.Memory` of its own, with one byte-granular write port.
+
+    As one Memory, synthesis cascades a deep buffer's block RAMs in depth and selects their
+    outputs with a LUT tree; the slow block-RAM output (5.8 ns on an ECP5) then crossed the
+    die into that tree before any flip-flop (the 45F's critical path at 90 MHz). Banked,
+    each bank's read data is a port of its own for the `BufferReader`, which lands every
+    word in a register first and selects the bank after it (`read_port`). Same latency.
+
+    Construction adds the banks to `m` as submodules `{name}_bank{k}`; `w_addr`, `w_data`
+    and `w_en` (one bit per byte) drive the write port.
+    """
+
+    def __init__(self, m: Module, name: str, *, word_bytes: int, depth: int):
+        self.word_bytes, self.depth = word_bytes, depth
+        self.bank_words = min(depth, BANK_WORDS)
+        self.banks = -(-depth // self.bank_words)
+        self._shift = exact_log2(self.bank_words) if self.banks > 1 else 0
+        self.mems = [Memory(shape=8 * word_bytes, depth=self.bank_words, init=[])
+                     for _ in range(self.banks)]
+        for k, mem in enumerate(self.mems):
+            m.submodules[f"{name}_bank{k}"] = mem
+        self.w_addr = Signal(range(depth), name=f"{name}_w_addr")
+        self.w_data = Signal(8 * word_bytes, name=f"{name}_w_data")
+        self.w_en = Signal(word_bytes, name=f"{name}_w_en")
+        for k, mem in enumerate(self.mems):
+            port = mem.write_port(granularity=8)
+            hit = (self.w_addr >> self._shift) == k if self.banks > 1 else 1
+            m.d.comb += [port.addr.eq(self.w_addr), port.data.eq(self.w_data),
+                         port.en.eq(Mux(hit, self.w_en, 0))]
+
+    def read_port(self, m: Module, addr, en) -> tuple[list, Signal]:
+        """A read port on every bank at `addr`: (each bank's read data, a cycle after the
+        address; the bank of that address, a register: valid with the data)."""
+        bank = Signal(range(self.banks))
+        if self.banks > 1:
+            m.d.sync += bank.eq(addr >> self._shift)
+        words = []
+        for mem in self.mems:
+            port = mem.read_port()
+            m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
+            words.append(port.data)
+        return words, bank
 
 
 def chunk_at(word, addr, nbytes: int):
@@ -156,11 +221,7 @@ class BufferReader(wiring.Component):
                      read.first.eq(walk.j == 0), read.last.eq(walk.last_inner),
                      landed_valid.eq(read_valid), landed.eq(read),
                      landed_words.eq(self.mem_data), landed_select.eq(self.mem_select)]
-        # A chain of Muxes, not an Array index: Yosys 0.70's abc9 fails an assertion
-        # (ABC_OPS_REINTEGRATE) on the 85F build when this select is an Array.
-        word = landed_words[0]
-        for i in range(1, self.ports):
-            word = Mux(landed_select == i, landed_words[i], word)
+        word = mux_tree(list(landed_words), landed_select)
 
         # The queue: a ring of entries, written at `tail`, presented at `head`: a pop only
         # moves `head` (a shift queue's pop would enable every entry's word: 4096 flip-flops

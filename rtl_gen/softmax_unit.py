@@ -24,9 +24,10 @@ RECIP_ONE = 1 << 29
 SCALED_DIFF_FRAC_BITS = 26         # Q5.26 input of exp_on_negative_values
 QUARTER_BITS = SCALED_DIFF_FRAC_BITS - 2   # 1/4 in Q5.26
 ACCUMULATION_INTEGER_BITS = 12     # Q12.19 sum of exponentials
-# A multiply: issue, the SRDHM pipeline, write-back; exp_on_negative_values takes 6 plus one
-# per barrel multiplier, the reciprocal a first guess and three Newton-Raphson steps of two.
-MULTIPLY_STATES = 1 + SRDHM_STAGES + 1
+# A multiply: issue (which operands), operand load, the SRDHM pipeline, write-back;
+# exp_on_negative_values takes 6 plus one per barrel multiplier, the reciprocal a first guess
+# and three Newton-Raphson steps of two.
+MULTIPLY_STATES = 1 + 1 + SRDHM_STAGES + 1
 EXP_MULTIPLIES = 6 + len(EXP_BARREL)
 RECIP_MULTIPLIES = 1 + 3 * 2
 # Write-back states beyond one per multiply, where a result is more than one adder deep:
@@ -59,16 +60,17 @@ class SoftmaxUnit(wiring.Component):
 
     It runs once per inference on ~10 values, so area wins over speed: every gemmlowp
     SaturatingRoundingDoublingHighMul goes through one pipelined 32x32 multiplier
-    (`requant.srdhm_pipeline`: four DSP blocks), each multiply taking MULTIPLY_STATES = 6
-    states of a micro-sequenced FSM (issue: operands registered; four pipeline states;
-    write-back from the registered high word). No state is more than one adder (or one
+    (`requant.srdhm_pipeline`: four DSP blocks), each multiply taking MULTIPLY_STATES = 7
+    states of a micro-sequenced FSM (issue: which operands, as one-hot source selects;
+    operand load; four pipeline states; write-back from the registered high word). The
+    operands are a select of registers by registers, not by the FSM's ~20 issue states. No state is more than one adder (or one
     compare) deep, and the state register is one-hot (`fsm_encoding`), so a write-back's
     select is a flip-flop rather than a decode of ~130 states: 100+ MHz on an ECP5.
 
     Phases and cycles (n = length): load n + 1 cycles (one logit per clock into a register,
-    the maximum tracked on the fly behind it), exponentials 87 per logit, reciprocal of the
-    sum 47, output 13 per logit when the consumer is ready (each pass reads a logit into
-    registers first). That is 101 n + 48 cycles (`vector_cycles`), e.g. 1058 for 10 logits
+    the maximum tracked on the fly behind it), exponentials 100 per logit, reciprocal of the
+    sum 54, output 14 per logit when the consumer is ready (each pass reads a logit into
+    registers first). That is 115 n + 55 cycles (`vector_cycles`), e.g. 1205 for 10 logits
     (it runs once per inference).
 
     input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
@@ -94,6 +96,9 @@ class SoftmaxUnit(wiring.Component):
             "input_multiplier": In(signed(32)),
             "input_left_shift": In(range(32)),
             "diff_min": In(signed(32)),
+            # One cycle high per exponential stored (every ~100 cycles): the long compute
+            # phases have no stream handshake for the accelerator's watchdog to see.
+            "progress": Out(1),
         })
 
     @staticmethod
@@ -123,9 +128,10 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += [logit_wr.addr.eq(index), logit_rd.addr.eq(index),
                      exp_wr.addr.eq(index), exp_rd.addr.eq(index)]
 
-        # The one multiplier: operands registered in an issue state, then the pipelined
-        # SaturatingRoundingDoublingHighMul (`SRDHM_STAGES` states, running every cycle),
-        # then the write-back state, which reads the registered high word.
+        # The one multiplier: an issue state registers which operands (`choose`), the next
+        # cycle loads them, then the pipelined SaturatingRoundingDoublingHighMul
+        # (`SRDHM_STAGES` states, running every cycle), then the write-back state, which
+        # reads the registered high word.
         mul_a, mul_b = Signal(signed(32)), Signal(signed(32))
         high = srdhm_pipeline(m, mul_a, mul_b, 1, "srdhm", platform)
         maximum = Signal(signed(8))
@@ -171,13 +177,14 @@ class SoftmaxUnit(wiring.Component):
         shifted = Signal(signed(32))
 
         def multiplies(name, ops, after):
-            """Chain of (a, b, write-back statements) multiplies: issue, SRDHM_STAGES
-            multiply states and write-back."""
+            """Chain of (a, b, write-back statements) multiplies: issue, operand load,
+            SRDHM_STAGES multiply states and write-back."""
             names = [f"{name}_{n}" for n in range(len(ops))] + [after]
             for n, (a, b, writeback) in enumerate(ops):
-                stages = [f"{names[n]}_MUL{k}" for k in range(SRDHM_STAGES)]
+                # The operand load, then the pipeline.
+                stages = [f"{names[n]}_MUL{k}" for k in range(1 + SRDHM_STAGES)]
                 with m.State(names[n]):
-                    m.d.sync += [mul_a.eq(a), mul_b.eq(b)]
+                    m.d.sync += choose(a, b)
                     m.next = stages[0]
                 for k, stage in enumerate(stages):
                     with m.State(stage):
@@ -219,6 +226,36 @@ class SoftmaxUnit(wiring.Component):
                           (recip, t, ([t.eq(saturating_left_shift(high, 2))],
                                       [recip.eq(wrap32(recip + t))]))]
 
+        # Operand sources: each distinct register gets a one-hot select bit, constants go
+        # through a register of their own; an issue state sets them, and every cycle the
+        # operand registers take the AND-OR of the selected sources.
+        pairs = [(a, b) for a, b, _ in exp_ops + recip_ops] + [(recip_doubled, exp_value)]
+        operands = []
+        for side, reg in ((0, mul_a), (1, mul_b)):
+            sources = []
+            for pair in pairs:
+                if not isinstance(pair[side], int) and \
+                        not any(pair[side] is src for src in sources):
+                    sources.append(pair[side])
+            select = Signal(len(sources), name=f"mul_{'ab'[side]}_select")
+            constant = Signal(signed(32), name=f"mul_{'ab'[side]}_constant")
+            value = constant
+            for k, src in enumerate(sources):
+                value = value | Mux(select[k], src, 0)
+            m.d.sync += reg.eq(value)
+            operands.append((sources, select, constant))
+
+        def choose(*pair):
+            """The issue of a multiply of pair = (a, b): their selects and constants."""
+            statements = []
+            for operand, (sources, select, constant) in zip(pair, operands):
+                if isinstance(operand, int):
+                    statements += [select.eq(0), constant.eq(operand)]
+                else:
+                    k = next(k for k, src in enumerate(sources) if src is operand)
+                    statements += [select.eq(1 << k), constant.eq(0)]
+            return statements
+
         with m.FSM() as fsm:
             with m.State("LOAD"):
                 # A logit lands in `held` before it is compared or stored: the input comes
@@ -248,7 +285,7 @@ class SoftmaxUnit(wiring.Component):
                                       rounding_divide_by_pot(exp, ACCUMULATION_INTEGER_BITS), 0))]
                 m.next = "EXP_STORE"
             with m.State("EXP_STORE"):
-                m.d.comb += [exp_wr.data.eq(t), exp_wr.en.eq(1)]
+                m.d.comb += [exp_wr.data.eq(t), exp_wr.en.eq(1), self.progress.eq(1)]
                 m.d.sync += [total.eq(wrap32(total + u)),
                              index.eq(Mux(last, 0, index + 1))]
                 with m.If(last):
@@ -270,9 +307,9 @@ class SoftmaxUnit(wiring.Component):
             multiplies("RECIP", recip_ops, after="OUT_READ")
             read_logit("OUT_READ", "OUT", exp=True)
 
-            out_stages = [f"OUT_MUL{k}" for k in range(SRDHM_STAGES)]
+            out_stages = [f"OUT_MUL{k}" for k in range(1 + SRDHM_STAGES)]
             with m.State("OUT"):
-                m.d.sync += [mul_a.eq(recip_doubled), mul_b.eq(exp_value)]
+                m.d.sync += choose(recip_doubled, exp_value)
                 m.next = out_stages[0]
             for k, stage in enumerate(out_stages):
                 with m.State(stage):
