@@ -537,8 +537,11 @@ class Accelerator(wiring.Component):
         for port in (seq.rd_cmd, seq.wr_cmd, seq.act_walk, seq.weight_walk, seq.out_walk,
                      seq.store_walk, act_rd.data, weight_rd.data, store_rd.data, writer.data):
             events.append(port.valid & port.ready)
-        # Registered: the OR of every handshake in the design would otherwise sit in front
-        # of the watchdog's fire and the registers' DONE/ERROR (the 45F's critical path once
-        # the DMA commands were sliced). A watchdog a cycle late is the same watchdog.
-        m.d.sync += progress.eq(Cat(events).any())
+        # Registered twice, each event and then their OR: the OR of every handshake in the
+        # design would otherwise sit in front of the watchdog's fire and the registers'
+        # DONE/ERROR (the 45F's critical path once the DMA commands were sliced), and the
+        # handshakes themselves behind the sequencer's state decode. A watchdog two cycles
+        # late is the same watchdog.
+        seen = Signal(len(events))
+        m.d.sync += [seen.eq(Cat(events)), progress.eq(seen.any())]
         return m

@@ -204,12 +204,12 @@ def test_other_digit_widths(digit_width):
 
 @pytest.mark.parametrize("digit_width", [1, 8])
 def test_cycles_per_value(digit_width):
-    """With the output always taken, one value leaves every CYCLES = 32 / digit_width + 7."""
+    """With the output always taken, one value leaves every CYCLES = 32 / digit_width + 8."""
     rng = np.random.default_rng(12)
     cases = realistic_cases(rng, 12)
     cycles = run(cases, digit_width=digit_width, seed=13)
     period = FloatRequantizer(digit_width).CYCLES
-    assert period == 32 // digit_width + 7
+    assert period == 32 // digit_width + 8
     assert cycles == [period * (k + 1) for k in range(len(cases))]
 
 
