@@ -186,8 +186,8 @@ class Accelerator(wiring.Component):
     Watchdog: a run (sequencer busy) that sees no progress (no AXI handshake on any channel,
     no DMA command or completion, no buffer walk or datapath stream handshake, no softmax
     exponential stored) for `Limits.watchdog_cycles` cycles ends at once with DONE, ERROR and
-    ERROR_CODE `ErrorCode.WATCHDOG` (LAYER_COUNT frozen at that moment), and aborts as above. It only
-    observes, so it never changes the timing of a run. If the bus never answers an
+    ERROR_CODE `ErrorCode.WATCHDOG` (LAYER_COUNT frozen at that moment), and aborts as above.
+    It only observes, so it never changes the timing of a run. If the bus never answers an
     outstanding request, the drain cannot finish: BUSY stays high and only the system reset
     recovers the core (an AXI master may not abandon issued bursts).
     """

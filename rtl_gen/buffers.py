@@ -240,9 +240,18 @@ class BufferReader(wiring.Component):
                         m.d.sync += entry.chunk.eq(chunk_at(word, landed.addr,
                                                             self.chunk_bytes))
             m.d.sync += tail.eq(Mux(tail == n - 1, 0, tail + 1))
-        with m.If(pop):
-            m.d.sync += head.eq(Mux(head == n - 1, 0, head + 1))
-        m.d.comb += [out.valid.eq(nonempty), out.payload.eq(Array(entries)[head])]
+        head_next = Mux(pop, Mux(head == n - 1, 0, head + 1), head)
+        m.d.sync += head.eq(head_next)
+        # The head's first/last flags as registers of their own (its entry's, or the landing
+        # item's when that becomes the head): consumers decide their ready from `last` (the
+        # MAC array's credit check), so it must not come through the head select.
+        head_first, head_last = Signal(), Signal()
+        becomes_head = landed_valid & (tail == head_next)
+        for flag, field in ((head_first, "first"), (head_last, "last")):
+            at_next = Array(getattr(e, field) for e in entries)[head_next]
+            m.d.sync += flag.eq(Mux(becomes_head, getattr(landed, field), at_next))
+        m.d.comb += [out.valid.eq(nonempty), out.payload.eq(Array(entries)[head]),
+                     out.payload.first.eq(head_first), out.payload.last.eq(head_last)]
 
         # `idle` is a register computed from the next cycle's state, so it reads exactly as
         # the state's own decode would, while the consumer's ready (through `pop`) and the

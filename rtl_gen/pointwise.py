@@ -136,8 +136,11 @@ class PointwiseEngine(wiring.Component):
             self.weight.ready.eq(self.act.valid & room),
         ]
         taken = accept & self.act.payload.last
-        free_next = free - taken + self.release
-        m.d.sync += [free.eq(free_next), credit.eq(free_next != 0)]
+        m.d.sync += free.eq(free - taken + self.release)
+        # free_next != 0 from compares of the register `free`, selected by the late `taken`
+        # in the last LUT rather than fed through the adder.
+        m.d.sync += credit.eq(Mux(taken, Mux(self.release, free != 0, free > 1),
+                                  Mux(self.release, 1, free != 0)))
 
         def stage(value, *, name, shape=None):
             reg = Signal(shape if shape is not None else value.shape(), name=name)
