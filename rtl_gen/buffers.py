@@ -213,9 +213,11 @@ class BufferReader(wiring.Component):
                      credit.eq(pop | Mux(issue, free != 1, free != 0))]
 
         # The item whose word the read ports are fetching, then the words as they landed.
-        read, landed = Signal(layout), Signal(layout)
+        # Data registers have no reset (their valid flags do): fewer loads on the local
+        # reset net, and nothing but routing between a block RAM and its landing register.
+        read, landed = Signal(layout, reset_less=True), Signal(layout, reset_less=True)
         read_valid, landed_valid = Signal(), Signal()
-        landed_words = Signal.like(self.mem_data)
+        landed_words = Signal.like(self.mem_data, reset_less=True)
         landed_select = Signal.like(self.mem_select)
         m.d.sync += [read_valid.eq(issue), read.addr.eq(walk.addr),
                      read.first.eq(walk.j == 0), read.last.eq(walk.last_inner),
@@ -226,7 +228,7 @@ class BufferReader(wiring.Component):
         # The queue: a ring of entries, written at `tail`, presented at `head`: a pop only
         # moves `head` (a shift queue's pop would enable every entry's word: 4096 flip-flops
         # for the weight reader, behind the consumer's ready).
-        entries = [Signal(layout, name=f"entry{i}") for i in range(n)]
+        entries = [Signal(layout, name=f"entry{i}", reset_less=True) for i in range(n)]
         head, tail = Signal(range(n)), Signal(range(n))
         held = Signal(range(n + 1))
         nonempty = Signal()      # held != 0, as a register
