@@ -154,9 +154,10 @@ class BufferReader(wiring.Component):
 
     Ports: ``cmd`` (walk, taken only when the previous walk has been issued), ``data``
     (stream of `read_item_layout`), ``mem_addr``/``mem_en`` (to be wired to the read port of
-    each of `ports` memories, e.g. the two activation buffers), ``mem_data`` (their read
-    data, one word per memory), ``mem_select`` (which memory's word the items take; read a
-    cycle after the address, like the data), ``idle`` (no walk running and no item waiting).
+    each of `ports` memories, e.g. every bank of the two activation buffers, see
+    `BankedMemory`), ``mem_data`` (their read data, one word per memory), ``mem_select``
+    (which memory's word the items take; read a cycle after the address, like the data),
+    ``idle`` (no walk running and no item waiting).
 
     The read ports are always enabled, and every word read lands in a register of its own
     (one per memory, before any logic: a DP16KD's output is slow, 5.8 ns, and its blocks lie
