@@ -30,7 +30,7 @@ from amaranth.utils import exact_log2
 from firmware.program import Flags, Opcode
 
 from .axi import AXI4LiteSignature, AXI4Signature
-from .buffers import BankedMemory, BufferReader, BufferWriter, chunk_at
+from .buffers import BankedMemory, BufferReader, BufferWriter, chunk_at, ring_next
 from .config import AccelConfig
 from .depthwise import DepthwiseEngine
 from .dma import AxiDMA, dma_command_layout
@@ -146,9 +146,9 @@ class AccSerializer(wiring.Component):
             for i, entry in enumerate(queue):
                 with m.If(tail_at == i):
                     m.d.sync += entry.eq(self.acc.payload)
-            m.d.sync += tail_at.eq(Mux(tail_at == depth - 1, 0, tail_at + 1))
+            m.d.sync += tail_at.eq(ring_next(tail_at, depth))
         with m.If(pop):
-            m.d.sync += head_at.eq(Mux(head_at == depth - 1, 0, head_at + 1))
+            m.d.sync += head_at.eq(ring_next(head_at, depth))
 
         acc_groups = data.View(data.ArrayLayout(data.ArrayLayout(signed(32), lanes), n // lanes),
                                head.as_value())

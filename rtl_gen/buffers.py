@@ -43,6 +43,11 @@ def mux_tree(values: list, select):
     return values[0]
 
 
+def ring_next(pointer, n: int):
+    """The ring position after `pointer` in a ring of `n` entries."""
+    return Mux(pointer == n - 1, 0, pointer + 1)
+
+
 # Words in one bank of a `BankedMemory`: a DP16KD's depth at its widest (512 x 36 bits), so
 # each bank is block RAMs side by side with no depth cascade behind their outputs.
 BANK_WORDS = 512
@@ -242,8 +247,8 @@ class BufferReader(wiring.Component):
                     if self.chunk_bytes:
                         m.d.sync += entry.chunk.eq(chunk_at(word, landed.addr,
                                                             self.chunk_bytes))
-            m.d.sync += tail.eq(Mux(tail == n - 1, 0, tail + 1))
-        head_next = Mux(pop, Mux(head == n - 1, 0, head + 1), head)
+            m.d.sync += tail.eq(ring_next(tail, n))
+        head_next = Mux(pop, ring_next(head, n), head)
         m.d.sync += head.eq(head_next)
         # The head's first/last flags as registers of their own (its entry's, or the landing
         # item's when that becomes the head): consumers decide their ready from `last` (the

@@ -63,9 +63,10 @@ class SoftmaxUnit(wiring.Component):
     (`requant.srdhm_pipeline`: four DSP blocks), each multiply taking MULTIPLY_STATES = 7
     states of a micro-sequenced FSM (issue: which operands, as one-hot source selects;
     operand load; four pipeline states; write-back from the registered high word). The
-    operands are a select of registers by registers, not by the FSM's ~20 issue states. No state is more than one adder (or one
-    compare) deep, and the state register is one-hot (`fsm_encoding`), so a write-back's
-    select is a flip-flop rather than a decode of ~130 states: 100+ MHz on an ECP5.
+    operands are a select of registers by registers, not by the FSM's ~20 issue states. No
+    state is more than one adder (or one compare) deep, and the state register is one-hot
+    (`fsm_encoding`), so a write-back's select is a flip-flop rather than a decode of ~130
+    states: 100+ MHz on an ECP5.
 
     Phases and cycles (n = length): load n + 1 cycles (one logit per clock into a register,
     the maximum tracked on the fly behind it), exponentials 100 per logit, reciprocal of the
