@@ -310,9 +310,10 @@ class Accelerator(wiring.Component):
                      ctl_softmax.eq(is_softmax)]
 
         # ---- buffers ----------------------------------------------------------------------
-        acts = [BankedMemory(m, f"act{i}", word_bytes=g.act_word, depth=g.act_depth)
-                for i in range(2)]
-        weights = BankedMemory(m, "weights", word_bytes=g.weight_word, depth=g.weight_depth)
+        acts = [BankedMemory(m, f"act{i}", word_bytes=g.act_word, depth=g.act_depth,
+                             platform=platform) for i in range(2)]
+        weights = BankedMemory(m, "weights", word_bytes=g.weight_word, depth=g.weight_depth,
+                               platform=platform)
 
         def reader(name, mems, select, word, depth, walk, sliced=False, chunk_bytes=0):
             """A BufferReader on its own read port of every bank of each of `mems`, reading
@@ -324,8 +325,12 @@ class Accelerator(wiring.Component):
             for i, mem in enumerate(mems):
                 words, bank = mem.read_port(m, r.mem_addr, r.mem_en)
                 m.d.comb += [r.mem_data[i * banks + k].eq(w) for k, w in enumerate(words)]
-            # `select` and the bank both come a cycle after the address, like the data.
-            m.d.comb += r.mem_select.eq(select * banks + bank)
+            # The words come `bram.READ_LATENCY` (2) cycles after the address, with the bank
+            # (a register of `read_port`); `select` as it was a cycle after the address.
+            select_read = Signal.like(select, name=f"{name}_select") if len(mems) > 1 else 0
+            if len(mems) > 1:
+                m.d.sync += select_read.eq(select)
+            m.d.comb += r.mem_select.eq(select_read * banks + bank)
             if sliced:
                 wslice = m.submodules[f"{name}_walk_slice"] = resettable(
                     CommandSlice(r.cmd.payload.shape()))

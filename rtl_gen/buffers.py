@@ -1,7 +1,7 @@
 """On-chip buffer access: address walks that read a memory into a stream or write a stream
 into a memory, plus the sub-word helpers the layer datapaths use to pick their lanes.
 
-Every buffer is an `amaranth.lib.memory.Memory` of `word_bytes`-byte words. The accelerator
+Every buffer is a `BankedMemory` of `word_bytes`-byte words. The accelerator
 only ever moves aligned chunks whose size is a power of two no larger than a word (a pixel's
 pw_in channels, a dw_lanes group, a requantized beat, a bus word, one byte), so a chunk never
 straddles two words: a reader delivers the whole word plus the chunk's byte address, and the
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
+
+from .bram import BLOCK_WORDS, READ_LATENCY, Bank
 
 
 def walk_layout(max_bytes: int) -> data.StructLayout:
@@ -48,55 +49,44 @@ def ring_next(pointer, n: int):
     return Mux(pointer == n - 1, 0, pointer + 1)
 
 
-# Words in one bank of a `BankedMemory`: a DP16KD's depth at its widest (512 x 36 bits), so
-# each bank is block RAMs side by side with no depth cascade behind their outputs.
-BANK_WORDS = 512
-
-
 class BankedMemory:
-    """A buffer of `depth` words built as banks of at most `BANK_WORDS` words, each an
-    `amaranth.lib.memory.Memory` of its own, with one byte-granular write port.
+    """A buffer of `depth` words built as banks of at most `bram.BLOCK_WORDS` words (a
+    DP16KD's depth at its widest), each a `bram.Bank`, with one byte-granular write port.
 
-    As one Memory, synthesis cascades a deep buffer's block RAMs in depth and selects their
-    outputs with a LUT tree; the slow block-RAM output (5.8 ns on an ECP5) then crossed the
-    die into that tree before any flip-flop (the 45F's critical path at 90 MHz). Banked,
-    each bank's read data is a port of its own for the `BufferReader`, which lands every
-    word in a register first and selects the bank after it (`read_port`). Same latency.
+    As one memory, synthesis cascades a deep buffer's block RAMs in depth and selects their
+    outputs with a LUT tree behind the slow block-RAM output. Banked, each bank's word is a
+    port of its own for the `BufferReader`, which selects the bank after the bank's output
+    register (`read_port`).
 
-    Construction adds the banks to `m` as submodules `{name}_bank{k}`; `w_addr`, `w_data`
-    and `w_en` (one bit per byte) drive the write port.
+    Construction adds the banks to `m` (`{name}_bank{k}`); `w_addr`, `w_data` and `w_en`
+    (one bit per byte) drive the write port.
     """
 
-    def __init__(self, m: Module, name: str, *, word_bytes: int, depth: int):
+    def __init__(self, m: Module, name: str, *, word_bytes: int, depth: int, platform=None):
         self.word_bytes, self.depth = word_bytes, depth
-        self.bank_words = min(depth, BANK_WORDS)
+        self.bank_words = min(depth, BLOCK_WORDS)
         self.banks = -(-depth // self.bank_words)
         self._shift = exact_log2(self.bank_words) if self.banks > 1 else 0
-        self.mems = [Memory(shape=8 * word_bytes, depth=self.bank_words, init=[])
-                     for _ in range(self.banks)]
-        for k, mem in enumerate(self.mems):
-            m.submodules[f"{name}_bank{k}"] = mem
+        self._banks = [Bank(m, f"{name}_bank{k}", word_bytes=word_bytes,
+                            depth=self.bank_words, platform=platform)
+                       for k in range(self.banks)]
         self.w_addr = Signal(range(depth), name=f"{name}_w_addr")
         self.w_data = Signal(8 * word_bytes, name=f"{name}_w_data")
         self.w_en = Signal(word_bytes, name=f"{name}_w_en")
-        for k, mem in enumerate(self.mems):
-            port = mem.write_port(granularity=8)
+        for k, bank in enumerate(self._banks):
             hit = (self.w_addr >> self._shift) == k if self.banks > 1 else 1
-            m.d.comb += [port.addr.eq(self.w_addr), port.data.eq(self.w_data),
-                         port.en.eq(Mux(hit, self.w_en, 0))]
+            m.d.comb += [bank.w_addr.eq(self.w_addr), bank.w_data.eq(self.w_data),
+                         bank.w_en.eq(Mux(hit, self.w_en, 0))]
 
     def read_port(self, m: Module, addr, en) -> tuple[list, Signal]:
-        """A read port on every bank at `addr`: (each bank's read data, a cycle after the
-        address; the bank of that address, a register: valid with the data)."""
+        """A read port on every bank at `addr`: (each bank's word, `READ_LATENCY` cycles
+        after the address, from a register; the bank of that address, a register valid with
+        the words)."""
         bank = Signal(range(self.banks))
         if self.banks > 1:
-            m.d.sync += bank.eq(addr >> self._shift)
-        words = []
-        for mem in self.mems:
-            port = mem.read_port()
-            m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
-            words.append(port.data)
-        return words, bank
+            bank_read = Signal(range(self.banks))
+            m.d.sync += [bank_read.eq(addr >> self._shift), bank.eq(bank_read)]
+        return [b.read_port(addr, en) for b in self._banks], bank
 
 
 def chunk_at(word, addr, nbytes: int):
@@ -158,20 +148,20 @@ class BufferReader(wiring.Component):
     """Streams a walk's items out of a memory through its synchronous read port.
 
     Ports: ``cmd`` (walk, taken only when the previous walk has been issued), ``data``
-    (stream of `read_item_layout`), ``mem_addr``/``mem_en`` (to be wired to the read port of
+    (stream of `read_item_layout`), ``mem_addr``/``mem_en`` (to be wired to a read port of
     each of `ports` memories, e.g. every bank of the two activation buffers, see
-    `BankedMemory`), ``mem_data`` (their read data, one word per memory), ``mem_select``
-    (which memory's word the items take; read a cycle after the address, like the data),
-    ``idle`` (no walk running and no item waiting).
+    `BankedMemory`), ``mem_data`` (their words, one per memory, `bram.READ_LATENCY` cycles
+    after the address and from registers: the block RAMs' output registers), ``mem_select``
+    (which memory's word the items take; valid with the words), ``idle`` (no walk running
+    and no item waiting).
 
-    The read ports are always enabled, and every word read lands in a register of its own
-    (one per memory, before any logic: a DP16KD's output is slow, 5.8 ns, and its blocks lie
-    spread over the die, so nothing may sit between it and a flip-flop), is then selected
-    into a queue of `QUEUE` entries, which ``data`` presents at its head. A read is issued
-    only while the queue has room for it counting the reads in flight (`credit`, a
-    register), so back-pressure on ``data`` never reaches the block RAM's clock enable or the
-    queue's registers: the consumer's ready only advances the head pointer. The stream runs
-    at one item per clock; an item is on ``data`` `LATENCY` cycles after its address.
+    The read ports are always enabled; the words leave the block RAMs from their output
+    registers (nothing but routing behind a block RAM: they lie spread over the die), are
+    selected into a queue of `QUEUE` entries, which ``data`` presents at its head. A read
+    is issued only while the queue has room for it counting the reads in flight (`credit`,
+    a register), so back-pressure on ``data`` never reaches the block RAM's clock enable or
+    the queue's registers: the consumer's ready only advances the head pointer. The stream
+    runs at one item per clock; an item is on ``data`` `LATENCY` cycles after its address.
 
     `chunk_bytes` (optional): each item also carries ``chunk``, its `chunk_bytes`-byte chunk
     of the word, selected as the word enters the queue, so a consumer of that chunk size
@@ -179,9 +169,10 @@ class BufferReader(wiring.Component):
     whole word behind it.
     """
 
-    # A read issued in cycle t lands in t + 2, is at the head in t + 3, taken then, and its
-    # entry is issued again in t + 4: four entries keep one item a clock.
-    LATENCY = 3
+    # A read issued in cycle t lands (leaves the block RAM's output register) in t + 2, is at
+    # the head in t + 3, taken then, and its entry is issued again in t + 4: four entries
+    # keep one item a clock.
+    LATENCY = READ_LATENCY + 1
     QUEUE = LATENCY + 1
 
     def __init__(self, *, word_bytes: int, depth: int, ports: int = 1, chunk_bytes: int = 0):
@@ -218,18 +209,14 @@ class BufferReader(wiring.Component):
         m.d.sync += [free.eq(free - issue + pop),
                      credit.eq(pop | Mux(issue, free != 1, free != 0))]
 
-        # The item whose word the read ports are fetching, then the words as they landed.
-        # Data registers have no reset (their valid flags do): fewer loads on the local
-        # reset net, and nothing but routing between a block RAM and its landing register.
+        # The item whose word the read ports are fetching, then the item as its word lands.
+        # Data registers have no reset (their valid flags do): fewer loads on the local reset.
         read, landed = Signal(layout, reset_less=True), Signal(layout, reset_less=True)
         read_valid, landed_valid = Signal(), Signal()
-        landed_words = Signal.like(self.mem_data, reset_less=True)
-        landed_select = Signal.like(self.mem_select)
         m.d.sync += [read_valid.eq(issue), read.addr.eq(walk.addr),
                      read.first.eq(walk.j == 0), read.last.eq(walk.last_inner),
-                     landed_valid.eq(read_valid), landed.eq(read),
-                     landed_words.eq(self.mem_data), landed_select.eq(self.mem_select)]
-        word = mux_tree(list(landed_words), landed_select)
+                     landed_valid.eq(read_valid), landed.eq(read)]
+        word = mux_tree(list(self.mem_data), self.mem_select)
 
         # The queue: a ring of entries, written at `tail`, presented at `head`: a pop only
         # moves `head` (a shift queue's pop would enable every entry's word: 4096 flip-flops

@@ -12,7 +12,8 @@ WORD, DEPTH = 4, 32
 
 
 class ReaderOnMemory(Elaboratable):
-    """A BufferReader wired to the read port of a memory holding `init`."""
+    """A BufferReader wired to the read port of a memory holding `init`, through a register
+    (the block RAM's output register of `bram.Bank`)."""
 
     def __init__(self, init, chunk_bytes=0):
         self.reader = BufferReader(word_bytes=WORD, depth=DEPTH, chunk_bytes=chunk_bytes)
@@ -23,7 +24,8 @@ class ReaderOnMemory(Elaboratable):
         m.submodules.reader = r = self.reader
         m.submodules.mem = mem = Memory(shape=8 * WORD, depth=DEPTH, init=self.init)
         port = mem.read_port()
-        m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en), r.mem_data[0].eq(port.data)]
+        m.d.comb += [port.addr.eq(r.mem_addr), port.en.eq(r.mem_en)]
+        m.d.sync += r.mem_data[0].eq(port.data)
         return m
 
 
