@@ -128,7 +128,7 @@ def estimate(cfg: AccelConfig) -> Estimate:
     pixels), the MeanUnit sums, the per-layer cycle registers and the SoftmaxUnit's logits and
     exponentials.
     Both formulas reproduce synth_ecp5 exactly for `default_config("ulx3s-85f")`: 148
-    MULT18X18D, 150 DP16KD. With one reader per activation buffer (read_ports=1) they matched
+    MULT18X18D, 169 DP16KD. With one reader per activation buffer (read_ports=1) they matched
     an earlier accelerator as exactly: AccelConfig() 280 and 106, pw 2x2 with one lane 37 and 24.
     """
     from rtl_gen.sequencer import Geometry, Limits

@@ -122,3 +122,15 @@ def read_tensor(fw, mem: Memory, tensor: int) -> np.ndarray:
     p = fw.tensors[tensor]
     raw = np.frombuffer(mem.read(p.addr, p.nbytes), np.int8)
     return raw.reshape(p.shape[:-1] + (p.c_pad,))[..., : p.shape[-1]]
+
+
+def run_image(fw, x: np.ndarray) -> dict[int, np.ndarray]:
+    """The functional model end to end: compiled program `fw` run from its DDR image on one
+    int8 image `x`; every tensor it writes, as read back from DDR (by tensor index)."""
+    mem = Memory(bytearray(fw.image), fw.base)
+    mem.write(fw.regions["input"][0], host_input(fw, x))
+    layers = execute(mem, fw.program_addr, fw.cfg)
+    if layers != len(fw.descriptors) - 1:
+        raise DescriptorError(f"the program ended after {layers} of "
+                              f"{len(fw.descriptors) - 1} layers")
+    return {t: read_tensor(fw, mem, t) for t in fw.tensors if t != fw.input_tensor}

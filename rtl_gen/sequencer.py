@@ -93,7 +93,7 @@ class Limits:
     cover MobileNet up to 224x224 inputs and ImageNet-sized channel counts."""
     max_width: int = 224      # depthwise line buffer: feature map width and height
     max_channels: int = 1024  # MEAN per-channel sums
-    max_classes: int = 256    # SOFTMAX logits (the SoftmaxUnit's ceiling)
+    max_classes: int = 1024   # SOFTMAX logits (the SoftmaxUnit's ceiling): ImageNet heads
     max_layers: int = LAYER_COUNTERS  # per-descriptor cycle registers (later ones uncounted)
     # A run making no progress this long ends with WATCHDOG (`Accelerator`). Units such as
     # the SoftmaxUnit compute internally for a while between handshakes: keep it >= ~1000.

@@ -38,6 +38,8 @@ RECIP_EXTRA_WRITEBACKS = 3
 # Reading a logit: the block RAM's word, its second register, the difference from the
 # maximum, then the range test against diff_min.
 READ_STATES = 4
+# The most logits a SoftmaxUnit holds (an ImageNet head has 1000; see `__init__`).
+MAX_LENGTH = 1024
 
 
 def saturating_left_shift(x, exponent: int):
@@ -82,10 +84,12 @@ class SoftmaxUnit(wiring.Component):
 
     def __init__(self, max_length: int = 16):
         # The sum of exponentials is at least 2^19 (the maximum logit contributes exactly that)
-        # and at most max_length * 2^19; up to 256 logits the final rounding shift,
-        # 35 - clz(sum), stays within 0..32 where rounding_divide_by_pot is defined.
-        if not 1 <= max_length <= 256:
-            raise ValueError(f"max_length must be 1..256, got {max_length}")
+        # and at most max_length * 2^19, so the final rounding shift, 35 - clz(sum), is 23..33
+        # for up to 1024 logits; `rounding_divide_by_pot` is exact there for the positive
+        # products it divides. (TFLite's reference asserts that shift <= 31 and aborts beyond
+        # it: sums of 2^28 and more, i.e. 512 or more logits tied at the maximum.)
+        if not 1 <= max_length <= MAX_LENGTH:
+            raise ValueError(f"max_length must be 1..{MAX_LENGTH}, got {max_length}")
         self.max_length = max_length
         # The loaded logits and their exponentials (Q0.31), kept for the output pass.
         self.logits = Memory(shape=signed(8), depth=max_length, init=[])
@@ -172,7 +176,7 @@ class SoftmaxUnit(wiring.Component):
         barrel_bits = Signal(len(EXP_BARREL))
         input_is_zero = Signal()
         total = Signal(signed(32))
-        out_exponent = Signal(range(33))
+        out_exponent = Signal(range(34))
         headroom = Signal(range(33))
         nudged = Signal(signed(33))
         shifted = Signal(signed(32))

@@ -59,10 +59,10 @@ def producer(stream, beats, rng, valid_prob=1.0):
     return testbench
 
 
-async def collect(ctx, stream, count, rng, ready_prob=1.0, raw=False):
+async def collect(ctx, stream, count, rng, ready_prob=1.0, raw=False, idle_limit=IDLE_LIMIT):
     """Take `count` beats from `stream`, raising ready each cycle when
     `rng.random() < ready_prob`. Checks that a valid beat holds until it is taken, and fails
-    rather than hang after IDLE_LIMIT cycles without a beat. Returns the payloads (the raw
+    rather than hang after `idle_limit` cycles without a beat. Returns the payloads (the raw
     bits if `raw`), the cycle of each transfer (the first cycle is 0) and the cycles taken."""
     payloads, at, held, idle, cycle = [], [], None, 0, 0
     while len(payloads) < count:
@@ -79,7 +79,7 @@ async def collect(ctx, stream, count, rng, ready_prob=1.0, raw=False):
             idle = 0
         cycle += 1
         idle += 1
-        assert idle < IDLE_LIMIT, f"no output for {IDLE_LIMIT} cycles after {len(payloads)}"
+        assert idle < idle_limit, f"no output for {idle_limit} cycles after {len(payloads)}"
     return payloads, at, cycle
 
 

@@ -12,7 +12,7 @@ from keras_models import int8_tflite, pooled_head_tflite
 from tflite_edit import edited, schema
 
 from firmware.compiler import compile_graph
-from firmware.executor import Memory, execute, host_input, read_tensor
+from firmware.executor import run_image
 from firmware.fit_check import model_blockers
 from firmware.program import Opcode
 from quantize import fixedpoint as fx
@@ -74,14 +74,6 @@ def _inputs(graph, n: int = 4) -> list[np.ndarray]:
     return [rng.integers(-128, 128, graph.input.shape, dtype=np.int8) for _ in range(n)]
 
 
-def _from_ddr(fw, x: np.ndarray) -> dict[int, np.ndarray]:
-    """Every tensor as the compiled program leaves it in DDR (the functional model)."""
-    mem = Memory(bytearray(fw.image), fw.base)
-    mem.write(fw.regions["input"][0], host_input(fw, x))
-    assert execute(mem, fw.program_addr, fw.cfg) == len(fw.descriptors) - 1
-    return {t: read_tensor(fw, mem, t) for t in fw.tensors if t != fw.input_tensor}
-
-
 def test_pool_compiles_to_a_mean_with_raw_sums(pooled):
     _, g = pooled
     assert [op.kind for op in g.ops] == ["CONV_2D", "AVERAGE_POOL_2D", "RESHAPE",
@@ -103,7 +95,7 @@ def test_reference_and_functional_model_bit_exact_with_tflite(pooled):
     for x in _inputs(g):
         golden = golden_run(interp, x)
         assert assert_bit_exact(g, run_graph(g, x), golden) == len(g.ops)
-        assert assert_bit_exact(g, _from_ddr(fw, x), golden) == len(g.ops)
+        assert assert_bit_exact(g, run_image(fw, x), golden) == len(g.ops)
         sums = golden[pool.inputs[0].index].astype(np.int64).sum(axis=(1, 2))
         assert sums.min() < 0 < sums.max()
         assert np.unique(golden[pool.outputs[0].index]).size > 1
@@ -164,7 +156,7 @@ def test_every_possible_sum_bit_exact_with_tflite(side):
     for x in maps:
         golden = golden_run(interp, x)
         assert assert_bit_exact(g, run_graph(g, x), golden) == 2
-        assert assert_bit_exact(g, _from_ddr(fw, x), golden) == 2
+        assert assert_bit_exact(g, run_image(fw, x), golden) == 2
 
 # ---------------------------------------------------------------------------- refusals
 

@@ -9,6 +9,7 @@ from keras_models import int8_tflite, mobilenet_tflite
 from tflite_edit import edited, schema
 
 from firmware.compiler import compile_graph
+from firmware.executor import run_image
 from firmware.fit_check import model_blockers
 from quantize.convert import golden_interpreter, golden_run, to_int8_tflite_from_float
 from quantize.reference import run_graph
@@ -63,6 +64,23 @@ def test_keras_mobilenet_compiles_and_fits(mobilenet):
     fw = compile_graph(g)
     assert model_blockers(fw, g) == []
     assert {g.op(i).kind for i in fw.layer_ops} == {op.kind for op in g.ops} - {"RESHAPE"}
+
+
+def test_imagenet_head_of_1000_classes_runs_bit_exact():
+    """keras.applications.MobileNet with its 1000 ImageNet classes: the dense layer and the
+    softmax of 1000 logits compile for the default config, and every layer of the program
+    run from DDR (the functional model) equals TFLite BUILTIN_REF's."""
+    tflite = mobilenet_tflite(fixed_batch=False, classes=1000)
+    g = load_graph(tflite)
+    assert g.output.shape[-1] == 1000
+    fw = compile_graph(g)
+    assert model_blockers(fw, g) == []
+    interp = golden_interpreter(tflite)
+    for x in _random_inputs(g, 2):
+        golden = golden_run(interp, x)
+        assert assert_bit_exact(g, run_graph(g, x), golden) == len(g.ops)
+        assert assert_bit_exact(g, run_image(fw, x), golden) == len(g.ops)
+        assert np.unique(golden[g.output.index]).size > 1
 
 # ---------------------------------------------------------------------------- small exports
 

@@ -307,19 +307,19 @@ def test_dynamic_batch_accepted_other_dynamic_dimensions_refused():
 
 
 def test_cli_names_the_softmax_the_accelerator_cannot_hold(tmp_path, capsys):
-    """keras.applications.MobileNet with its 1000 ImageNet classes maps layer for layer, but
-    the SoftmaxUnit holds 256 logits: the error names the model's op and the limit to raise,
+    """keras.applications.MobileNet with 1100 classes maps layer for layer, but the
+    SoftmaxUnit holds 1024 logits: the error names the model's op and the limit to raise,
     not a descriptor number or padded channel count."""
     from keras_models import mobilenet_tflite
-    model = tmp_path / "mobilenet_1000.tflite"
-    model.write_bytes(mobilenet_tflite(fixed_batch=False, classes=1000))
+    model = tmp_path / "mobilenet_1100.tflite"
+    model.write_bytes(mobilenet_tflite(fixed_batch=False, classes=1100))
     softmax = load_graph(model).ops[-1]
     code, err = _cli(["--model", str(model), "--check-images", "1",
                       "--out", str(tmp_path / "build")], capsys)
     assert code == 2
     assert err == (f"gen-accel: error: {model}: layer {softmax.index} "
-                   f"'{softmax.name.split(';')[0]}' (SOFTMAX): softmax of 1000 classes exceeds "
-                   "256: raise Limits.max_classes")
+                   f"'{softmax.name.split(';')[0]}' (SOFTMAX): softmax of 1100 classes exceeds "
+                   "1024: raise Limits.max_classes")
     assert not (tmp_path / "build").exists() and not list(tmp_path.glob(".build.*"))
 
 

@@ -6,9 +6,10 @@ from amaranth.back import verilog
 
 from quantize import fixedpoint as fx
 from quantize.reference import SCALED_DIFF_INTEGER_BITS, softmax, softmax_params
+from rtl_gen.sequencer import Limits
 from rtl_gen.softmax_unit import (EXP_BARREL, EXP_CONSTANT_TERM, EXP_ONE_THIRD,
                                   RECIP_48_OVER_17, RECIP_NEG_32_OVER_17, SoftmaxUnit)
-from stream_sim import collect, run_sim
+from stream_sim import IDLE_LIMIT, collect, run_sim
 
 
 def run_softmax(dut, vectors, seed=0, valid_prob=1.0, ready_prob=1.0):
@@ -38,7 +39,9 @@ def run_softmax(dut, vectors, seed=0, valid_prob=1.0, ready_prob=1.0):
                     *_, ready = await ctx.tick().sample(dut.i_stream.ready)
                     ticks += 1
                 ctx.set(dut.i_stream.valid, 0)
-            outs, _, out_ticks = await collect(ctx, dut.o_stream, len(logits), rng, ready_prob)
+            outs, _, out_ticks = await collect(
+                ctx, dut.o_stream, len(logits), rng, ready_prob,
+                idle_limit=IDLE_LIMIT + SoftmaxUnit.vector_cycles(len(logits)))
             ticks += out_ticks
             ctx.set(dut.o_stream.ready, 0)
             results.append(np.array(outs, np.int64))
@@ -110,6 +113,19 @@ def test_softmax_extremes():
 def test_softmax_max_length_param():
     rng = np.random.default_rng(33)
     check(SoftmaxUnit(4), random_vectors(rng, 6, 4), seed=34, ready_prob=0.5)
+
+
+def test_softmax_imagenet_heads():
+    """1000 classes (an ImageNet head) and the default ceiling, `Limits().max_classes`.
+    (Not hundreds of logits tied at the maximum: TFLite's reference aborts on those.)"""
+    n = Limits().max_classes
+    rng = np.random.default_rng(37)
+    ties = np.full(n, -20)
+    ties[:300] = 127          # a sum of 300 * 2^19: the shift TFLite allows at its largest
+    vectors = [(rng.integers(-128, 128, 1000), softmax_params(0.05)),
+               (ties, softmax_params(0.1))]
+    cycles = check(SoftmaxUnit(n), vectors, seed=38)
+    assert cycles == [SoftmaxUnit.vector_cycles(len(logits)) for logits, _ in vectors]
 
 
 def test_softmax_cycle_count():
