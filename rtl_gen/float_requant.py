@@ -92,7 +92,8 @@ class FloatRequantizer(wiring.Component):
         t = Signal(signed(14))                  # q * 2^t is the double product
         mag9 = Signal(9)                        # |result|, saturated to 256
         kept = Signal(53)                       # p >> drop, before rounding
-        up = Signal()                           # round half to even: add one
+        round_bit = Signal()                    # p's highest dropped bit (2^(drop-1))
+        sticky = Signal()                       # any dropped bit below it
         r = Signal(6)                           # right shift of q << 8
         too_big = Signal()                      # t > 7 (then q != 0 saturates)
         y = Signal(62)                          # floor(2q * 2^t)
@@ -142,20 +143,23 @@ class FloatRequantizer(wiring.Component):
                 m.next = "RNE"
 
             with m.State("RNE"):
-                # Round half to even at bit `drop`: up = round bit & (lsb | sticky); the
-                # shift and the flags here, the increment in ROUND.
+                # Round half to even at bit `drop`: up = round bit & (lsb | sticky). The shift
+                # and the two flags here; the lsb is kept[0], so `up` and the increment wait
+                # for ROUND (with p[drop] here, synthesis shared the barrel shifter's last
+                # stage with it and put the whole shifter in front of `up`).
                 half = Const(1 << 30, 31) >> (31 - drop).as_unsigned()   # 2^(drop-1); 0 if 0
                 low = p[:31]
                 m.d.sync += [
                     kept.eq((p >> drop)[:53]),
-                    up.eq((low & half).any() & (p.bit_select(drop, 1) | (low & (half - 1)[:31]).any())),
+                    round_bit.eq((low & half).any()),
+                    sticky.eq((low & (half - 1)[:31]).any()),
                     t.eq(drop + exponent),
                 ]
                 m.next = "ROUND"
 
             with m.State("ROUND"):
                 m.d.sync += [
-                    q.eq(kept + up),
+                    q.eq(kept + (round_bit & (kept[0] | sticky))),
                     # y = floor(2q * 2^t) for -56 <= t <= 7, with 2q * 2^7 = q << 8 (62 bits).
                     r.eq(Mux(t > 7, 0, Mux(t < -56, 63, 7 - t)).as_unsigned()[:6]),
                     too_big.eq(t > 7),
