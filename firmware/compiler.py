@@ -9,6 +9,12 @@ DDR map (addresses relative to `base`, every region 64-byte aligned):
     program   descriptors, END-terminated: one per layer, or one per band of rows for a
               layer too large for the activation buffers (`firmware.tiling`)
 The output tensor is the last layer's region.
+
+A 1x1 convolution at stride 2 inside the network (`is_subsampling_conv`) becomes two
+descriptors: a depthwise pass with an identity kernel (centre tap 1, multiplier exactly 1,
+output zero point = input zero point, explicit pads putting the centre on input pixel
+(2i, 2j)) that writes the subsampled input to a region of its own, then the 1x1 stride-1
+convolution over it. Exact by construction: the pass copies every picked value unchanged.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from quantize.average_pool import average_pool_multiplier
 from quantize.reference import mean_multiplier, requant_for, same_padding, softmax_params
 from quantize import fixedpoint as fx
 from quantize.tflite_graph import (VIEW_OPS, Graph, Op, UnsupportedModelError, inner_conv_error,
-                                   needs_host_im2col)
+                                   is_subsampling_conv, needs_host_im2col)
 from rtl_gen.config import AccelConfig
 from rtl_gen.sequencer import Geometry
 
@@ -53,6 +59,9 @@ class Firmware:
     tensors: dict[int, TensorPlacement]           # graph tensor index -> placement
     layer_ops: list[int] = field(default_factory=list)  # descriptor i came from graph op
     bands: list[tuple[int, int]] = field(default_factory=list)  # descriptor i: (band, of bands)
+    # Descriptor i's part in its graph op when that op takes more than one pass: "" or
+    # SUBSAMPLE (the depthwise pass of a strided 1x1 convolution, see the module docstring).
+    roles: list[str] = field(default_factory=list)
     input_tensor: int = 0
     output_tensor: int = 0
     im2col: tuple | None = None  # (stride, pads, zero_point) when the host makes patches
@@ -125,17 +134,23 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
     descriptors: list[Descriptor] = []
     tensors: dict[int, TensorPlacement] = {}
 
-    # Parameters first, so the activation regions form one contiguous block after them.
-    params_start = alloc.next
-    weight_regions = {}
-    for op in ops:
-        weight_regions[op.index] = _place_params(op, cfg, alloc, chunks)
-    params_end = alloc.next
-
     first = ops[0]
     x = graph.input
+    host_patches = needs_host_im2col(first) and _source(first, pad_source) == x.index
+    subsampled = {op.index for op in ops
+                  if is_subsampling_conv(op) and not (host_patches and op is first)}
+
+    # Parameters first, so the activation regions form one contiguous block after them.
+    params_start = alloc.next
+    weight_regions, subsample_regions = {}, {}
+    for op in ops:
+        weight_regions[op.index] = _place_params(op, cfg, alloc, chunks)
+        if op.index in subsampled:
+            subsample_regions[op.index] = _place_identity_params(op, cfg, alloc, chunks)
+    params_end = alloc.next
+
     im2col = None
-    if needs_host_im2col(first) and _source(first, pad_source) == x.index:
+    if host_patches:
         pads = _pads(first, pads_into.get(first.index, (0, 0, 0, 0)))
         kernel = tuple(first.inputs[1].shape[1:3])
         im2col = (kernel, tuple(first.options["stride"]), pads, x.zp)
@@ -150,7 +165,20 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
     act_start = alloc.next
     layer_ops: list[int] = []
     bands: list[tuple[int, int]] = []
+    roles: list[str] = []
     errors: list[ValueError] = []
+
+    def emit(d: Descriptor, op: Op, role: str = "") -> None:
+        """Append `d` (as its bands when too large for the buffers) for graph op `op`."""
+        d.layer = len(descriptors)
+        parts = split_layer(d, capacity, cfg, op.describe() + (f" ({role})" if role else ""))
+        for k, part in enumerate(parts):
+            part.layer = len(descriptors)
+            descriptors.append(part)
+            layer_ops.append(op.index)
+            bands.append((k, len(parts)))
+            roles.append(role)
+
     for op in ops:
         src = _source(op, pad_source)
         if src not in tensors:
@@ -166,19 +194,22 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
         place = TensorPlacement(y.index, 0, y.shape, c_pad, y.zp)
         place.addr = alloc.take(place.nbytes)
         tensors[y.index] = place     # placed even if refused: later layers still get checked
+        source = tensors[src]
         try:
-            d = _descriptor(op, cfg, tensors[src], place, weight_regions[op.index],
-                            pads_into.get(op.index, (0, 0, 0, 0)), im2col is not None and op is first)
-            d.layer = len(descriptors)
-            parts = split_layer(d, capacity, cfg, op.describe())
+            if op.index in subsampled:
+                picked = TensorPlacement(-1, 0, (1,) + y.shape[1:3] + source.shape[3:],
+                                         source.c_pad, source.zero_point)
+                picked.addr = alloc.take(picked.nbytes)
+                emit(_subsample_descriptor(source, picked, subsample_regions[op.index]),
+                     op, SUBSAMPLE)
+                source = picked
+            d = _descriptor(op, cfg, source, place, weight_regions[op.index],
+                            pads_into.get(op.index, (0, 0, 0, 0)), im2col is not None and op is first,
+                            op.index in subsampled)
+            emit(d, op)
         except ValueError as e:      # UnsupportedModelError, TilingError: go on, report all
             errors.append(e)
             continue
-        for k, part in enumerate(parts):
-            part.layer = len(descriptors)
-            descriptors.append(part)
-            layer_ops.append(op.index)
-            bands.append((k, len(parts)))
     _raise_all(errors)
     act_end = alloc.next
 
@@ -193,7 +224,7 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
     regions = {"program": (program_addr, len(program)), "params": (params_start, params_end - params_start),
                "input": (input_addr, tensors[x.index].nbytes),
                "activations": (act_start, act_end - act_start), "output": (out.addr, out.nbytes)}
-    return Firmware(cfg, base, descriptors, image, regions, tensors, layer_ops, bands,
+    return Firmware(cfg, base, descriptors, image, regions, tensors, layer_ops, bands, roles,
                     x.index, graph.output.index, im2col, frozenset(pad_source))
 
 
@@ -245,6 +276,45 @@ def _place_params(op: Op, cfg: AccelConfig, alloc: _Allocator, chunks) -> _Param
     return _Params(w_addr, len(wbytes), p_addr, rq)
 
 
+SUBSAMPLE = "subsample"
+# Requantization by exactly 1: MultiplyByQuantizedMultiplier(acc, 2^30, 1) = acc.
+IDENTITY_MULTIPLIER, IDENTITY_SHIFT = 1 << 30, 1
+
+
+def _place_identity_params(op: Op, cfg: AccelConfig, alloc: _Allocator, chunks) -> _Params:
+    """The subsampling pass's depthwise weights (centre tap 1 on every channel of the op's
+    input) and channel records (bias 0, multiplier exactly 1)."""
+    ca = L.channel_align(cfg)
+    c = op.inputs[0].shape[-1]
+    c_pad = L.round_up(c, ca)
+    w = np.zeros((1, 3, 3, c), np.int8)
+    w[0, 1, 1, :] = 1
+    wbytes = L.depthwise_weights(w, cfg, c_pad)
+    w_addr = alloc.take(len(wbytes))
+    chunks.append((w_addr, wbytes))
+    params = L.channel_params(np.zeros(c, np.int64), np.full(c, IDENTITY_MULTIPLIER),
+                              np.full(c, IDENTITY_SHIFT), c_pad)
+    p_addr = alloc.take(len(params))
+    chunks.append((p_addr, params))
+    return _Params(w_addr, len(wbytes), p_addr)
+
+
+def _subsample_descriptor(src: TensorPlacement, dst: TensorPlacement, params: _Params
+                          ) -> Descriptor:
+    """A stride-2 depthwise pass copying input pixel (2i, 2j) to output pixel (i, j): one
+    row and column of padding before puts the 3x3 window's centre there, one after keeps
+    the output size of a 1x1 stride-2 convolution, ceil(in / 2), for even and odd sizes."""
+    (in_h, in_w), (out_h, out_w) = src.shape[1:3], dst.shape[1:3]
+    return Descriptor(opcode=Opcode.DWCONV, kernel=3, stride=2,
+                      pad_top=1, pad_left=1, pad_bottom=1, pad_right=1,
+                      in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w,
+                      in_c=src.c_pad, out_c=dst.c_pad, real_c=src.shape[-1],
+                      input_addr=src.addr, output_addr=dst.addr,
+                      input_zp=src.zero_point, output_zp=src.zero_point,
+                      weight_addr=params.weight_addr, weight_bytes=params.weight_bytes,
+                      param_addr=params.param_addr)
+
+
 def _lower_average_pool(op: Op, d: Descriptor, pixels: int) -> None:
     """A global AVERAGE_POOL_2D as a MEAN: zero points 0, so the MeanUnit sums the raw values
     whose sign TFLite's rounding follows, and the pair `average_pool_multiplier` verified to
@@ -260,7 +330,9 @@ def _lower_average_pool(op: Op, d: Descriptor, pixels: int) -> None:
 
 
 def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlacement,
-                weights, extra_pads, first_im2col: bool) -> Descriptor:
+                weights, extra_pads, first_im2col: bool, subsampled: bool = False) -> Descriptor:
+    """The descriptor of `op` reading `src` (for a `subsampled` convolution: its
+    subsampling pass's output) and writing `dst`."""
     x, y = op.inputs[0], op.outputs[0]
     in_shape, out_shape = src.shape, dst.shape
     d = Descriptor(input_addr=src.addr, output_addr=dst.addr, input_zp=src.zero_point,
@@ -287,7 +359,7 @@ def _descriptor(op: Op, cfg: AccelConfig, src: TensorPlacement, dst: TensorPlace
                 # A 1x1 convolution over the host's patches; kernel and stride are recorded.
                 d.kernel, d.stride = max(kh, kw), max(sh, sw)
                 d.flags |= Flags.IM2COL
-            elif needs_host_im2col(op):
+            elif needs_host_im2col(op) and not subsampled:
                 raise inner_conv_error(op)
             else:
                 d.kernel, d.stride = 1, 1

@@ -521,19 +521,27 @@ def needs_host_im2col(op: Op) -> bool:
             (tuple(op.inputs[1].shape[1:3]) != (1, 1) or tuple(op.options["stride"]) != (1, 1)))
 
 
+def is_subsampling_conv(op: Op) -> bool:
+    """A 1x1 CONV_2D at stride 2: output pixel (i, j) is input pixel (2i, 2j) under either
+    padding. Inside the network the firmware runs it as a depthwise pass that picks those
+    pixels (an identity 3x3 kernel at stride 2) and a 1x1 stride-1 convolution."""
+    return (op.kind == "CONV_2D" and tuple(op.inputs[1].shape[1:3]) == (1, 1)
+            and tuple(op.options["stride"]) == (2, 2))
+
+
 def inner_conv_error(op: Op) -> UnmappableOpError:
     """The refusal of a `needs_host_im2col` convolution that is not on the model input."""
     (kh, kw), (sh, sw) = op.inputs[1].shape[1:3], op.options["stride"]
     return UnmappableOpError(
         f"{op.describe()}: convolution kernel {kh}x{kw} at stride {sh}x{sw} is only "
         "supported as the first layer (the host makes its input's patches); inside the "
-        "network the MAC array runs 1x1 stride-1 convolutions")
+        "network the MAC array runs 1x1 convolutions at stride 1 or 2")
 
 
 def _validate_conv_place(op: Op, graph: Graph) -> None:
     """Any kernel or stride but 1x1 stride 1 only on the model input (directly or through a
-    PAD, which folds into the patches)."""
-    if not needs_host_im2col(op):
+    PAD, which folds into the patches); 1x1 at stride 2 anywhere (`is_subsampling_conv`)."""
+    if not needs_host_im2col(op) or is_subsampling_conv(op):
         return
     source = op.inputs[0].index
     pads = [p for p in graph.ops if p.kind == "PAD" and p.outputs[0].index == source]

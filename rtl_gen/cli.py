@@ -314,12 +314,14 @@ def write_firmware(out, fw, graph, norm: str = "cifar") -> None:
         "im2col_input": fw.im2col is not None,
         # How an image becomes the input (`quantize.input_norm`; firmware.deploy reads it).
         "input_norm": norm,
-        # LAYER_CYCLES[i] belongs to descriptor i: its network layer and, for a layer tiled
-        # through DDR, which band of output rows it computes.
+        # LAYER_CYCLES[i] belongs to descriptor i: its network layer, for a layer tiled
+        # through DDR which band of output rows it computes, and its part in a layer of
+        # several passes ("subsample": a strided 1x1 convolution's depthwise pass).
         "descriptors": [{"index": d.layer, "opcode": Opcode(d.opcode).name,
                          "graph_op": op, "layer_name": graph.op(op).name,
-                         "band": band, "bands": bands, "out_rows": d.out_h}
-                        for d, op, (band, bands) in zip(fw.descriptors, fw.layer_ops, fw.bands)]})
+                         "band": band, "bands": bands, "out_rows": d.out_h, "role": role}
+                        for d, op, (band, bands), role
+                        in zip(fw.descriptors, fw.layer_ops, fw.bands, fw.roles)]})
     g = graph.input
     out.write_text("firmware/mnet_accel.h", header.render(fw, {
         "input_scale": float(g.scale[0]), "input_zero_point": g.zp,

@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from firmware.compiler import Firmware
+from firmware.compiler import SUBSAMPLE, Firmware
 from firmware.layout import PARAM_BYTES, round_up
 from firmware.program import DESCRIPTOR_BYTES, Descriptor, Flags, Opcode
 from rtl_gen.axi import AXI_BOUNDARY_BYTES
@@ -87,7 +87,7 @@ class DdrTiming:
 class LayerCycles:
     """One layer of the program: work, traffic and predicted cycles."""
     layer: int
-    op: str               # `layer_label`, and "k/n" for band k of a layer tiled in n
+    op: str               # `layer_label`, its role (" (subsample)") and "k/n" for band k of n
     macs: int             # multiply-accumulates of the network layer (unpadded channels)
     weight_bytes: int     # weights read from DDR
     record_bytes: int     # channel records read from DDR
@@ -240,14 +240,24 @@ def layer_label(d: Descriptor) -> str:
     return Opcode(d.opcode).name
 
 
+def _role(fw: Firmware, d: Descriptor) -> str:
+    return fw.roles[d.layer] if d.layer < len(fw.roles) else ""
+
+
 def _layer_macs(fw: Firmware, d: Descriptor) -> int:
-    """The network layer's MACs, on its logical (unpadded) channels."""
+    """The network layer's MACs, on its logical (unpadded) channels; none for a pass that
+    only moves values (a strided 1x1 convolution's subsampling)."""
     out_pixels = d.out_h * d.out_w
+    if _role(fw, d) == SUBSAMPLE:
+        return 0
     if d.opcode == Opcode.CONV:
-        # The logical channels of the input tensor (a band reads inside it; stored channels
-        # for a region no tensor owns).
-        real_in = next((t.shape[-1] for t in fw.tensors.values()
-                        if t.addr <= d.input_addr < t.addr + t.nbytes), d.in_c)
+        # The logical channels of the input tensor (a band reads inside it), or of the
+        # subsampling pass that wrote the region; else the stored channels.
+        writers = [t.shape[-1] for t in fw.tensors.values()
+                   if t.addr <= d.input_addr < t.addr + t.nbytes]
+        writers += [p.real_c for p in fw.descriptors if _role(fw, p) == SUBSAMPLE and
+                    p.output_addr <= d.input_addr < p.output_addr + p.out_h * p.out_w * p.out_c]
+        real_in = writers[0] if writers else d.in_c
         return out_pixels * d.real_c * real_in
     if d.opcode == Opcode.DWCONV:
         return out_pixels * d.real_c * TAPS
@@ -364,7 +374,7 @@ class _Schedule:
         else:
             output_bytes = self.store(d)
             self.prev = d
-        name = layer_label(d)
+        name = layer_label(d) + (f" ({_role(self.fw, d)})" if _role(self.fw, d) else "")
         band, bands = self.fw.bands[d.layer] if d.layer < len(self.fw.bands) else (0, 1)
         if bands > 1:
             name += f" {band + 1}/{bands}"
