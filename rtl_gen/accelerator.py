@@ -22,7 +22,7 @@ Buffer words are sized so that every chunk moved is one aligned piece of a word
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, ResetSignal, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -255,8 +255,14 @@ class Accelerator(wiring.Component):
         # in front of the sequencer's next state (the CI config's critical path). While the
         # datapath's reset lags by a cycle the sequencer is idle and issues nothing, and
         # `draining` (hence BUSY, and START's gate) ends only after both.
-        m.d.sync += [seq_rst.eq(draining & ~dma.rd_busy & ~dma.wr_busy & ~seq_rst & ~local_rst),
-                     local_rst.eq(seq_rst)]
+        # The sequencer's state has a reset register of its own, high with `seq_rst` and
+        # through the domain's reset (`Sequencer.fsm_reset`): the shared one reaches ~800
+        # flip-flops, too slow a net at the head of the FSM's next-state logic.
+        seq_rst_next = draining & ~dma.rd_busy & ~dma.wr_busy & ~seq_rst & ~local_rst
+        fsm_reset = Signal(init=1, reset_less=True)
+        m.d.sync += [seq_rst.eq(seq_rst_next), local_rst.eq(seq_rst),
+                     fsm_reset.eq(seq_rst_next | ResetSignal())]
+        m.d.comb += seq.fsm_reset.eq(fsm_reset)
         with m.If(progress | ~seq.busy | draining):
             m.d.sync += wd_count.eq(0)
         with m.Else():

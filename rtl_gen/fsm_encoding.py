@@ -18,3 +18,20 @@ def one_hot(fsm) -> None:
     encoding. Amaranth 0.5 has no public handle on the state signal, so this reaches into
     the FSM's data (pinned: amaranth < 0.6)."""
     fsm._data["signal"].attrs["fsm_encoding"] = "one-hot"
+
+
+def reset_only_by(m, fsm, state: str, reset) -> None:
+    """Return `fsm` to `state` when `reset` is high, and by nothing else outside its own
+    transitions: its state register drops the domain's reset and any `ResetInserter`'s, so
+    `reset` must also be high during the domain's reset (power-on included).
+
+    Yosys folds a state register's synchronous reset into the FSM's next-state logic (a
+    flip-flop's reset pin cannot take it once the FSM is recoded), so the reset net sits at
+    the head of the transition cone. A reset shared with the unit's other ~800 flip-flops is
+    a slow net there (the 45F's slowest group of paths); a register of its own that drives
+    only the state keeps that fanout off the FSM. Reaches into the signal's `_reset_less`
+    (Amaranth has no public switch for an FSM's state; pinned: amaranth < 0.6).
+    """
+    fsm.state._reset_less = True
+    with m.If(reset):
+        m.d.sync += fsm.state.eq(fsm.encoding[state])

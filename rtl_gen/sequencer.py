@@ -56,7 +56,7 @@ from firmware.program import CHECK_MAGIC, DESCRIPTOR_BYTES, FIELDS, Descriptor, 
 from .buffers import walk_layout, write_command_layout
 from .config import AccelConfig, ConfigError
 from .dma import dma_command_layout
-from .fsm_encoding import one_hot
+from .fsm_encoding import one_hot, reset_only_by
 from .regs import LAYER_COUNTERS, layer_cycles_signature
 
 
@@ -323,6 +323,9 @@ class Sequencer(wiring.Component):
       tile_valid/tile_ready: hand the loaded depthwise group to the DepthwiseEngine.
       pad_phase (out): the output writer takes SOFTMAX's -128 padding.
       in_pixels (out): pixels of the current layer's input, for the MEAN unit.
+      fsm_reset (in): back to IDLE. The state register has no other reset (neither the
+        domain's nor a `ResetInserter`'s: `fsm_encoding.reset_only_by`), so this must be high
+        while the domain resets and with any soft reset of the unit.
     """
 
     def __init__(self, cfg: AccelConfig, limits: Limits = Limits()):
@@ -351,6 +354,7 @@ class Sequencer(wiring.Component):
             "tile_valid": Out(1), "tile_ready": In(1),
             "pad_phase": Out(1),
             "in_pixels": Out(32),
+            "fsm_reset": In(1),
         })
 
     def elaborate(self, platform):
@@ -715,4 +719,5 @@ class Sequencer(wiring.Component):
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         # 26 states: one flip-flop each, so no handshake or write waits on a state decode.
         one_hot(fsm)
+        reset_only_by(m, fsm, "IDLE", self.fsm_reset)
         return m
