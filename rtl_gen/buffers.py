@@ -156,12 +156,15 @@ class BufferReader(wiring.Component):
     and no item waiting).
 
     The read ports are always enabled; the words leave the block RAMs from their output
-    registers (nothing but routing behind a block RAM: they lie spread over the die), are
-    selected into a queue of `QUEUE` entries, which ``data`` presents at its head. A read
-    is issued only while the queue has room for it counting the reads in flight (`credit`,
-    a register), so back-pressure on ``data`` never reaches the block RAM's clock enable or
-    the queue's registers: the consumer's ready only advances the head pointer. The stream
-    runs at one item per clock; an item is on ``data`` `LATENCY` cycles after its address.
+    registers and land in a register of the reader, one per memory, before any logic: the
+    block RAMs lie spread over the die, and a route from each to its own flip-flop is what
+    the router copes with (the bank select right behind the block RAMs' outputs left the
+    45F unroutable within 25 minutes). The landed words are then selected into a queue of
+    `QUEUE` entries, which ``data`` presents at its head. A read is issued only while the
+    queue has room for it counting the reads in flight (`credit`, a register), so
+    back-pressure on ``data`` never reaches the block RAM's clock enable or the queue's
+    registers: the consumer's ready only advances the head pointer. The stream runs at one
+    item per clock; an item is on ``data`` `LATENCY` cycles after its address.
 
     `chunk_bytes` (optional): each item also carries ``chunk``, its `chunk_bytes`-byte chunk
     of the word, selected as the word enters the queue, so a consumer of that chunk size
@@ -169,10 +172,10 @@ class BufferReader(wiring.Component):
     whole word behind it.
     """
 
-    # A read issued in cycle t lands (leaves the block RAM's output register) in t + 2, is at
-    # the head in t + 3, taken then, and its entry is issued again in t + 4: four entries
-    # keep one item a clock.
-    LATENCY = READ_LATENCY + 1
+    # A read issued in cycle t leaves the block RAM's output register in t + 2, lands in
+    # t + 3, is at the head in t + 4, taken then, and its entry is issued again in t + 5:
+    # five entries keep one item a clock.
+    LATENCY = READ_LATENCY + 2
     QUEUE = LATENCY + 1
 
     def __init__(self, *, word_bytes: int, depth: int, ports: int = 1, chunk_bytes: int = 0):
@@ -209,14 +212,20 @@ class BufferReader(wiring.Component):
         m.d.sync += [free.eq(free - issue + pop),
                      credit.eq(pop | Mux(issue, free != 1, free != 0))]
 
-        # The item whose word the read ports are fetching, then the item as its word lands.
-        # Data registers have no reset (their valid flags do): fewer loads on the local reset.
-        read, landed = Signal(layout, reset_less=True), Signal(layout, reset_less=True)
-        read_valid, landed_valid = Signal(), Signal()
+        # The item whose word the read ports are fetching, then as its word leaves the block
+        # RAMs, then as it lands. Data registers have no reset (their valid flags do): fewer
+        # loads on the local reset, and nothing but routing between a block RAM and its
+        # landing register.
+        read, out_reg, landed = (Signal(layout, reset_less=True) for _ in range(3))
+        read_valid, out_valid, landed_valid = Signal(), Signal(), Signal()
+        landed_words = Signal.like(self.mem_data, reset_less=True)
+        landed_select = Signal.like(self.mem_select)
         m.d.sync += [read_valid.eq(issue), read.addr.eq(walk.addr),
                      read.first.eq(walk.j == 0), read.last.eq(walk.last_inner),
-                     landed_valid.eq(read_valid), landed.eq(read)]
-        word = mux_tree(list(self.mem_data), self.mem_select)
+                     out_valid.eq(read_valid), out_reg.eq(read),
+                     landed_valid.eq(out_valid), landed.eq(out_reg),
+                     landed_words.eq(self.mem_data), landed_select.eq(self.mem_select)]
+        word = mux_tree(list(landed_words), landed_select)
 
         # The queue: a ring of entries, written at `tail`, presented at `head`: a pop only
         # moves `head` (a shift queue's pop would enable every entry's word: 4096 flip-flops
@@ -256,7 +265,7 @@ class BufferReader(wiring.Component):
         idle = Signal(init=1)
         empty_next = ~landed_valid & Mux(pop, held == 1, held == 0)
         m.d.sync += [running.eq(running_next),
-                     idle.eq(~running_next & ~issue & ~read_valid & empty_next)]
+                     idle.eq(~running_next & ~issue & ~read_valid & ~out_valid & empty_next)]
         m.d.comb += [
             self.cmd.ready.eq(~running),
             self.mem_en.eq(1),
