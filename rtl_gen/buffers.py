@@ -248,12 +248,16 @@ class BufferReader(wiring.Component):
         m.d.sync += head.eq(head_next)
         # The head's first/last flags as registers of their own (its entry's, or the landing
         # item's when that becomes the head): consumers decide their ready from `last` (the
-        # MAC array's credit check), so it must not come through the head select.
+        # MAC array's credit check), so it must not come through the head select. Both
+        # outcomes are selected without `pop` (the consumer's ready, late), which picks one
+        # in the last LUT.
         head_first, head_last = Signal(), Signal()
-        becomes_head = landed_valid & (tail == head_next)
         for flag, field in ((head_first, "first"), (head_last, "last")):
-            at_next = Array(getattr(e, field) for e in entries)[head_next]
-            m.d.sync += flag.eq(Mux(becomes_head, getattr(landed, field), at_next))
+            at = Array(getattr(e, field) for e in entries)
+            landing = getattr(landed, field)
+            if_pop, if_stay = (Mux(landed_valid & (tail == h), landing, at[h])
+                               for h in (ring_next(head, n), head))
+            m.d.sync += flag.eq(Mux(pop, if_pop, if_stay))
         m.d.comb += [out.valid.eq(nonempty), out.payload.eq(Array(entries)[head]),
                      out.payload.first.eq(head_first), out.payload.last.eq(head_last)]
 
