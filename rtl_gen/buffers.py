@@ -157,14 +157,16 @@ class BufferReader(wiring.Component):
 
     The read ports are always enabled; the words leave the block RAMs from their output
     registers and land in a register of the reader, one per memory, before any logic: the
-    block RAMs lie spread over the die, and a route from each to its own flip-flop is what
-    the router copes with (the bank select right behind the block RAMs' outputs left the
-    45F unroutable within 25 minutes). The landed words are then selected into a queue of
-    `QUEUE` entries, which ``data`` presents at its head. A read is issued only while the
-    queue has room for it counting the reads in flight (`credit`, a register), so
-    back-pressure on ``data`` never reaches the block RAM's clock enable or the queue's
-    registers: the consumer's ready only advances the head pointer. The stream runs at one
-    item per clock; an item is on ``data`` `LATENCY` cycles after its address.
+    block RAMs lie spread over the die, so each gets a route to a flip-flop of its own and a
+    whole cycle for it, and the bank select works on landed words. (A 45F build with the
+    select right behind the output registers was still routing after 25 minutes, slower
+    than the builds around it on a busier machine; not analysed further.) The landed words
+    are then selected into a queue of `QUEUE` entries, which ``data`` presents at its head.
+    A read is issued only while the queue has room for it counting the reads in flight
+    (`credit`, a register), so back-pressure on ``data`` never reaches the block RAM's clock
+    enable or the queue's registers: the consumer's ready only advances the head pointer.
+    The stream runs at one item per clock; an item is on ``data`` `LATENCY` cycles after its
+    address.
 
     `chunk_bytes` (optional): each item also carries ``chunk``, its `chunk_bytes`-byte chunk
     of the word, selected as the word enters the queue, so a consumer of that chunk size
