@@ -292,15 +292,19 @@ def test_signal_during_the_swap_waits_for_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
 
 
-def _start(tmp_path, code):
-    """gen-accel in a subprocess running `code` (with `out` bound), and its staging folder
-    once it exists."""
+def _spawn(tmp_path, code):
+    """gen-accel in a subprocess running `code` (with `out` bound)."""
     import subprocess
     import sys
-    import time
     out = tmp_path / "build"
-    proc = subprocess.Popen([sys.executable, "-c", f"out = {str(out)!r}\n{code}"],
+    return subprocess.Popen([sys.executable, "-c", f"out = {str(out)!r}\n{code}"],
                             stderr=subprocess.PIPE, text=True)
+
+
+def _start(tmp_path, code):
+    """`_spawn`, and its staging folder once it exists."""
+    import time
+    proc = _spawn(tmp_path, code)
     deadline = time.monotonic() + 600    # a hang guard only: a busy machine may take minutes
     while not list(tmp_path.glob(".build.partial-*")):
         assert proc.poll() is None, proc.stderr.read()
@@ -320,7 +324,7 @@ def test_interrupted_run_says_so_and_leaves_nothing(tmp_path, signame, status, i
     proc, _ = _start(tmp_path, SUPERVISED.format(isolate))
     proc.send_signal(getattr(signal, signame))
     err = proc.communicate(timeout=600)[1].strip().splitlines()
-    assert proc.returncode == status and err == ["gen-accel: interrupted"], err
+    assert proc.returncode == status and err == ["gen-accel: interrupted"], "\n".join(err)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -337,8 +341,9 @@ def test_killed_build_is_reported_and_cleaned_by_its_supervisor(tmp_path):
 
 
 def test_native_abort_is_one_line(tmp_path):
-    """A native abort() in the build (as TFLite's checks do) is reported, not silent."""
-    proc, _ = _start(tmp_path, (
+    """A native abort() in the build (as TFLite's checks do) is reported, not silent. (Not
+    `_start`: the staging folder may come and go between two of its polls.)"""
+    proc = _spawn(tmp_path, (
         "import os, sys\nfrom rtl_gen import cli\n"
         "def aborting(args):\n"
         "    from rtl_gen.build_dir import BuildDir\n"
