@@ -54,7 +54,8 @@ MOBILENET = dict(alpha=0.25, weights=None)
 SIDE = 96
 
 
-def keras_mobilenet(fixed_batch: bool, classes: int = 10):
+def keras_mobilenet(fixed_batch: bool, classes: int = 10, side: int = SIDE,
+                    alpha: float = MOBILENET["alpha"]):
     """keras.applications.MobileNet, untrained but with BatchNorm statistics calibrated on
     random images, so its int8 version is not degenerate (a plain random init collapses the
     logits to one value, which the reader refuses: TFLite's softmax would abort on it)."""
@@ -62,20 +63,24 @@ def keras_mobilenet(fixed_batch: bool, classes: int = 10):
 
     from quantize.model import calibrate_batchnorm
     keras.utils.set_random_seed(0)
-    shape = (SIDE, SIDE, 3)
+    shape = (side, side, 3)
     where = ({"input_tensor": keras.Input(shape, batch_size=1)} if fixed_batch
              else {"input_shape": shape})
-    model = keras.applications.MobileNet(**MOBILENET, classes=classes, **where)
-    calibrate_batchnorm(model, _images(4, seed=1))
+    model = keras.applications.MobileNet(**{**MOBILENET, "alpha": alpha}, classes=classes,
+                                         **where)
+    calibrate_batchnorm(model, _images(4, seed=1, side=side))
     return model
 
 
-def _images(n: int, seed: int) -> np.ndarray:
+def _images(n: int, seed: int, side: int = SIDE) -> np.ndarray:
     """Inputs in MobileNet's preprocessed range [-1, 1]."""
-    return np.random.default_rng(seed).uniform(-1, 1, (n, SIDE, SIDE, 3)).astype(np.float32)
+    return np.random.default_rng(seed).uniform(-1, 1, (n, side, side, 3)).astype(np.float32)
 
 
-def mobilenet_tflite(fixed_batch: bool, classes: int = 10) -> bytes:
-    """keras.applications.MobileNet, 96x96, alpha 0.25, converted to full int8 as the TF
-    docs show (from_keras_model, representative dataset); about 5 s."""
-    return to_int8_tflite_from_float(keras_mobilenet(fixed_batch, classes), _images(8, seed=2))
+def mobilenet_tflite(fixed_batch: bool, classes: int = 10, side: int = SIDE,
+                     alpha: float = MOBILENET["alpha"]) -> bytes:
+    """keras.applications.MobileNet (default 96x96, alpha 0.25), converted to full int8 as
+    the TF docs show (from_keras_model, representative dataset); about 5 s at the default
+    size, 20 s for ImageNet's 224x224 alpha 1."""
+    return to_int8_tflite_from_float(keras_mobilenet(fixed_batch, classes, side, alpha),
+                                     _images(8, seed=2, side=side))
