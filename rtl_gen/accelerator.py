@@ -316,10 +316,9 @@ class Accelerator(wiring.Component):
                      ctl_softmax.eq(is_softmax)]
 
         # ---- buffers ----------------------------------------------------------------------
-        acts = [BankedMemory(m, f"act{i}", word_bytes=g.act_word, depth=g.act_depth,
-                             platform=platform) for i in range(2)]
-        weights = BankedMemory(m, "weights", word_bytes=g.weight_word, depth=g.weight_depth,
-                               platform=platform)
+        acts = [BankedMemory(m, f"act{i}", word_bytes=g.act_word, depth=g.act_depth)
+                for i in range(2)]
+        weights = BankedMemory(m, "weights", word_bytes=g.weight_word, depth=g.weight_depth)
 
         def reader(name, mems, select, word, depth, walk, sliced=False, chunk_bytes=0):
             """A BufferReader on its own read port of every bank of each of `mems`, reading

@@ -62,13 +62,12 @@ class BankedMemory:
     (one bit per byte) drive the write port.
     """
 
-    def __init__(self, m: Module, name: str, *, word_bytes: int, depth: int, platform=None):
+    def __init__(self, m: Module, name: str, *, word_bytes: int, depth: int):
         self.word_bytes, self.depth = word_bytes, depth
         self.bank_words = min(depth, BLOCK_WORDS)
         self.banks = -(-depth // self.bank_words)
         self._shift = exact_log2(self.bank_words) if self.banks > 1 else 0
-        self._banks = [Bank(m, f"{name}_bank{k}", word_bytes=word_bytes,
-                            depth=self.bank_words, platform=platform)
+        self._banks = [Bank(m, f"{name}_bank{k}", word_bytes=word_bytes, depth=self.bank_words)
                        for k in range(self.banks)]
         self.w_addr = Signal(range(depth), name=f"{name}_w_addr")
         self.w_data = Signal(8 * word_bytes, name=f"{name}_w_data")
@@ -151,16 +150,14 @@ class BufferReader(wiring.Component):
     (stream of `read_item_layout`), ``mem_addr``/``mem_en`` (to be wired to a read port of
     each of `ports` memories, e.g. every bank of the two activation buffers, see
     `BankedMemory`), ``mem_data`` (their words, one per memory, `bram.READ_LATENCY` cycles
-    after the address and from registers: the block RAMs' output registers), ``mem_select``
+    after the address and from registers: each bank's output register), ``mem_select``
     (which memory's word the items take; valid with the words), ``idle`` (no walk running
     and no item waiting).
 
-    The read ports are always enabled; the words leave the block RAMs from their output
-    registers and land in a register of the reader, one per memory, before any logic: the
-    block RAMs lie spread over the die, so each gets a route to a flip-flop of its own and a
-    whole cycle for it, and the bank select works on landed words. (A 45F build with the
-    select right behind the output registers was still routing after 25 minutes, slower
-    than the builds around it on a busier machine; not analysed further.) The landed words
+    The read ports are always enabled; the words leave the banks from their output
+    registers (`bram.Bank`) and land in a register of the reader, one per memory, before any
+    logic: the block RAMs lie spread over the die, so each gets a route to a flip-flop of its
+    own and a whole cycle for it, and the bank select works on landed words. The landed words
     are then selected into a queue of `QUEUE` entries, which ``data`` presents at its head.
     A read is issued only while the queue has room for it counting the reads in flight
     (`credit`, a register), so back-pressure on ``data`` never reaches the block RAM's clock
@@ -174,7 +171,7 @@ class BufferReader(wiring.Component):
     whole word behind it.
     """
 
-    # A read issued in cycle t leaves the block RAM's output register in t + 2, lands in
+    # A read issued in cycle t leaves the bank's output register in t + 2, lands in
     # t + 3, is at the head in t + 4, taken then, and its entry is issued again in t + 5:
     # five entries keep one item a clock.
     LATENCY = READ_LATENCY + 2
