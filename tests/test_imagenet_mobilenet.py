@@ -15,6 +15,7 @@ from quantize.tflite_graph import load_graph
 from quantize.verify import assert_bit_exact
 from rtl_gen.config import AccelConfig
 from sim.verilator_runner import verilator_available
+from verilator_checks import assert_verilator_exact
 
 pytestmark = pytest.mark.slow
 
@@ -43,14 +44,7 @@ def test_functional_model_bit_exact(imagenet):
 
 @pytest.mark.skipif(verilator_available() is not None, reason=verilator_available() or "")
 def test_verilator_bit_exact_and_cycle_exact(imagenet):
-    from sim.accel_sim import DDR_TIMING, simulate
-    from sim.perf_model import predict
     graph, fw, x, golden = imagenet
-    (r,) = simulate(fw, [x], progress=False)
-    assert r.ok and r.layer_count == len(fw.descriptors) - 1, r
-    assert assert_bit_exact(graph, r.tensors, golden) == len(graph.ops)
-    prediction = predict(fw, ddr=DDR_TIMING)
-    assert [layer.cycles for layer in prediction.layers] == r.layer_cycles
-    assert prediction.total == r.cycles
+    r, _ = assert_verilator_exact(graph, fw, x, golden)
     print(f"ImageNet MobileNet 224 alpha 1: {r.cycles:,} cycles measured = predicted, "
           f"{len(fw.descriptors) - 1} descriptors")
