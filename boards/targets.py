@@ -16,9 +16,10 @@ an EBR is one DP16KD of 18 Kbit.
 DSP blocks are for MACs: Yosys maps every multiplier of two variable operands onto
 MULT18X18D, so the accelerator writes the products that are not MACs of the pointwise array
 (depthwise taps, the sequencer's size products, the dense layer's requantizer digits) as LUT
-logic (`rtl_gen.lut_mul`); only the Requantizer (four per lane) and the SoftmaxUnit (four)
-keep DSP blocks. The smallest accelerator needs 10 of them, so even a 25F (28) takes one
-(pw 4x4, 2 depthwise lanes by `estimate`; no routed build of it measured yet). An iCE40 UP5K
+logic (`rtl_gen.lut_mul`); only the Requantizer keeps DSP blocks (three per lane), and the
+SoftmaxUnit borrows its first lane's. The smallest accelerator needs 5 of them, so even a
+25F (28) takes one (pw 4x4, 4 depthwise lanes by `estimate`; no routed build of it measured
+yet). An iCE40 UP5K
 (5 280 LUTs, 8 SB_MAC16) is far smaller still, and nextpnr-ice40 has no out-of-context mode.
 """
 from __future__ import annotations
@@ -79,10 +80,11 @@ def get_board(board: str | Board) -> Board:
 
 # ---- resource model of rtl_gen.accelerator.Accelerator ------------------------------------------
 
-# MULT18X18D outside the MAC array and the Requantizer: the SoftmaxUnit's 32x32 product. The
-# depthwise taps, the sequencer's size products and the FloatRequantizer's digits are LUT
-# logic (`rtl_gen.lut_mul`), and the MeanUnit shares the Requantizer.
-FIXED_MULT18 = 4
+# MULT18X18D per Requantizer lane: its 32x32 product (`requant.srdhm_pipeline`, Karatsuba).
+# Nothing else outside the MAC array takes one: the MeanUnit shares the Requantizer, the
+# SoftmaxUnit borrows lane 0's product, and the depthwise taps, the sequencer's size products
+# and the FloatRequantizer's digits are LUT logic (`rtl_gen.lut_mul`).
+MULT18_PER_LANE = 3
 # Coarse logic model, LUT4 slots after place and route (LUT4 + 2 * CCU2C + 2 * DPR16X4):
 # a base plus one term per MAC of the array and one per depthwise tap (its 9x8 LUT
 # multiplier). Fitted on the earlier RTL (base, per MAC) and checked on the current one:
@@ -120,8 +122,8 @@ def estimate(cfg: AccelConfig) -> Estimate:
     """Resources of `Accelerator(cfg)` after synth_ecp5, with the default `Limits`.
 
     MULT18X18D: one per int8 product (9x8 bits fit one 18x18): pw_out * pw_in in the MAC array,
-    9 * dw_lanes in the depthwise engine; four per 32x32 product (2x2 tiles of 18x18) in the
-    Requantizer and in the MeanUnit's own Requantizer, `lanes` each; plus `FIXED_MULT18`.
+    three per Requantizer lane (`MULT18_PER_LANE`), whose products the MeanUnit and the
+    SoftmaxUnit share.
     BRAM: the two activation buffers (byte writes; read by the layer's reader and the store
     reader, so two copies each), the weight buffer (its bus-word write enables counted as byte
     lanes: a 64-bit lane takes two 36-bit blocks), the depthwise line buffer (two rows of
@@ -134,7 +136,7 @@ def estimate(cfg: AccelConfig) -> Estimate:
     from rtl_gen.sequencer import Geometry, Limits
 
     g, limits = Geometry(cfg), Limits()
-    mult18 = cfg.pw_out * cfg.pw_in + 4 * g.lanes + FIXED_MULT18
+    mult18 = cfg.pw_out * cfg.pw_in + MULT18_PER_LANE * g.lanes
     # MeanUnit(lanes, max_channels, max_pixels) keeps ceil(max_channels / lanes) rows of `lanes`
     # sums of (255 * max_pixels).bit_length() + 1 bits.
     mean_bits = g.lanes * ((255 * g.mean_pixels).bit_length() + 1)
@@ -165,25 +167,25 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
     Pointwise convolutions carry about 95 % of MobileNet's MACs, so the search maximises the
     MAC array (pw_out * pw_in) first, then the depthwise lanes, then prefers the squarer array
     (smaller channel padding, `firmware.layout.channel_align`) with pw_out >= pw_in. The DSPs
-    bind: MULT18X18D = pw_out*pw_in + 4*dw_lanes + 4 (`estimate`; dw_lanes <= pw_out).
+    bind: MULT18X18D = pw_out*pw_in + 3*dw_lanes (`estimate`; dw_lanes <= pw_out).
 
-    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 4 lanes = 128 + 16 + 4 = 148, 86% of them MACs
-      (32x8 needs 260; 16x8 with 8 lanes 164).
-    * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 1 lane = 64 + 4 + 4 = 72, 89% MACs
-      (8x8 with 2 lanes needs 76).
-    * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 2 lanes = 16 + 8 + 4 = 28.
+    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 8 lanes = 128 + 24 = 152, 84% of them MACs
+      (32x8 needs 280; 16x8 with 16 lanes 176). Eight lanes rather than four (140, 91%):
+      the depthwise layers, a quarter of alpha 0.25's cycles with four lanes, halve.
+    * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 2 lanes = 64 + 6 = 70, 91% MACs
+      (8x8 with 4 lanes needs 76).
+    * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 4 lanes = 16 + 12 = 28.
 
     Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 32 KiB of weights:
     what the firmware's networks are compiled for) and are halved together only while they
-    exceed 90 % of the DP16KDs. 85F: 168 of 208 blocks (each activation buffer is stored
-    twice, 64 blocks). 45F: 150 blocks at the defaults, so 32 + 16 KiB, 86 of 108 blocks;
+    exceed 90 % of the DP16KDs. 85F: 173 of 208 blocks (each activation buffer is stored
+    twice, 64 blocks). 45F: 32 + 16 KiB, 87 of 108 blocks;
     alpha 0.25's 14x14x256 layers then run as two bands of rows each (`firmware.tiling`),
     alpha 1 does not fit (a stride-2 depthwise band needs three 14 KiB input rows).
 
     Clock: 30 MHz on both (ECP5 speed grade 6), the target `gen-accel --synth` must meet; the
-    RTL is pipelined for more: at a 100 MHz target the 45F default routed at 74.9 MHz
-    (critical path: the sequencer's read command into the DMA's burst splitter) and the 85F
-    default at 64.4 MHz before the credit-based MAC array (README). The ULX3S's 25 MHz
+    RTL is pipelined for 100 MHz (README's board table for what each board routed at). The
+    ULX3S's 25 MHz
     oscillator reaches the target through an EHXPLLL.
     """
     board = get_board(board)

@@ -416,7 +416,8 @@ class Accelerator(wiring.Component):
         # The MeanUnit's rows go through the shared Requantizer (idle during a MEAN layer).
         mean = MeanUnit(lanes=g.lanes, max_channels=limits.max_channels,
                         max_pixels=g.mean_pixels, own_requantizer=False)
-        softmax = SoftmaxUnit(max_length=limits.max_classes)
+        # The SoftmaxUnit borrows the Requantizer's first product (idle during a SOFTMAX).
+        softmax = SoftmaxUnit(max_length=limits.max_classes, own_multiplier=False)
         m.submodules.pointwise, m.submodules.depthwise = resettable(pw), resettable(dw)
         m.submodules.mean, m.submodules.softmax = resettable(mean), resettable(softmax)
 
@@ -470,7 +471,8 @@ class Accelerator(wiring.Component):
                      softmax.input_left_shift.eq(desc.shift), softmax.diff_min.eq(desc.aux)]
 
         # ---- requantization ----------------------------------------------------------------
-        ser, rq, frq = AccSerializer(cfg), Requantizer(g.lanes), FloatRequantizer()
+        ser, frq = AccSerializer(cfg), FloatRequantizer()
+        rq = Requantizer(g.lanes, lend_multiplier=True)
         m.submodules.serializer, m.submodules.requant = resettable(ser), resettable(rq)
         m.submodules.float_requant = resettable(frq)
         for engine, active, n in ((pw, is_conv, cfg.pw_out), (dw, is_dw, cfg.dw_lanes)):
@@ -493,6 +495,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [mean.to_requant.ready.eq(rq.i_stream.ready),
                      ser.fixed.ready.eq(rq.i_stream.ready)]
         wiring.connect(m, ser.float, frq.i_stream)
+        wiring.connect(m, softmax.multiplier, rq.borrower)
+        m.d.comb += rq.lend.eq(is_softmax)
         for unit in (rq, frq):
             # A MEAN clamps to the int8 range (TFLite's MEAN has no fused activation).
             m.d.comb += [unit.output_zp.eq(desc.output_zp),

@@ -36,11 +36,16 @@ def srdhm_of_product(product, overflow) -> Value:
 
 def srdhm_pipeline(m: Module, a, b, enable, name: str, platform=None) -> Signal:
     """A registered SaturatingRoundingDoublingHighMul(a, b) of two signed 32-bit values,
-    `SRDHM_STAGES` = 4 enabled cycles after a and b: the 32x32 product as four 16x16 (17-bit
-    signed) partial products, one DSP block each with its input and output registers
-    (`dsp.registered_product`, 2 cycles); then the middle two summed and the rounding
-    constant 2^30 added to the low one; then the high word. No stage is more than two
-    adders deep, short enough for 100+ MHz on an ECP5."""
+    `SRDHM_STAGES` = 4 enabled cycles after a and b, on three DSP blocks (Karatsuba).
+
+    With a = ah 2^16 + al and b = bh 2^16 + bl (al, bl the unsigned low halves), a * b =
+    hh 2^32 + (ss - hh - ll) 2^16 + ll, where hh = ah bh, ll = al bl and ss = (ah + al)(bh + bl).
+    The half sums lie in [-2^15, 3 2^15), 18-bit signed, so each of the three products fits one
+    MULT18X18D (`dsp.registered_product`, its input and output registers: 2 cycles; the half
+    sums are one adder in front of the input registers). Then the middle term (ss - hh - ll)
+    and the low one plus the rounding constant 2^30; then the high word. No stage is more
+    than two adders deep, short enough for 100+ MHz on an ECP5. Four 16x16 products would
+    need no half sums but a fourth DSP block per lane."""
     a, b = Value.cast(a), Value.cast(b)
 
     def reg(shape, suffix):
@@ -55,8 +60,8 @@ def srdhm_pipeline(m: Module, a, b, enable, name: str, platform=None) -> Signal:
 
     a_lo, a_hi = halves(a)
     b_lo, b_hi = halves(b)
-    hh, hl = product(a_hi, b_hi, "hh"), product(a_hi, b_lo, "hl")
-    lh, ll = product(a_lo, b_hi, "lh"), product(a_lo, b_lo, "ll")
+    hh, ll = product(a_hi, b_hi, "hh"), product(a_lo, b_lo, "ll")
+    ss = product((a_hi + a_lo)[:18].as_signed(), (b_hi + b_lo)[:18].as_signed(), "ss")
     top, mid, low = reg(signed(34), "top"), reg(signed(35), "mid"), reg(signed(35), "low")
     overflow = [reg(1, f"overflow{s}") for s in range(DSP_LATENCY + 1)]
     high = reg(signed(32), "high")
@@ -64,7 +69,8 @@ def srdhm_pipeline(m: Module, a, b, enable, name: str, platform=None) -> Signal:
         m.d.sync += [
             overflow[0].eq((a == INT32_MIN) & (b == INT32_MIN)),
             *[overflow[s].eq(overflow[s - 1]) for s in range(1, len(overflow))],
-            top.eq(hh), mid.eq(hl + lh), low.eq(ll + (1 << 30)),
+            # ss - hh - ll = ah bl + al bh, within 35 bits.
+            top.eq(hh), mid.eq((ss - hh - ll)[:35].as_signed()), low.eq(ll + (1 << 30)),
             # floor((a * b + 2^30) / 2^31), see `srdhm_of_product`.
             high.eq(Mux(overflow[-1], INT32_MAX,
                         wrap32(((top << 32) + (mid << 16) + low) >> 31))),
@@ -110,6 +116,13 @@ LANE_LAYOUT = data.StructLayout({
 })
 
 
+def multiplier_signature() -> wiring.Signature:
+    """A borrowed SaturatingRoundingDoublingHighMul, seen from the borrower: operands out,
+    their SRDHM (`srdhm_pipeline`) back SRDHM_STAGES cycles later."""
+    return wiring.Signature({"a": Out(signed(32)), "b": Out(signed(32)),
+                             "high": In(signed(32))})
+
+
 def requant_layout(lanes: int):
     """A Requantizer's input payload: `LANE_LAYOUT`, or an array of `lanes` of them."""
     return LANE_LAYOUT if lanes == 1 else data.ArrayLayout(LANE_LAYOUT, lanes)
@@ -126,29 +139,39 @@ class Requantizer(wiring.Component):
     Stages (registered), each at most one adder or one shifter deep for 100+ MHz: 0 the input
     registered, with the shift split into its left and right amounts (the input is a mux of
     the AccSerializer and the MeanUnit: a shifter behind it was the 45F's next path); 1 left
-    shift; 2-3 the 32x32 product as four 16x16 partial products, one DSP block each (its
-    input and output registers); 4 the middle partial products summed and the SRDHM
-    rounding constant added to the low one; 5 SRDHM's high word; 6 the RoundingDivideByPOT
+    shift; 2-3 the 32x32 product as three DSP products (`srdhm_pipeline`: Karatsuba, each
+    block with its input and output registers); 4 the middle term and the SRDHM rounding
+    constant added to the low one; 5 SRDHM's high word; 6 the RoundingDivideByPOT
     nudge added; 7 its arithmetic shift; 8 zero point and clamp.
     A beat accepted in cycle t is valid on the output in cycle t + LATENCY. The pipeline stalls
     as a whole when the output is not taken.
+
+    With `lend_multiplier`, lane 0's 32x32 product can be lent to a unit that multiplies
+    only while the Requantizer is idle (the SoftmaxUnit, alone in its layer): while `lend`
+    is high the product takes `borrower.a` and `borrower.b` instead of the lane's operands
+    and `borrower.high` returns their SRDHM SRDHM_STAGES cycles later (the output must be
+    taken every cycle meanwhile, as in the accelerator). That saves the borrower three DSP
+    blocks for a 2:1 mux in front of them.
     """
 
     LATENCY = 5 + SRDHM_STAGES
 
-    def __init__(self, lanes: int = 1):
+    def __init__(self, lanes: int = 1, *, lend_multiplier: bool = False):
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, got {lanes}")
-        self.lanes = lanes
+        self.lanes, self.lend_multiplier = lanes, lend_multiplier
         in_layout = requant_layout(lanes)
         out_layout = signed(8) if lanes == 1 else data.ArrayLayout(signed(8), lanes)
-        super().__init__({
+        ports = {
             "i_stream": In(stream.Signature(in_layout)),
             "o_stream": Out(stream.Signature(out_layout)),
             "output_zp": In(signed(8)),
             "act_min": In(signed(8)),
             "act_max": In(signed(8)),
-        })
+        }
+        if lend_multiplier:
+            ports.update(lend=In(1), borrower=In(multiplier_signature()))
+        super().__init__(ports)
 
     def lanes_of(self, payload) -> list:
         """Per-lane views of an input or output payload, for any `lanes`."""
@@ -177,7 +200,13 @@ class Requantizer(wiring.Component):
             shifted = reg(signed(32), "shifted")
             # A right shift of up to 32 travels with the data to the rounding stages.
             right = [reg(range(33), f"right{s}_") for s in range(SRDHM_STAGES + 2)]
-            high = srdhm_pipeline(m, a, mult, advance, f"srdhm{k}", platform)
+            if k == 0 and self.lend_multiplier:
+                high = srdhm_pipeline(m, Mux(self.lend, self.borrower.a, a),
+                                      Mux(self.lend, self.borrower.b, mult), advance,
+                                      f"srdhm{k}", platform)
+                m.d.comb += self.borrower.high.eq(high)
+            else:
+                high = srdhm_pipeline(m, a, mult, advance, f"srdhm{k}", platform)
             r_high, r_shift = right[SRDHM_STAGES], right[SRDHM_STAGES + 1]
 
             shift = lane.shift

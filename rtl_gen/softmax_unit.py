@@ -8,8 +8,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .fsm_encoding import one_hot
-from .requant import (INT32_MAX, INT32_MIN, SRDHM_STAGES, rounding_divide_by_pot,
-                      rounding_nudge, srdhm_pipeline, wrap32)
+from .requant import (INT32_MAX, INT32_MIN, SRDHM_STAGES, multiplier_signature,
+                      rounding_divide_by_pot, rounding_nudge, srdhm_pipeline, wrap32)
 
 # gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl, Q0.31.
 EXP_CONSTANT_TERM = 1895147668     # exp(-1/8)
@@ -62,7 +62,8 @@ class SoftmaxUnit(wiring.Component):
 
     It runs once per inference on ~10 values, so area wins over speed: every gemmlowp
     SaturatingRoundingDoublingHighMul goes through one pipelined 32x32 multiplier
-    (`requant.srdhm_pipeline`: four DSP blocks), each multiply taking MULTIPLY_STATES = 7
+    (`requant.srdhm_pipeline`: three DSP blocks; with `own_multiplier=False` it borrows the
+    Requantizer's, through the `multiplier` port), each multiply taking MULTIPLY_STATES = 7
     states of a micro-sequenced FSM (issue: which operands, as one-hot source selects;
     operand load; four pipeline states; write-back from the registered high word). The
     operands are a select of registers by registers, not by the FSM's ~20 issue states. No
@@ -82,7 +83,7 @@ class SoftmaxUnit(wiring.Component):
     so the descriptor's class count reaches no compare in the cycle it is read).
     """
 
-    def __init__(self, max_length: int = 16):
+    def __init__(self, max_length: int = 16, *, own_multiplier: bool = True):
         # The sum of exponentials is at least 2^19 (the maximum logit contributes exactly that)
         # and at most max_length * 2^19, so the final rounding shift, 35 - clz(sum), is 23..33
         # for up to 1024 logits; `rounding_divide_by_pot` is exact there for the positive
@@ -90,7 +91,7 @@ class SoftmaxUnit(wiring.Component):
         # it: sums of 2^28 and more, i.e. 512 or more logits tied at the maximum.)
         if not 1 <= max_length <= MAX_LENGTH:
             raise ValueError(f"max_length must be 1..{MAX_LENGTH}, got {max_length}")
-        self.max_length = max_length
+        self.max_length, self.own_multiplier = max_length, own_multiplier
         # The loaded logits and their exponentials (Q0.31), kept for the output pass.
         self.logits = Memory(shape=signed(8), depth=max_length, init=[])
         self.exps = Memory(shape=signed(32), depth=max_length, init=[])
@@ -104,6 +105,7 @@ class SoftmaxUnit(wiring.Component):
             # One cycle high per exponential stored (every ~100 cycles): the long compute
             # phases have no stream handshake for the accelerator's watchdog to see.
             "progress": Out(1),
+            **({} if own_multiplier else {"multiplier": Out(multiplier_signature())}),
         })
 
     @staticmethod
@@ -138,7 +140,11 @@ class SoftmaxUnit(wiring.Component):
         # (`SRDHM_STAGES` states, running every cycle), then the write-back state, which
         # reads the registered high word.
         mul_a, mul_b = Signal(signed(32)), Signal(signed(32))
-        high = srdhm_pipeline(m, mul_a, mul_b, 1, "srdhm", platform)
+        if self.own_multiplier:
+            high = srdhm_pipeline(m, mul_a, mul_b, 1, "srdhm", platform)
+        else:
+            high = self.multiplier.high
+            m.d.comb += [self.multiplier.a.eq(mul_a), self.multiplier.b.eq(mul_b)]
         maximum = Signal(signed(8))
         held, held_valid, load_done = Signal(signed(8)), Signal(), Signal()
         taken = Signal(range(self.max_length))

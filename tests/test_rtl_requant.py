@@ -7,8 +7,8 @@ from amaranth.sim import Simulator
 
 from quantize import fixedpoint as fx
 from quantize.reference import Requant
-from rtl_gen.requant import (INT32_MAX, INT32_MIN, Requantizer, rounding_divide_by_pot,
-                             srdhm_of_product)
+from rtl_gen.requant import (INT32_MAX, INT32_MIN, SRDHM_STAGES, Requantizer,
+                             rounding_divide_by_pot, srdhm_of_product, srdhm_pipeline)
 from stream_sim import run_stream
 
 EDGE_INT32 = [INT32_MIN, INT32_MIN + 1, -(1 << 30), -5, -3, -1, 0, 1, 3, 5, 1 << 30, INT32_MAX]
@@ -58,6 +58,40 @@ def test_srdhm_matches_fixedpoint():
 
     got = _run_comb(build, zip(a, b))
     np.testing.assert_array_equal(got, fx.saturating_rounding_doubling_high_mul(a, b))
+
+
+def _srdhm_cases(seed, n):
+    rng = np.random.default_rng(seed)
+    a = np.concatenate([_int32_samples(rng, n), np.repeat(EDGE_INT32, len(EDGE_INT32))])
+    b = np.concatenate([_int32_samples(rng, n), np.tile(EDGE_INT32, len(EDGE_INT32))])
+    return a, b
+
+
+def test_srdhm_pipeline_matches_fixedpoint():
+    """The three-DSP (Karatsuba) product of the Requantizer and the SoftmaxUnit: one operand
+    pair per clock in, its SRDHM exactly SRDHM_STAGES clocks later."""
+    a, b = _srdhm_cases(5, 1500)
+    stages = SRDHM_STAGES
+    m = Module()
+    sa, sb = Signal(signed(32)), Signal(signed(32))
+    high = srdhm_pipeline(m, sa, sb, 1, "karatsuba")
+    got = []
+
+    async def bench(ctx):
+        for k in range(len(a) + stages):
+            if k < len(a):
+                ctx.set(sa, int(a[k]))
+                ctx.set(sb, int(b[k]))
+            await ctx.tick()
+            if k + 1 >= stages:
+                got.append(ctx.get(high))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    np.testing.assert_array_equal(np.array(got[:len(a)], np.int64),
+                                  fx.saturating_rounding_doubling_high_mul(a, b))
 
 
 def test_rounding_divide_by_pot_matches_fixedpoint():

@@ -3,9 +3,12 @@ import math
 
 import numpy as np
 from amaranth.back import verilog
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
 
 from quantize import fixedpoint as fx
 from quantize.reference import SCALED_DIFF_INTEGER_BITS, softmax, softmax_params
+from rtl_gen.requant import Requantizer
 from rtl_gen.sequencer import Limits
 from rtl_gen.softmax_unit import (EXP_BARREL, EXP_CONSTANT_TERM, EXP_ONE_THIRD,
                                   RECIP_48_OVER_17, RECIP_NEG_32_OVER_17, SoftmaxUnit)
@@ -134,6 +137,33 @@ def test_softmax_cycle_count():
     rng = np.random.default_rng(35)
     vectors = random_vectors(rng, 8, 16)
     cycles = check(SoftmaxUnit(16), vectors, seed=36)
+    assert cycles == [SoftmaxUnit.vector_cycles(len(logits)) for logits, _ in vectors]
+
+
+class BorrowingSoftmax(Elaboratable):
+    """A SoftmaxUnit on the multiplier a Requantizer lends it, wired as in the accelerator
+    (the Requantizer idle, its output always taken); the softmax's ports are this one's."""
+
+    def __init__(self, max_length):
+        self.softmax = SoftmaxUnit(max_length, own_multiplier=False)
+        self.requant = Requantizer(2, lend_multiplier=True)
+        for name in ("i_stream", "o_stream", "length", "input_multiplier", "input_left_shift",
+                     "diff_min", "exps"):
+            setattr(self, name, getattr(self.softmax, name))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.softmax, m.submodules.requant = self.softmax, self.requant
+        wiring.connect(m, self.softmax.multiplier, self.requant.borrower)
+        m.d.comb += [self.requant.lend.eq(1), self.requant.o_stream.ready.eq(1)]
+        return m
+
+
+def test_softmax_on_the_requantizers_multiplier():
+    """Bit-exact and as fast (`vector_cycles`) on a borrowed product as on its own."""
+    rng = np.random.default_rng(39)
+    vectors = random_vectors(rng, 40, 16)
+    cycles = check(BorrowingSoftmax(16), vectors, seed=40)
     assert cycles == [SoftmaxUnit.vector_cycles(len(logits)) for logits, _ in vectors]
 
 
