@@ -1,0 +1,145 @@
+"""AddUnit RTL, followed by the Requantizer as in the accelerator, against TFLite's int8 ADD
+(reference_integer_ops::AddElementwise) written out with quantize.fixedpoint."""
+import numpy as np
+import pytest
+from amaranth.hdl import Elaboratable, Module
+
+from quantize import fixedpoint as fx
+from rtl_gen.add_unit import LEFT_SHIFT, AddUnit
+from rtl_gen.requant import Requantizer
+from stream_sim import collect, int8, pack, producer, run_sim, unpack
+
+
+def add_params(s1, zp1, s2, zp2, s_out, zp_out):
+    """TFLite's PrepareGeneralSubOp for int8: (offset, multiplier, right shift) per input,
+    the output multiplier and shift."""
+    twice_max = 2 * max(s1, s2)
+    m1, sh1 = fx.quantize_multiplier(s1 / twice_max)
+    m2, sh2 = fx.quantize_multiplier(s2 / twice_max)
+    mo, sho = fx.quantize_multiplier(twice_max / ((1 << LEFT_SHIFT) * s_out))
+    return (-zp1, m1, -sh1), (-zp2, m2, -sh2), (mo, sho, zp_out)
+
+
+def tflite_add(a, b, in1, in2, out, act_min=-128, act_max=127):
+    def scaled(x, p):
+        offset, mult, right = p
+        shifted = (x.astype(np.int64) + offset) << LEFT_SHIFT
+        return fx.multiply_by_quantized_multiplier(shifted, mult, -right)
+    mo, sho, zp_out = out
+    raw = fx.multiply_by_quantized_multiplier(scaled(a, in1) + scaled(b, in2), mo, sho) + zp_out
+    return np.clip(raw, act_min, act_max).astype(np.int8)
+
+
+class AddThenRequant(Elaboratable):
+    def __init__(self, lanes):
+        self.add, self.rq = AddUnit(lanes), Requantizer(lanes)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.add, m.submodules.rq = self.add, self.rq
+        m.d.comb += [self.rq.i_stream.valid.eq(self.add.to_requant.valid),
+                     self.rq.i_stream.payload.eq(self.add.to_requant.payload),
+                     self.add.to_requant.ready.eq(self.rq.i_stream.ready)]
+        return m
+
+
+def run_add(lanes, a, b, in1, in2, out, act=(-128, 127), seed=0, valid_prob=1.0,
+            ready_prob=1.0):
+    dut = AddThenRequant(lanes)
+    rng = np.random.default_rng(seed)
+    beats = len(a) // lanes
+    got = []
+
+    async def drive(ctx):
+        for port, (offset, mult, right) in ((dut.add.a_scale, in1), (dut.add.b_scale, in2)):
+            ctx.set(port.offset, offset)
+            ctx.set(port.multiplier, mult)
+            ctx.set(port.right_shift, right)
+        ctx.set(dut.add.out_multiplier, out[0])
+        ctx.set(dut.add.out_shift, out[1])
+        ctx.set(dut.rq.output_zp, out[2])
+        ctx.set(dut.rq.act_min, act[0])
+        ctx.set(dut.rq.act_max, act[1])
+
+    async def take(ctx):
+        raw = lanes > 1           # one lane: the payload is the int8 itself
+        payloads, _, _ = await collect(ctx, dut.rq.o_stream, beats, rng, ready_prob, raw=raw)
+        got.extend(v for word in payloads for v in unpack(word, 8, lanes)) if raw else \
+            got.extend(payloads)
+
+    def stream_of(x):
+        return [pack(x[i * lanes:(i + 1) * lanes], 8) for i in range(beats)]
+
+    run_sim(dut, take, background=[
+        drive, producer(dut.add.a, stream_of(a), np.random.default_rng(seed + 1), valid_prob),
+        producer(dut.add.b, stream_of(b), np.random.default_rng(seed + 2), valid_prob)])
+    return np.array(got, np.int8)
+
+
+SCALES = [  # (s1, zp1, s2, zp2, s_out, zp_out): equal, very different, output coarser/finer
+    (0.05, 3, 0.05, -7, 0.08, -2),
+    (0.001, -128, 0.5, 127, 0.4, 10),
+    (0.5, 127, 0.001, -128, 0.02, -128),
+    (0.02, 0, 0.03, 5, 0.011, 127),
+]
+
+
+@pytest.mark.parametrize("scales", SCALES)
+def test_add_matches_tflite(scales):
+    rng = np.random.default_rng(1)
+    lanes = 4
+    a = np.concatenate([int8(rng, 400, "random"), int8(rng, 8, "min"), int8(rng, 8, "max"),
+                        int8(rng, 8, "min")])
+    b = np.concatenate([int8(rng, 400, "random"), int8(rng, 8, "max"), int8(rng, 8, "min"),
+                        int8(rng, 8, "min")])
+    in1, in2, out = add_params(*scales)
+    want = tflite_add(a, b, in1, in2, out)
+    got = run_add(lanes, a, b, in1, in2, out, seed=2, valid_prob=0.7, ready_prob=0.8)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_add_fused_relu6_range_and_one_lane():
+    rng = np.random.default_rng(3)
+    a, b = int8(rng, 200, "random"), int8(rng, 200, "random")
+    in1, in2, out = add_params(0.04, -20, 0.07, 11, 0.05, -128)
+    act = (-128, -8)       # a ReLU6-style clamp on the output
+    want = tflite_add(a, b, in1, in2, out, *act)
+    np.testing.assert_array_equal(run_add(1, a, b, in1, in2, out, act, seed=4), want)
+
+
+def test_add_streams_one_beat_per_clock():
+    """With both inputs always valid and the output always ready, a beat leaves every cycle,
+    the first AddUnit.LATENCY + Requantizer.LATENCY cycles after the first input."""
+    rng = np.random.default_rng(5)
+    lanes, n = 2, 64
+    a, b = int8(rng, n, "random"), int8(rng, n, "random")
+    in1, in2, out = add_params(0.05, 3, 0.02, -7, 0.06, 1)
+    dut = AddThenRequant(lanes)
+    times = []
+
+    async def bench(ctx):
+        for port, (offset, mult, right) in ((dut.add.a_scale, in1), (dut.add.b_scale, in2)):
+            ctx.set(port.offset, offset)
+            ctx.set(port.multiplier, mult)
+            ctx.set(port.right_shift, right)
+        ctx.set(dut.add.out_multiplier, out[0])
+        ctx.set(dut.add.out_shift, out[1])
+        ctx.set(dut.rq.act_min, -128)
+        ctx.set(dut.rq.act_max, 127)
+        ctx.set(dut.rq.o_stream.ready, 1)
+        ctx.set(dut.add.a.valid, 1)
+        ctx.set(dut.add.b.valid, 1)
+        for cycle in range(n // lanes + AddUnit.LATENCY + Requantizer.LATENCY + 2):
+            k = min(cycle, n // lanes - 1)
+            ctx.set(dut.add.a.payload.as_value(), pack(a[k * lanes:(k + 1) * lanes], 8))
+            ctx.set(dut.add.b.payload.as_value(), pack(b[k * lanes:(k + 1) * lanes], 8))
+            if cycle == n // lanes:
+                ctx.set(dut.add.a.valid, 0)
+                ctx.set(dut.add.b.valid, 0)
+            *_, valid = await ctx.tick().sample(dut.rq.o_stream.valid)
+            if valid:
+                times.append(cycle)
+
+    run_sim(dut, bench)
+    first = AddUnit.LATENCY + Requantizer.LATENCY
+    assert times == list(range(first, first + n // lanes))
