@@ -14,7 +14,7 @@ import numpy as np
 
 from . import fixedpoint as fx
 from .average_pool import global_average_pool
-from .tflite_graph import VIEW_OPS, Graph, Op, UnsupportedModelError
+from .tflite_graph import VIEW_OPS, Graph, Op, UnsupportedModelError, activation_inputs
 
 # ---------------------------------------------------------------------------- parameters
 
@@ -199,11 +199,112 @@ def softmax(x: np.ndarray, p: SoftmaxParams) -> np.ndarray:
     out = np.clip(unsat - 128, -128, 127)
     return np.where(valid, out, -128).astype(np.int8)
 
+# ---------------------------------------------------------------------------- ADD
+
+# Bits the int8 ADD shifts its inputs left by before rescaling them (add.cc: 20 for 8-bit).
+ADD_LEFT_SHIFT = 20
+
+
+@dataclass(frozen=True)
+class AddParams:
+    """TFLite's ArithmeticParams for an int8 ADD, as add.cc's Prepare derives them. The
+    shifts are those of QuantizeMultiplierSmallerThanOneExp: <= 0, a right shift by -shift."""
+    left_shift: int
+    input1_offset: int
+    input1_multiplier: int
+    input1_shift: int
+    input2_offset: int
+    input2_multiplier: int
+    input2_shift: int
+    output_multiplier: int
+    output_shift: int
+    output_offset: int
+    act_min: int
+    act_max: int
+
+
+def add_real_multipliers(input1_scale, input2_scale, output_scale,
+                         left_shift: int = ADD_LEFT_SHIFT) -> tuple[float, float, float]:
+    """(input 1, input 2, output) real multipliers of add.cc's Prepare, in its precision:
+    twice_max_input_scale = 2 * std::max(float, float) and (1 << left_shift) * float are
+    float32 products, the divisions double."""
+    s1, s2, so = np.float32(input1_scale), np.float32(input2_scale), np.float32(output_scale)
+    with np.errstate(over="ignore"):
+        twice_max = float(np.float32(2) * max(s1, s2))
+        out_denominator = float(np.float32(1 << left_shift) * so)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r1, r2 = (float(np.float64(s1) / twice_max), float(np.float64(s2) / twice_max))
+        r_out = float(np.float64(twice_max) / out_denominator)
+    return r1, r2, r_out
+
+
+def quantize_multiplier_smaller_than_one(real: float) -> tuple[int, int] | None:
+    """QuantizeMultiplierSmallerThanOneExp: (multiplier, shift <= 0), or None where TFLite
+    CHECK-fails (abort()s): a multiplier outside (0, 1), or one so close to 1 that it rounds
+    up to 2^31 and leaves shift 1. `tflite_graph` refuses such a model first."""
+    if not 0 < real < 1:
+        return None
+    multiplier, shift = fx.quantize_multiplier(real)
+    return (multiplier, shift) if shift <= 0 else None
+
+
+def _quantize_smaller_than_one(real: float, what: str) -> tuple[int, int]:
+    q = quantize_multiplier_smaller_than_one(real)
+    if q is None:
+        raise UnsupportedModelError(f"{what}: ADD multiplier {real:g} does not quantize to a "
+                                    "multiplier below one (TFLite would abort)")
+    return q
+
+
+def add_params(op: Op) -> AddParams:
+    """The ArithmeticParams TFLite's int8 ADD runs `op` with (add.cc Prepare)."""
+    x1, x2, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    r1, r2, r_out = add_real_multipliers(x1.scale[0], x2.scale[0], y.scale[0])
+    m1, s1 = _quantize_smaller_than_one(r1, op.describe())
+    m2, s2 = _quantize_smaller_than_one(r2, op.describe())
+    mo, so = _quantize_smaller_than_one(r_out, op.describe())
+    lo, hi = activation_range(op.options.get("activation", "NONE"), y.scale[0], y.zp)
+    return AddParams(ADD_LEFT_SHIFT, -x1.zp, m1, s1, -x2.zp, m2, s2, mo, so, y.zp, lo, hi)
+
+
+def multiply_by_quantized_multiplier_smaller_than_one_exp(x, multiplier: int,
+                                                         shift: int) -> np.ndarray:
+    """MultiplyByQuantizedMultiplierSmallerThanOneExp: SRDHM, then a rounding right shift
+    by -shift (shift <= 0)."""
+    if shift > 0:
+        raise ValueError(f"shift {shift} > 0: not a multiplier smaller than one")
+    return fx.rounding_divide_by_pot(
+        fx.saturating_rounding_doubling_high_mul(fx.wrap_int32(x), multiplier), -shift)
+
+
+def add_scaled_input(x: np.ndarray, offset: int, multiplier: int, shift: int,
+                     left_shift: int = ADD_LEFT_SHIFT) -> np.ndarray:
+    """One input of the int8 ADD on the common fixed-point scale (int32 values in int64):
+    MultiplyByQuantizedMultiplierSmallerThanOneExp((offset + x) * 2^left_shift, multiplier,
+    shift). The hardware computes exactly this per input."""
+    shifted = fx.wrap_int32((np.asarray(x).astype(np.int64) + offset) * (1 << left_shift))
+    return multiply_by_quantized_multiplier_smaller_than_one_exp(shifted, multiplier, shift)
+
+
+def add(x1: np.ndarray, x2: np.ndarray, p: AddParams) -> np.ndarray:
+    """reference_integer_ops::Add for int8 without broadcasting (AddElementwise): both inputs
+    rescaled (`add_scaled_input`), summed, requantized to the output, offset, clamped."""
+    if np.shape(x1) != np.shape(x2):
+        raise ValueError(f"ADD of shapes {np.shape(x1)} and {np.shape(x2)}: only equal shapes "
+                         "(no broadcasting)")
+    a = add_scaled_input(x1, p.input1_offset, p.input1_multiplier, p.input1_shift, p.left_shift)
+    b = add_scaled_input(x2, p.input2_offset, p.input2_multiplier, p.input2_shift, p.left_shift)
+    raw_sum = fx.wrap_int32(a + b)
+    raw_out = multiply_by_quantized_multiplier_smaller_than_one_exp(
+        raw_sum, p.output_multiplier, p.output_shift) + p.output_offset
+    return np.clip(raw_out, p.act_min, p.act_max).astype(np.int8)
+
 # ---------------------------------------------------------------------------- graph
 
 
-def run_op(op: Op, x: np.ndarray) -> np.ndarray:
-    """Run one op on its int8 activation input (any batch size)."""
+def run_op(op: Op, x: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
+    """Run one op on its int8 activation input (any batch size); `x2` is ADD's second
+    activation input (`tflite_graph.activation_inputs`), None for every other op."""
     i, y = op.inputs[0], op.outputs[0]
     out_shape = (x.shape[0],) + tuple(y.shape[1:])  # batch-aware: accuracy runs whole batches
     if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
@@ -226,6 +327,10 @@ def run_op(op: Op, x: np.ndarray) -> np.ndarray:
         return softmax(x, softmax_params(i.scale[0], op.options.get("beta", 1.0)))
     if op.kind in VIEW_OPS:
         return x.reshape(out_shape)
+    if op.kind == "ADD":
+        if x2 is None:
+            raise ValueError(f"{op.describe()}: ADD needs its second input")
+        return add(x, x2, add_params(op))
     raise UnsupportedModelError(f"{op.describe()}: no reference kernel")
 
 
@@ -237,5 +342,5 @@ def run_graph(graph: Graph, x: np.ndarray) -> dict[int, np.ndarray]:
                          f"got {x.dtype} {tuple(x.shape)}")
     values = {graph.input.index: x}
     for op in graph.ops:
-        values[op.outputs[0].index] = run_op(op, values[op.inputs[0].index])
+        values[op.outputs[0].index] = run_op(op, *(values[t.index] for t in activation_inputs(op)))
     return values

@@ -22,7 +22,7 @@ import numpy as np
 from .average_pool import MAX_PIXELS as MAX_POOL_PIXELS, average_pool_multiplier
 
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "PAD", "MEAN", "AVERAGE_POOL_2D",
-                 "FULLY_CONNECTED", "SOFTMAX", "RESHAPE", "SQUEEZE")
+                 "FULLY_CONNECTED", "SOFTMAX", "RESHAPE", "SQUEEZE", "ADD")
 # Ops that only reinterpret the shape of an int8 tensor (same bytes, same quantization).
 VIEW_OPS = ("RESHAPE", "SQUEEZE")
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 3: "RELU6"}
@@ -328,11 +328,13 @@ _OPTION_TABLES = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseCon
                   "SOFTMAX": "SoftmaxOptions", "FULLY_CONNECTED": "FullyConnectedOptions",
                   "MEAN": "ReducerOptions", "STRIDED_SLICE": "StridedSliceOptions",
                   "PACK": "PackOptions", "CONCATENATION": "ConcatenationOptions",
-                  "AVERAGE_POOL_2D": "Pool2DOptions"}
+                  "AVERAGE_POOL_2D": "Pool2DOptions", "ADD": "AddOptions"}
 _OPTIONS_REQUIRED = ("CONV_2D", "DEPTHWISE_CONV_2D", "SOFTMAX", "PACK", "CONCATENATION",
                      "AVERAGE_POOL_2D")
 _SLICE_DEFAULTS = {"begin_mask": 0, "end_mask": 0, "ellipsis_mask": 0, "new_axis_mask": 0,
                    "shrink_axis_mask": 0, "offset": False}
+# What TFLite runs an op without its (optional) table on: its zeroed parameters.
+_OPTION_DEFAULTS = {"STRIDED_SLICE": _SLICE_DEFAULTS, "ADD": {"activation": "NONE"}}
 
 
 def _checked_options(s, where: str, kind: str, opt) -> dict:
@@ -342,7 +344,7 @@ def _checked_options(s, where: str, kind: str, opt) -> dict:
     if opt is None:
         if kind in _OPTIONS_REQUIRED:
             raise UnsupportedModelError(f"{where}: has no {table}")
-        return dict(_SLICE_DEFAULTS) if kind == "STRIDED_SLICE" else {}
+        return dict(_OPTION_DEFAULTS.get(kind, {}))
     if not isinstance(opt, getattr(s, f"{table}T")):
         raise UnsupportedModelError(f"{where}: carries {type(opt).__name__.removesuffix('T')} "
                                     f"instead of {table}")
@@ -384,6 +386,8 @@ def _options(kind: str, opt) -> dict:
         return {"axis": int(opt.axis)}
     if kind == "CONCATENATION":
         return {"axis": int(opt.axis), "activation": _activation(opt.fusedActivationFunction)}
+    if kind == "ADD":
+        return {"activation": _activation(opt.fusedActivationFunction)}
     return {}
 
 # ---------------------------------------------------------------------------- model
@@ -453,12 +457,21 @@ def load_graph(source: str | Path | bytes, name: str | None = None) -> Graph:
 # ---------------------------------------------------------------------------- what maps
 
 
-# Inputs per kind: (fewest, most); input 0 is the activation, the rest constants.
+# Inputs per kind: (fewest, most); input 0 is the activation (inputs 0 and 1 for the kinds in
+# _ACTIVATION_INPUTS, see `activation_inputs`), the rest constants.
 _ARITY = {"CONV_2D": (2, 3), "DEPTHWISE_CONV_2D": (2, 3), "FULLY_CONNECTED": (2, 3),
           "PAD": (2, 2), "MEAN": (2, 2), "AVERAGE_POOL_2D": (1, 1), "SOFTMAX": (1, 1),
-          "RESHAPE": (1, 2), "SQUEEZE": (1, 1)}
+          "RESHAPE": (1, 2), "SQUEEZE": (1, 1), "ADD": (2, 2)}
+# Kinds that read more than one activation: how many (their first inputs).
+_ACTIVATION_INPUTS = {"ADD": 2}
 # Softmax output quantization TFLite's int8 kernel insists on (TF_LITE_ENSURE_NEAR).
 SOFTMAX_OUTPUT_SCALE = 1.0 / 256
+
+
+def activation_inputs(op: Op) -> list[Tensor]:
+    """The int8 activations `op` reads, in input order: input 0, and for ADD input 1 too
+    (the two branches of a residual connection). Its other inputs are constants."""
+    return op.inputs[:_ACTIVATION_INPUTS.get(op.kind, 1)]
 
 
 def validate(graph: Graph) -> None:
@@ -563,11 +576,12 @@ def _validate_op(op: Op, produced: set[int]) -> None:
         raise error(f"{op.describe()}: op {op.kind} is not supported "
                     f"(supported: {', '.join(SUPPORTED_OPS)})")
     _validate_wiring(op, produced)
-    act, out = op.inputs[0], op.outputs[0]
-    if out.dtype != "int8" or act.dtype != "int8":
+    acts, out = activation_inputs(op), op.outputs[0]
+    if out.dtype != "int8" or any(t.dtype != "int8" for t in acts):
         raise UnsupportedModelError(f"{op.describe()}: activations must be int8, "
-                                    f"got {act.dtype} -> {out.dtype}")
-    _validate_activation_quantization(op, act)
+                                    f"got {' + '.join(t.dtype for t in acts)} -> {out.dtype}")
+    for t in acts:
+        _validate_activation_quantization(op, t)
     _validate_activation_quantization(op, out)
     if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         _validate_weighted(op)
@@ -585,21 +599,32 @@ def _validate_op(op: Op, produced: set[int]) -> None:
         _validate_softmax(op)
     elif op.kind in VIEW_OPS:
         _validate_reshape(op)
+    elif op.kind == "ADD":
+        _validate_add(op)
 
 
 def _validate_wiring(op: Op, produced: set[int]) -> None:
-    """Input count, the activation produced by an earlier op, the rest constant; one output,
-    written once."""
+    """Input count, the activations (`activation_inputs`) produced by earlier ops, the rest
+    constant; one output, written once."""
     lo, hi = _ARITY[op.kind]
     if not lo <= len(op.inputs) <= hi:
         raise UnsupportedModelError(f"{op.describe()}: expected {lo}..{hi} inputs, "
                                     f"got {len(op.inputs)}")
-    act = op.inputs[0]
-    if act is None or act.data is not None or act.index not in produced:
-        raise UnsupportedModelError(f"{op.describe()}: input "
-                                    f"'{act.name if act else '-'}' is neither the model input "
-                                    "nor produced by an earlier op")
-    for k, t in enumerate(op.inputs[1:], 1):
+    acts = activation_inputs(op)
+    if len(acts) > 1:
+        # A sum with a constant (a bias-like ADD) is a well-formed op the flow has no unit
+        # for; its output is still a tensor the ops after it can be checked on.
+        for k, t in enumerate(acts):
+            if t is not None and t.data is not None:
+                raise UnmappableOpError(f"{op.describe()}: input {k} '{t.name}' is a constant; "
+                                        f"only {op.kind} of two activations computed by the "
+                                        "network (a residual connection) is supported")
+    for act in acts:
+        if act is None or act.data is not None or act.index not in produced:
+            raise UnsupportedModelError(f"{op.describe()}: input "
+                                        f"'{act.name if act else '-'}' is neither the model "
+                                        "input nor produced by an earlier op")
+    for k, t in enumerate(op.inputs[len(acts):], len(acts)):
         if t is None and k < lo:
             raise UnsupportedModelError(f"{op.describe()}: input {k} is missing")
         if t is not None and t.data is None:
@@ -859,6 +884,47 @@ def _validate_softmax(op: Op) -> None:
         raise UnmappableOpError(
             f"{op.describe()}: input scale {float(x.scale[0]):g} x beta {beta:g} must be above "
             "2^-26 for TFLite's fixed-point softmax (the logits collapsed to one value)")
+
+
+def _validate_add(op: Op) -> None:
+    """ADD of two int8 activations of one shape (a residual connection), as TFLite's
+    reference_integer_ops::Add computes it: each input rescaled to a common fixed point, the
+    sum requantized, clamped by the fused activation. Broadcasting is not mapped."""
+    from .reference import (ADD_LEFT_SHIFT, add_real_multipliers,
+                            quantize_multiplier_smaller_than_one as below_one)
+    a, b, y = op.inputs[0], op.inputs[1], op.outputs[0]
+    if a.shape != b.shape:
+        try:
+            shape = tuple(np.broadcast_shapes(a.shape, b.shape))
+        except ValueError:
+            raise UnsupportedModelError(f"{op.describe()}: input shapes {a.shape} and {b.shape} "
+                                        "do not broadcast") from None
+        if y.shape != shape:
+            raise UnsupportedModelError(f"{op.describe()}: output shape {y.shape} does not "
+                                        f"follow from input shapes {a.shape} and {b.shape} "
+                                        f"({shape})")
+        raise UnmappableOpError(f"{op.describe()}: broadcasting ADD of shapes {a.shape} and "
+                                f"{b.shape} is not supported (only an elementwise sum of two "
+                                "tensors of one shape)")
+    if y.shape != a.shape:
+        raise UnsupportedModelError(f"{op.describe()}: output shape {y.shape} differs from "
+                                    f"input shape {a.shape}")
+    act = op.options.get("activation", "NONE")
+    if act not in ("NONE", "RELU", "RELU6"):
+        raise UnmappableOpError(f"{op.describe()}: fused activation {act} is not supported")
+    # TFLite's QuantizeMultiplierSmallerThanOneExp CHECK-fails (abort()s the process) on a
+    # multiplier outside (0, 1): refuse such a model here rather than let the golden check
+    # crash.
+    r1, r2, r_out = add_real_multipliers(a.scale[0], b.scale[0], y.scale[0])
+    if below_one(r_out) is None:
+        raise UnmappableOpError(
+            f"{op.describe()}: output scale {float(y.scale[0]):g} must be above 2^-"
+            f"{ADD_LEFT_SHIFT - 1} x the larger input scale "
+            f"{max(float(a.scale[0]), float(b.scale[0])):g} for TFLite's fixed-point ADD")
+    if below_one(r1) is None or below_one(r2) is None:
+        raise UnmappableOpError(
+            f"{op.describe()}: input scales {float(a.scale[0]):g} and {float(b.scale[0]):g} "
+            "are out of the range TFLite's fixed-point ADD handles")
 
 
 def _validate_reshape(op: Op) -> None:

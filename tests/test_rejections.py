@@ -13,13 +13,18 @@ def residual_tflite():
 
     def net(x):
         y = layers.Conv2D(4, 1, name="proj")(x)
-        y = layers.Add(name="residual_add")([y, layers.Conv2D(4, 3, padding="same")(y)])
+        z = layers.Conv2D(4, 3, padding="same")(y)
+        pooled = layers.GlobalAveragePooling2D(keepdims=True)(z)
+        y = layers.Add(name="broadcast_add")([y, pooled])     # (1, 6, 6, 4) + (1, 1, 1, 4)
         return layers.Conv2D(2, 1)(y)
     return int8_tflite(net, (6, 6, 3))
 
 
-def test_residual_add_rejected_naming_layer(residual_tflite):
-    with pytest.raises(UnsupportedModelError, match=r"layer 2 '.*residual_add.*'.*op ADD is not supported"):
+def test_broadcasting_add_rejected_naming_layer(residual_tflite):
+    """A residual ADD of two equal shapes maps (`tests/test_residual_add.py`); a broadcasting
+    one does not."""
+    with pytest.raises(UnsupportedModelError, match=r"layer 3 '.*broadcast_add.*'.*"
+                       r"broadcasting ADD of shapes \(1, 6, 6, 4\) and \(1, 1, 1, 4\)"):
         load_graph(residual_tflite)
 
 
@@ -69,7 +74,7 @@ def test_cli_rejects_unsupported_model(tmp_path, residual_tflite, capsys):
     assert code == 2
     # Every blocker at once, in model order: the 3x3 conv inside the network, then the ADD.
     assert err.startswith(f"gen-accel: error: {model}: layer 1") and "3x3" in err
-    assert "; layer 2 " in err and "op ADD is not supported" in err
+    assert "; layer 3 " in err and "broadcasting ADD" in err
     assert not (tmp_path / "build").exists()
     assert not list(tmp_path.glob(".build.partial-*"))
 
