@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quantize.average_pool import average_pool_multiplier
-from quantize.reference import mean_multiplier, requant_for, same_padding, softmax_params
+from quantize.reference import (add_params, mean_multiplier, requant_for, same_padding,
+                                softmax_params)
 from quantize import fixedpoint as fx
 from quantize.tflite_graph import (VIEW_OPS, Graph, Op, UnsupportedModelError, inner_conv_error,
                                    is_subsampling_conv, needs_host_im2col)
@@ -143,8 +144,11 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
     # Parameters first, so the activation regions form one contiguous block after them.
     params_start = alloc.next
     weight_regions, subsample_regions = {}, {}
+    add_order = {op.index: _add_order(op, ops[k - 1] if k else None, pad_source)
+                 for k, op in enumerate(ops) if op.kind == "ADD"}
     for op in ops:
-        weight_regions[op.index] = _place_params(op, cfg, alloc, chunks)
+        weight_regions[op.index] = (_place_add_params(op, add_order[op.index], alloc, chunks)
+                                    if op.kind == "ADD" else _place_params(op, cfg, alloc, chunks))
         if op.index in subsampled:
             subsample_regions[op.index] = _place_identity_params(op, cfg, alloc, chunks)
     params_end = alloc.next
@@ -180,8 +184,9 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
             roles.append(role)
 
     for op in ops:
-        src = _source(op, pad_source)
-        if src not in tensors:
+        src = add_order[op.index][0] if op.kind == "ADD" else _source(op, pad_source)
+        needed = add_order[op.index] if op.kind == "ADD" else (src,)
+        if any(t not in tensors for t in needed):
             errors.append(UnsupportedModelError(f"{op.describe()}: input is not produced by "
                                                 "a mapped layer"))
             continue
@@ -196,6 +201,10 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
         tensors[y.index] = place     # placed even if refused: later layers still get checked
         source = tensors[src]
         try:
+            if op.kind == "ADD":
+                emit(_add_descriptor(op, source, tensors[add_order[op.index][1]], place,
+                                     weight_regions[op.index]), op)
+                continue
             if op.index in subsampled:
                 picked = TensorPlacement(-1, 0, (1,) + y.shape[1:3] + source.shape[3:],
                                          source.c_pad, source.zero_point)
@@ -240,6 +249,47 @@ def _raise_all(errors: list[ValueError]) -> None:
 def _source(op: Op, pad_source: dict[int, int]) -> int:
     t = op.inputs[0].index
     return pad_source.get(t, t)
+
+
+def _add_order(op: Op, previous: Op | None, pad_source: dict[int, int]) -> tuple[int, int]:
+    """An ADD's two input tensors as (read from the activation buffer, loaded like weights):
+    the previous layer's output first when it is one of them (MobileNetV2's projection; the
+    block input it adds came from DDR anyway), so that it stays on chip."""
+    a, b = (pad_source.get(t.index, t.index) for t in op.inputs[:2])
+    if previous is not None and previous.outputs[0].index == b:
+        return b, a
+    return a, b
+
+
+def _place_add_params(op: Op, order: tuple[int, int], alloc: _Allocator, chunks) -> _Params:
+    """An ADD's records (`layout.add_records`) for its inputs in `order`, and its
+    `reference.AddParams` (the output stage) as the requantization."""
+    p = add_params(op)
+    scalings = {op.inputs[0].index: (p.input1_offset, p.input1_multiplier, p.input1_shift),
+                op.inputs[1].index: (p.input2_offset, p.input2_multiplier, p.input2_shift)}
+    records = L.add_records(scalings[order[0]], scalings[order[1]])
+    p_addr = alloc.take(len(records))
+    chunks.append((p_addr, records))
+    return _Params(param_addr=p_addr, requant=p)
+
+
+def _add_descriptor(op: Op, first: TensorPlacement, second: TensorPlacement,
+                    dst: TensorPlacement, params: _Params) -> Descriptor:
+    """An ADD reading `first` into the activation buffer and `second` into the weight buffer
+    (same shape and padding: both are the block's feature map)."""
+    p = params.requant
+    if first.shape != second.shape or first.c_pad != second.c_pad:
+        raise UnsupportedModelError(f"{op.describe()}: inputs of shapes {first.shape} and "
+                                    f"{second.shape} (only equal shapes)")
+    _, h, w, _ = first.shape
+    return Descriptor(opcode=Opcode.ADD, in_h=h, in_w=w, out_h=h, out_w=w,
+                      in_c=first.c_pad, out_c=dst.c_pad, real_c=dst.shape[-1],
+                      input_addr=first.addr, output_addr=dst.addr,
+                      weight_addr=second.addr, weight_bytes=second.nbytes,
+                      param_addr=params.param_addr,
+                      input_zp=first.zero_point, output_zp=p.output_offset,
+                      act_min=p.act_min, act_max=p.act_max,
+                      multiplier=p.output_multiplier, shift=p.output_shift)
 
 
 @dataclass

@@ -66,6 +66,9 @@ def _limit_reasons(op: Op, d, cfg: AccelConfig, limits: Limits):
     if d.opcode == Opcode.DWCONV and 9 * d.in_c > g.weight_capacity:
         yield (f"3x3 weights of {x.shape[-1]} channels need {9 * d.in_c} B, more than the "
                f"{g.weight_capacity} B weight buffer: raise weight_buffer_bytes")
+    if d.opcode == Opcode.ADD and d.weight_bytes > g.weight_capacity:
+        yield (f"the second input, {_shape(op.inputs[1])} ({d.weight_bytes} B), does not fit "
+               f"the {g.weight_capacity} B weight buffer: raise weight_buffer_bytes")
     if d.opcode == Opcode.CONV and cfg.pw_out * d.in_c > g.weight_slot:
         yield (f"weights of {cfg.pw_out} output channels x {x.shape[-1]} inputs need "
                f"{cfg.pw_out * d.in_c} B, more than a {g.weight_slot} B tile slot (half the "

@@ -11,6 +11,9 @@ per-channel parameters and feature maps sit in DDR.
   each) and a zero word. Padded channels get all zeros, so they produce the zero point.
   With the FLOAT_REQUANT flag (dense layers: TFLite scales those in double precision) the
   last three words are the scale's 53-bit mantissa (low 32, high 21 bits) and its exponent.
+- ADD records: two 16-byte records in the channel-parameter format, for the input read from
+  `input_addr` then the one read from `weight_addr`: offset (-zero point), multiplier and
+  shift (<= 0) of that input's scaling onto the common fixed-point scale, a zero word.
 """
 from __future__ import annotations
 
@@ -77,6 +80,19 @@ def channel_params(bias, multiplier, shift, c_pad: int, float_scale=None) -> byt
             mant, exp = fx.double_parts(float(s))
             rec[c, 1:] = mant & 0xFFFFFFFF, mant >> 32, exp & 0xFFFFFFFF
     return rec.tobytes()
+
+
+ADD_RECORD_BYTES = 2 * PARAM_BYTES
+
+
+def add_records(first: tuple[int, int, int], second: tuple[int, int, int]) -> bytes:
+    """The ADD records of (offset, multiplier, shift) for the two inputs."""
+    return np.array([list(first) + [0], list(second) + [0]], "<i4").tobytes()
+
+
+def unpack_add_records(raw: bytes) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    r = np.frombuffer(raw[:ADD_RECORD_BYTES], "<i4").reshape(2, 4)
+    return tuple(int(v) for v in r[0, :3]), tuple(int(v) for v in r[1, :3])
 
 
 def unpack_channel_params(raw: bytes, c_pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

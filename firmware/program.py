@@ -21,6 +21,8 @@ class Opcode(IntEnum):
     MEAN = 3      # global average pool
     SOFTMAX = 4   # int8 softmax over `real_c` values
     PAD = 5       # spatial zero-point padding
+    ADD = 6       # elementwise int8 ADD: input_addr + weight_addr (the second input), see
+                  # layout.add_records for the input scalings at param_addr
 
 
 class Flags:
@@ -80,8 +82,8 @@ class Descriptor:
     output_zp: int = 0
     act_min: int = -128
     act_max: int = 127
-    multiplier: int = 0    # MEAN: folded multiplier; SOFTMAX: input multiplier
-    shift: int = 0         # MEAN: shift; SOFTMAX: input left shift
+    multiplier: int = 0    # MEAN: folded multiplier; SOFTMAX: input multiplier; ADD: output's
+    shift: int = 0         # MEAN: shift; SOFTMAX: input left shift; ADD: output's (<= 0)
     aux: int = 0           # SOFTMAX: diff_min
 
     def pack(self) -> bytes:

@@ -1,6 +1,7 @@
 """Tiling feature maps through DDR: a CONV or DWCONV layer whose input or output is larger than
 an activation buffer runs as several descriptors, each on a band of output rows (a MEAN: on
-a band of pixels, `split_mean`).
+a band of pixels, `split_mean`; an ADD: on bands of rows that also fit its second input in
+the weight buffer).
 
 A band reads the input rows its outputs need (for a 3x3 depthwise layer, one halo row above
 and below that a neighbouring band also reads) from the layer's input region, and writes its
@@ -31,7 +32,7 @@ class TilingError(ProgramError):
 
 def _input_rows(d: Descriptor, first: int, last: int) -> tuple[int, int, int, int]:
     """Input rows [lo, hi) and padding rows (top, bottom) for output rows [first, last)."""
-    if d.opcode == Opcode.CONV:       # 1x1 stride 1, or host-im2col'd patches: row for row
+    if d.opcode in (Opcode.CONV, Opcode.ADD):   # 1x1 stride 1, host patches, ADD: row for row
         return first, last, 0, 0
     s = d.stride
     top = first * s - d.pad_top                 # first input row of the first window
@@ -49,6 +50,8 @@ def band(d: Descriptor, first: int, last: int) -> Descriptor:
                    output_addr=d.output_addr + first * out_row)
     if d.opcode == Opcode.DWCONV:
         changes.update(pad_top=pad_top, pad_bottom=pad_bottom)
+    if d.opcode == Opcode.ADD:        # the second input: the same rows of its own tensor
+        changes.update(weight_addr=d.weight_addr + lo * in_row, weight_bytes=(hi - lo) * in_row)
     return dataclasses.replace(d, **changes)
 
 
@@ -60,11 +63,13 @@ def split_layer(d: Descriptor, capacity: int, cfg: AccelConfig,
     names the layer in errors (default: its opcode and descriptor index)."""
     name = name or f"layer {d.layer} ({Opcode(d.opcode).name})"
     in_row, out_row = d.in_w * d.in_c, d.out_w * d.out_c
+    if d.opcode == Opcode.ADD:        # its second input goes to the weight buffer
+        capacity = min(capacity, Geometry(cfg).weight_capacity)
     if d.in_h * in_row <= capacity and d.out_h * out_row <= capacity:
         return [d]
     if d.opcode == Opcode.MEAN:
         return split_mean(d, capacity, cfg, name)
-    if d.opcode not in (Opcode.CONV, Opcode.DWCONV):
+    if d.opcode not in (Opcode.CONV, Opcode.DWCONV, Opcode.ADD):
         return [d]
 
     def fits(rows: int) -> bool:
@@ -72,7 +77,7 @@ def split_layer(d: Descriptor, capacity: int, cfg: AccelConfig,
         the middle of the map, needing the most input rows)."""
         if rows * out_row > capacity:
             return False
-        needed = rows if d.opcode == Opcode.CONV else (rows - 1) * d.stride + 3
+        needed = rows if d.opcode in (Opcode.CONV, Opcode.ADD) else (rows - 1) * d.stride + 3
         return min(needed, d.in_h) * in_row <= capacity
 
     if not fits(1):

@@ -50,7 +50,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from firmware.layout import PARAM_BYTES, channel_align
+from firmware.layout import ADD_RECORD_BYTES, PARAM_BYTES, channel_align
 from firmware.program import CHECK_MAGIC, DESCRIPTOR_BYTES, FIELDS, Descriptor, Flags, Opcode
 
 from .buffers import walk_layout, write_command_layout
@@ -92,7 +92,7 @@ class Limits:
     """Sizes of the fixed-capacity units, beyond the buffers of `AccelConfig`. The defaults
     cover MobileNet up to 224x224 inputs and ImageNet-sized channel counts."""
     max_width: int = 224      # depthwise line buffer: feature map width and height
-    max_channels: int = 1024  # MEAN per-channel sums
+    max_channels: int = 2048  # MEAN per-channel sums: MobileNetV2 pools 1280, ResNets 2048
     max_classes: int = 1024   # SOFTMAX logits (the SoftmaxUnit's ceiling): ImageNet heads
     max_layers: int = LAYER_COUNTERS  # per-descriptor cycle registers (later ones uncounted)
     # A run making no progress this long ends with WATCHDOG (`Accelerator`). Units such as
@@ -206,6 +206,7 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
     op = d.opcode
     conv, dw = op == Opcode.CONV, op == Opcode.DWCONV
     mean, softmax, pad = op == Opcode.MEAN, op == Opcode.SOFTMAX, op == Opcode.PAD
+    add = op == Opcode.ADD
     s1, s2 = d.stride == 1, d.stride == 2
     im2col = (d.flags & Flags.IM2COL) != 0
 
@@ -219,7 +220,7 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
             (d.out_h == 0) | (d.out_w == 0) | (d.out_c == 0))
     unit_out = (d.out_h != 1) | (d.out_w != 1)
     return [
-        (ErrorCode.BAD_OPCODE, _not(conv | dw | mean | softmax | pad)),
+        (ErrorCode.BAD_OPCODE, _not(conv | dw | mean | softmax | pad | add)),
         (ErrorCode.UNSUPPORTED,
          pad |
          (conv & _not(((d.kernel == 1) & s1) | im2col)) |
@@ -235,6 +236,8 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
                 (d.out_h != dw_out_h) | (d.out_w != d.dw_out_w) |
                 (d.weight_bytes != d.taps_bytes))) |
          (mean & ((d.out_c != d.in_c) | unit_out)) |
+         (add & ((d.out_c != d.in_c) | (d.out_h != d.in_h) | (d.out_w != d.in_w) |
+                 (d.weight_bytes != d.in_bytes))) |
          (softmax & ((d.in_h != 1) | (d.in_w != 1) | unit_out | (d.real_c == 0) |
                      (d.real_c > d.in_c) | (d.real_c > d.out_c)))),
         (ErrorCode.TOO_LARGE,
@@ -243,10 +246,11 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
          (dw & ((d.taps_bytes > g.weight_capacity) |
                 (d.in_h > limits.max_width) | (d.in_w > limits.max_width))) |
          (mean & ((d.in_c > limits.max_channels) | (d.in_pixels > g.mean_pixels))) |
+         (add & (d.weight_bytes > g.weight_capacity)) |
          (softmax & (d.real_c > limits.max_classes))),
         (ErrorCode.BAD_ALIGNMENT,
          misaligned(d.input_addr, bus) | misaligned(d.output_addr, bus) |
-         ((conv | dw) & (misaligned(d.weight_addr, bus) | misaligned(d.param_addr, bus)))),
+         ((conv | dw | add) & (misaligned(d.weight_addr, bus) | misaligned(d.param_addr, bus)))),
     ]
 
 
@@ -415,6 +419,9 @@ class Sequencer(wiring.Component):
         # each is a tree of wide comparisons, too deep to share a cycle with the priority.
         failed_regs = [Signal(name=f"failed_{c.name.lower()}") for c, _ in checks]
         chained = Signal()
+        # Whether an ADD's second input lies clear of the store still running (the only
+        # region a load may race), registered in CHECK like `chained`.
+        second_clear = Signal()
         bad_descriptor = Signal()
         failure = ErrorCode.NONE
         for (c, _), failed in reversed(list(zip(checks, failed_regs))):
@@ -532,6 +539,9 @@ class Sequencer(wiring.Component):
                 m.d.sync += [reg.eq(failed) for reg, (_, failed) in zip(failed_regs, checks)]
                 m.d.sync += chained.eq(have_prev & (d.input_addr == prev_out_addr) &
                                        (in_bytes <= self.store_bytes))
+                m.d.sync += second_clear.eq(
+                    ~have_prev | (d.weight_addr >= prev_out_addr + self.store_bytes) |
+                    (d.weight_addr + d.weight_bytes <= prev_out_addr))
                 m.next = "VALIDATE"
 
             def dispatch():
@@ -542,6 +552,8 @@ class Sequencer(wiring.Component):
                         m.next = "DW_WEIGHTS"
                     with m.Case(Opcode.MEAN):
                         m.next = "MEAN_RUN"
+                    with m.Case(Opcode.ADD):
+                        m.next = "ADD_INPUT2"
                     with m.Default():
                         m.next = "SOFTMAX_RUN"
 
@@ -636,6 +648,30 @@ class Sequencer(wiring.Component):
                     with m.Else():
                         m.next = "DW_RECORDS"
 
+            # ---- ADD: the second input into the weight buffer, its records, then one walk ------
+            # The store still running (the previous layer's output) may be writing the
+            # second input's bytes: then the load waits for it.
+            load("ADD_INPUT2", d.weight_addr, round_up(d.weight_bytes, bus), LoadDest.WEIGHTS,
+                 goto("ADD_RECORDS"), when=~storing | second_clear)
+            load("ADD_RECORDS", param_addr, max(ADD_RECORD_BYTES, bus), LoadDest.RECORDS,
+                 goto("ADD_WAIT"))
+            with m.State("ADD_WAIT"):
+                with m.If(self.out_idle):
+                    m.d.sync += slot.eq(~slot)
+                    m.next = "ADD_RUN"
+            add_beats = d.in_c >> exact_log2(g.lanes)
+            with m.State("ADD_RUN"):
+                ready = [
+                    walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=add_beats,
+                         inner_step=g.lanes),
+                    walk(self.weight_walk, outer=in_pixels, outer_stride=d.in_c,
+                         inner=add_beats, inner_step=g.lanes),
+                    walk(self.out_walk, 0, outer=in_pixels, outer_stride=d.in_c,
+                         inner=add_beats, inner_step=g.lanes),
+                ]
+                with m.If(ready[0] & ready[1] & ready[2]):
+                    m.next = "OUT_WAIT"
+
             # ---- MEAN, SOFTMAX ----------------------------------------------------------------
             beats = d.in_c >> exact_log2(g.lanes)
             partial = (d.flags & Flags.MEAN_PARTIAL) != 0
@@ -717,7 +753,7 @@ class Sequencer(wiring.Component):
                     m.d.comb += self.error.eq(1)
                     finish()
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
-        # 26 states: one flip-flop each, so no handshake or write waits on a state decode.
+        # One flip-flop per state, so no handshake or write waits on a state decode.
         one_hot(fsm)
         reset_only_by(m, fsm, "IDLE", self.fsm_reset)
         return m

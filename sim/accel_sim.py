@@ -143,7 +143,7 @@ def layer_work(d) -> int:
         return d.out_h * d.out_w * d.out_c * d.in_c
     if d.opcode == Opcode.DWCONV:
         return d.out_h * d.out_w * d.out_c * 9
-    if d.opcode == Opcode.MEAN:
+    if d.opcode in (Opcode.MEAN, Opcode.ADD):
         return d.in_h * d.in_w * d.in_c
     if d.opcode == Opcode.SOFTMAX:
         return 64 * max(d.in_c, d.out_c)

@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from functools import cache
 
 from firmware.compiler import SUBSAMPLE, Firmware
-from firmware.layout import PARAM_BYTES, round_up
+from firmware.layout import ADD_RECORD_BYTES, PARAM_BYTES, round_up
 from firmware.program import DESCRIPTOR_BYTES, Descriptor, Flags, Opcode
+from rtl_gen.add_unit import AddUnit
 from rtl_gen.axi import AXI_BOUNDARY_BYTES
 from rtl_gen.buffers import BufferReader
 from rtl_gen.config import AccelConfig
@@ -224,6 +225,13 @@ def mean_partial_cycles(d: Descriptor, cfg: AccelConfig) -> int:
     return _WALK_START + d.in_h * d.in_w * beats + _MEAN_PARTIAL_END
 
 
+def add_cycles(d: Descriptor, cfg: AccelConfig) -> int:
+    """ADD_RUN to the state after the last output write: one beat of `lanes` channels per
+    cycle through the AddUnit and the Requantizer."""
+    beats = d.in_h * d.in_w * d.in_c // Geometry(cfg).lanes
+    return (_WALK_START + beats + AddUnit.LATENCY + Requantizer.LATENCY + _WRITER_IDLE)
+
+
 def softmax_cycles(d: Descriptor) -> int:
     """SOFTMAX_RUN to STORE, including the -128 padding up to out_c."""
     run = _WALK_START + SoftmaxUnit.vector_cycles(d.real_c) + _WRITER_IDLE
@@ -346,6 +354,21 @@ class _Schedule:
                              run - trailing)
         return weight_bytes, count * group_r, compute
 
+    def add(self, d: Descriptor, prev: Descriptor | None) -> tuple[int, int, int]:
+        """The second input (after the store still running if it overlaps it), the two
+        records, ADD_WAIT, then ADD_RUN; returns as `conv`."""
+        bus = self.cfg.bus_bytes
+        weight_bytes, record_bytes = round_up(d.weight_bytes, bus), max(ADD_RECORD_BYTES, bus)
+        racing = prev is not None and (
+            d.weight_addr < prev.output_addr + prev.out_h * prev.out_w * prev.out_c and
+            prev.output_addr < d.weight_addr + d.weight_bytes)
+        self.read(d.weight_addr, weight_bytes, when=self.store_clear if racing else None)
+        self.read(d.param_addr, record_bytes)
+        self.now += 1                               # ADD_WAIT
+        compute = add_cycles(d, self.cfg)
+        self.now += compute
+        return weight_bytes, record_bytes, compute
+
     def layer(self, d: Descriptor) -> LayerCycles:
         start, self.dma = self.now, 0
         self.fetch(d.layer)
@@ -363,6 +386,8 @@ class _Schedule:
             weight_bytes, record_bytes, compute = self.conv(d)
         elif d.opcode == Opcode.DWCONV:
             weight_bytes, record_bytes, compute = self.dwconv(d)
+        elif d.opcode == Opcode.ADD:
+            weight_bytes, record_bytes, compute = self.add(d, prev)
         elif d.opcode == Opcode.MEAN and d.flags & Flags.MEAN_PARTIAL:
             compute = mean_partial_cycles(d, self.cfg)
             self.now += compute
