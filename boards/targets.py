@@ -176,10 +176,11 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
       (8x8 with 4 lanes needs 76).
     * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 4 lanes = 16 + 12 = 28.
 
-    Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 32 KiB of weights:
-    what the firmware's networks are compiled for) and are halved together only while they
-    exceed 90 % of the DP16KDs. 85F: 173 of 208 blocks (each activation buffer is stored
-    twice, 64 blocks). 45F: 32 + 16 KiB, 87 of 108 blocks;
+    Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 64 KiB of weights:
+    what the firmware's networks are compiled for; the weight buffer's words are a whole
+    pw_out x pw_in block wide, so 512 of them cost no more block RAMs than 256) and are
+    halved together only while they exceed 90 % of the DP16KDs. 85F: 173 of 208 blocks
+    (each activation buffer is stored twice, 64 blocks). 45F: 32 + 32 KiB, 88 of 108 blocks;
     alpha 0.25's 14x14x256 layers then run as two bands of rows each (`firmware.tiling`),
     alpha 1 does not fit (a stride-2 depthwise band needs three 14 KiB input rows).
 

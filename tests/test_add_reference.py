@@ -13,7 +13,7 @@ from keras_models import int8_tflite
 from tflite_edit import edited, schema, unpack
 
 from quantize import fixedpoint as fx
-from quantize.convert import golden_interpreter, golden_run, to_int8_tflite_from_float
+from quantize.convert import golden_interpreter, golden_run
 from quantize.reference import (ADD_LEFT_SHIFT, AddParams, activation_range, add,
                                 add_params, add_scaled_input, run_graph, run_op)
 from quantize.tflite_graph import (Op, Tensor, UnsupportedModelError,
@@ -347,22 +347,8 @@ def test_add_scaled_input_is_the_per_input_stage():
 # ---------------------------------------------------------------------------- MobileNetV2
 
 
-def mobilenet_v2_tflite() -> bytes:
-    """keras.applications.MobileNetV2 (alpha 0.35, 96x96, 10 classes), untrained with its
-    BatchNorm statistics calibrated on random images (`calibrate_batchnorm`, as for the
-    MobileNet v1 tests), converted to full int8; about 25 s."""
-    import keras
-
-    from quantize.model import calibrate_batchnorm
-    keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None,
-                                           classes=10)
-    images = np.random.default_rng(1).uniform(-1, 1, (12, 96, 96, 3)).astype(np.float32)
-    calibrate_batchnorm(model, images[:4])
-    return to_int8_tflite_from_float(model, images[4:])
-
-
 def test_keras_mobilenet_v2_loads_and_is_bit_exact_vs_tflite():
+    from keras_models import mobilenet_v2_tflite
     tflite = mobilenet_v2_tflite()
     g = load_graph(tflite)
     kinds = Counter(op.kind for op in g.ops)
