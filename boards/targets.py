@@ -18,8 +18,8 @@ MULT18X18D, so the accelerator writes the products that are not MACs of the poin
 (depthwise taps, the sequencer's size products, the dense layer's requantizer digits) as LUT
 logic (`rtl_gen.lut_mul`); only the Requantizer keeps DSP blocks (three per lane), and the
 SoftmaxUnit borrows its first lane's. The smallest accelerator needs 5 of them, so even a
-25F (28) takes one (pw 4x4, 4 depthwise lanes by `estimate`; no routed build of it measured
-yet). An iCE40 UP5K
+25F (28) takes one (pw 4x4, 1 depthwise lane by `estimate`, its LUTs binding; no routed
+build of it measured yet). An iCE40 UP5K
 (5 280 LUTs, 8 SB_MAC16) is far smaller still, and nextpnr-ice40 has no out-of-context mode.
 """
 from __future__ import annotations
@@ -92,6 +92,9 @@ MULT18_PER_LANE = 3
 # CI builds 13 341 for 13 072: within 3%.
 LUT_BASE, LUT_PER_MULT = 11384, 152
 LUT_PER_DW_TAP = 120
+# The AddUnit (two LUT-built 9x31-bit scalings per lane, rounding shifts) and the ADD
+# states: the smallest config CI builds went from 14 581 to 17 294 LUT4 with its one lane.
+LUT_PER_ADD_LANE = 2700
 # Shares of a device the default configuration may plan for: the LUT model is coarse, and
 # nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).
 LUT_BUDGET, BRAM_BUDGET = 0.8, 0.9
@@ -148,7 +151,8 @@ def estimate(cfg: AccelConfig) -> Estimate:
               # the SoftmaxUnit's logits and exponentials (registered reads: block RAMs)
               + bram_blocks(8, limits.max_classes, False)
               + bram_blocks(32, limits.max_classes, False))
-    luts = LUT_BASE + LUT_PER_MULT * cfg.pw_out * cfg.pw_in + LUT_PER_DW_TAP * 9 * cfg.dw_lanes
+    luts = (LUT_BASE + LUT_PER_MULT * cfg.pw_out * cfg.pw_in + LUT_PER_DW_TAP * 9 * cfg.dw_lanes
+            + LUT_PER_ADD_LANE * g.lanes)
     return Estimate(mult18=mult18, bram_blocks=blocks, luts=luts)
 
 
@@ -174,7 +178,7 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
       the depthwise layers, a quarter of alpha 0.25's cycles with four lanes, halve.
     * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 2 lanes = 64 + 6 = 70, 91% MACs
       (8x8 with 4 lanes needs 76).
-    * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 4 lanes = 16 + 12 = 28.
+    * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 1 lane = 16 + 3 = 19 (its 24k LUT4 bind).
 
     Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 64 KiB of weights:
     what the firmware's networks are compiled for; the weight buffer's words are a whole

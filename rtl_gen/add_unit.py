@@ -20,8 +20,9 @@ saturating case.
 
 Protocol: `a` and `b` carry `lanes` int8 channels per beat, taken together (both valid, the
 output side not stalled); `to_requant` carries the lanes' sums with the output multiplier
-and shift `LATENCY` cycles later. The parameters hold for a whole layer (until the last
-beat has left).
+and shift `LATENCY` cycles later. The parameters are registered inside (`PARAM_STAGES`):
+set them at least that many cycles before the first beat and hold them until the last
+beat has left.
 
 Stages, each at most two adders deep: 0 v = x + offset; 1 the nine rows of v * M summed
 in three groups of three; 2 the three group sums; 3 + 2^10 and the shift by 11 (SRDHM);
@@ -29,11 +30,13 @@ in three groups of three; 2 the three group sums; 3 + 2^10 and the shift by 11 (
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .requant import requant_layout, rounding_nudge, wrap32
+from .requant import requant_layout, wrap32
 
 # TFLite's int8 ADD pre-shifts both inputs by this much (add.cc: left_shift = 20).
 LEFT_SHIFT = 20
@@ -46,9 +49,31 @@ def input_layout() -> data.StructLayout:
                               "right_shift": range(32)})
 
 
+def registered_scale(m: Module, p, name: str):
+    """The per-layer parameters of one input's scaling in registers, with RoundingDivideByPOT's
+    two possible nudges precomputed, `PARAM_STAGES` cycles after `p`: the records they come
+    from sit behind the sequencer's slot select, too far for the datapath's adders."""
+    def reg(shape, suffix):
+        return Signal(shape, name=f"{name}_{suffix}")
+
+    offset, mult, shift = reg(signed(9), "offset"), reg(signed(32), "mult"), reg(range(32), "shift")
+    half, half_less_one = reg(signed(32), "half"), reg(signed(32), "half_less_one")
+    # 2^(shift - 1) for shift > 0, else 0: what a non-negative value gets; a negative one
+    # gets one less (`rounding_nudge`). Bit by bit, compares with constants: no adder or
+    # shifter behind the shift register.
+    m.d.sync += [offset.eq(p.offset), mult.eq(p.multiplier), shift.eq(p.right_shift),
+                 half.eq(Cat(*[shift == i + 1 for i in range(32)])),
+                 half_less_one.eq(Cat(*[shift > i + 1 for i in range(32)]))]
+    return SimpleNamespace(offset=offset, multiplier=mult, right_shift=shift, half=half,
+                           half_less_one=half_less_one)
+
+
+PARAM_STAGES = 2
+
+
 def scaled_input(m: Module, x, p, advance, name: str) -> Signal:
     """RoundingDivideByPOT(SRDHM((x + offset) << 20, multiplier), right_shift) of an int8 `x`,
-    registered `SCALE_STAGES` advancing cycles later."""
+    registered `SCALE_STAGES` advancing cycles later; `p` from `registered_scale`."""
     def reg(shape, suffix):
         return Signal(shape, name=f"{name}_{suffix}")
 
@@ -68,7 +93,7 @@ def scaled_input(m: Module, x, p, advance, name: str) -> Signal:
             groups[2].eq(rows[7] + rows[8] + rows[9]),
             product.eq(groups[0] + groups[1] + groups[2]),
             high.eq(wrap32((product + (1 << 10)) >> 11)),
-            nudged.eq(high + rounding_nudge(high, shift)),
+            nudged.eq(high + Mux(high < 0, p.half_less_one, p.half)),
             scaled.eq(wrap32(nudged >> shift)),
         ]
     return scaled
@@ -108,11 +133,14 @@ class AddUnit(wiring.Component):
                          *[valid[s].eq(valid[s - 1]) for s in range(1, len(valid))]]
         lanes_out = [out.payload] if self.lanes == 1 else [out.payload[k]
                                                            for k in range(self.lanes)]
+        a_scale = registered_scale(m, self.a_scale, "a_scale")
+        b_scale = registered_scale(m, self.b_scale, "b_scale")
+        out_multiplier, out_shift = Signal(signed(32)), Signal(signed(6))
+        m.d.sync += [out_multiplier.eq(self.out_multiplier), out_shift.eq(self.out_shift)]
         for k, lane in enumerate(lanes_out):
-            sa = scaled_input(m, self.a.payload[k], self.a_scale, advance, f"a{k}")
-            sb = scaled_input(m, self.b.payload[k], self.b_scale, advance, f"b{k}")
+            sa = scaled_input(m, self.a.payload[k], a_scale, advance, f"a{k}")
+            sb = scaled_input(m, self.b.payload[k], b_scale, advance, f"b{k}")
             with m.If(advance):
                 m.d.sync += [lane.acc.eq(wrap32(sa + sb)),
-                             lane.multiplier.eq(self.out_multiplier),
-                             lane.shift.eq(self.out_shift)]
+                             lane.multiplier.eq(out_multiplier), lane.shift.eq(out_shift)]
         return m

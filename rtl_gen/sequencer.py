@@ -420,8 +420,12 @@ class Sequencer(wiring.Component):
         failed_regs = [Signal(name=f"failed_{c.name.lower()}") for c, _ in checks]
         chained = Signal()
         # Whether an ADD's second input lies clear of the store still running (the only
-        # region a load may race), registered in CHECK like `chained`.
+        # region a load may race), registered in CHECK like `chained`; the two regions' ends
+        # are sums registered every cycle before it, so CHECK only compares.
         second_clear = Signal()
+        second_end, prev_end = Signal(cfg.addr_width + 1), Signal(cfg.addr_width + 1)
+        m.d.sync += [second_end.eq(d.weight_addr + d.weight_bytes),
+                     prev_end.eq(prev_out_addr + self.store_bytes)]
         bad_descriptor = Signal()
         failure = ErrorCode.NONE
         for (c, _), failed in reversed(list(zip(checks, failed_regs))):
@@ -539,9 +543,8 @@ class Sequencer(wiring.Component):
                 m.d.sync += [reg.eq(failed) for reg, (_, failed) in zip(failed_regs, checks)]
                 m.d.sync += chained.eq(have_prev & (d.input_addr == prev_out_addr) &
                                        (in_bytes <= self.store_bytes))
-                m.d.sync += second_clear.eq(
-                    ~have_prev | (d.weight_addr >= prev_out_addr + self.store_bytes) |
-                    (d.weight_addr + d.weight_bytes <= prev_out_addr))
+                m.d.sync += second_clear.eq(~have_prev | (d.weight_addr >= prev_end) |
+                                            (second_end <= prev_out_addr))
                 m.next = "VALIDATE"
 
             def dispatch():

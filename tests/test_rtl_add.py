@@ -5,7 +5,7 @@ import pytest
 from amaranth.hdl import Elaboratable, Module
 
 from quantize import fixedpoint as fx
-from rtl_gen.add_unit import LEFT_SHIFT, AddUnit
+from rtl_gen.add_unit import LEFT_SHIFT, PARAM_STAGES, AddUnit
 from rtl_gen.requant import Requantizer
 from stream_sim import collect, int8, pack, producer, run_sim, unpack
 
@@ -70,9 +70,15 @@ def run_add(lanes, a, b, in1, in2, out, act=(-128, 127), seed=0, valid_prob=1.0,
     def stream_of(x):
         return [pack(x[i * lanes:(i + 1) * lanes], 8) for i in range(beats)]
 
-    run_sim(dut, take, background=[
-        drive, producer(dut.add.a, stream_of(a), np.random.default_rng(seed + 1), valid_prob),
-        producer(dut.add.b, stream_of(b), np.random.default_rng(seed + 2), valid_prob)])
+    def after_params(send):
+        async def testbench(ctx):      # the unit registers its parameters first
+            await ctx.tick().repeat(PARAM_STAGES)
+            await send(ctx)
+        return testbench
+
+    run_sim(dut, take, background=[drive] + [after_params(producer(
+        port, stream_of(x), np.random.default_rng(seed + k), valid_prob))
+        for k, (port, x) in enumerate(((dut.add.a, a), (dut.add.b, b)), 1)])
     return np.array(got, np.int8)
 
 
@@ -127,6 +133,7 @@ def test_add_streams_one_beat_per_clock():
         ctx.set(dut.rq.act_min, -128)
         ctx.set(dut.rq.act_max, 127)
         ctx.set(dut.rq.o_stream.ready, 1)
+        await ctx.tick().repeat(PARAM_STAGES)
         ctx.set(dut.add.a.valid, 1)
         ctx.set(dut.add.b.valid, 1)
         for cycle in range(n // lanes + AddUnit.LATENCY + Requantizer.LATENCY + 2):
