@@ -41,7 +41,7 @@ def _check_functional(tflite, cfg, n=1):
 @pytest.mark.parametrize("side, alpha, classes, cfg", [
     (96, 0.35, 10, AccelConfig()),
     (32, 0.35, 10, AccelConfig(pw_out=8, pw_in=8, dw_lanes=2)),     # CIFAR-sized
-    (128, 0.5, 10, AccelConfig()),
+    pytest.param(128, 0.5, 10, AccelConfig(), marks=pytest.mark.slow),
 ], ids=["96-a0.35", "cifar32-a0.35", "128-a0.5"])
 def test_functional_model_bit_exact_vs_tflite(side, alpha, classes, cfg):
     graph, fw = _check_functional(mobilenet_v2_tflite(side, alpha, classes), cfg)
