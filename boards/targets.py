@@ -92,9 +92,12 @@ MULT18_PER_LANE = 3
 # CI builds 13 341 for 13 072: within 3%.
 LUT_BASE, LUT_PER_MULT = 11384, 152
 LUT_PER_DW_TAP = 120
-# The AddUnit (two LUT-built 9x31-bit scalings per lane, rounding shifts) and the ADD
-# states: the smallest config CI builds went from 14 581 to 17 294 LUT4 with its one lane.
-LUT_PER_ADD_LANE = 2700
+# Per requantizer lane beyond its depthwise taps: the AddUnit (two LUT-built 9x31-bit
+# scalings, rounding shifts), the Requantizer's and MeanUnit's lane logic, the lane-wide
+# muxes. Calibrated on the two designs measured with the AddUnit: the smallest CI config
+# (2x2, 1 lane) routed at 17 294 LUT4 slots (17 472 estimated), the 85F's 16x8 + 8 lanes
+# synthesized to 57 651 LUT4 + 8 494 CCU2C = 74 639 slots (74 680 estimated).
+LUT_PER_ADD_LANE = 4400
 # Shares of a device the default configuration may plan for: the LUT model is coarse, and
 # nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).
 LUT_BUDGET, BRAM_BUDGET = 0.8, 0.9
@@ -173,9 +176,10 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
     (smaller channel padding, `firmware.layout.channel_align`) with pw_out >= pw_in. The DSPs
     bind: MULT18X18D = pw_out*pw_in + 3*dw_lanes (`estimate`; dw_lanes <= pw_out).
 
-    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 8 lanes = 128 + 24 = 152, 84% of them MACs
-      (32x8 needs 280; 16x8 with 16 lanes 176). Eight lanes rather than four (140, 91%):
-      the depthwise layers, a quarter of alpha 0.25's cycles with four lanes, halve.
+    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 4 lanes = 128 + 12 = 140, 91% of them MACs
+      (32x8 needs 280). Its LUTs bind the lanes: eight (152 MULT18X18D, which would halve
+      the depthwise layers' cycles) synthesize to ~74.6k of its 83.6k LUT4 slots with the
+      AddUnit, over the 80% `LUT_BUDGET`.
     * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 2 lanes = 64 + 6 = 70, 91% MACs
       (8x8 with 4 lanes needs 76).
     * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 1 lane = 16 + 3 = 19 (its 24k LUT4 bind).
@@ -183,7 +187,7 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
     Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 64 KiB of weights:
     what the firmware's networks are compiled for; the weight buffer's words are a whole
     pw_out x pw_in block wide, so 512 of them cost no more block RAMs than 256) and are
-    halved together only while they exceed 90 % of the DP16KDs. 85F: 173 of 208 blocks
+    halved together only while they exceed 90 % of the DP16KDs. 85F: 169 of 208 blocks
     (each activation buffer is stored twice, 64 blocks). 45F: 32 + 32 KiB, 88 of 108 blocks;
     alpha 0.25's 14x14x256 layers then run as two bands of rows each (`firmware.tiling`),
     alpha 1 does not fit (a stride-2 depthwise band needs three 14 KiB input rows).
