@@ -21,11 +21,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-
 from boards.targets import default_config  # noqa: E402
 from firmware.compiler import compile_graph  # noqa: E402
 from firmware.program import Flags, Opcode  # noqa: E402
+from quantize.convert import keras_application_int8  # noqa: E402
 from quantize.tflite_graph import load_graph  # noqa: E402
 from sim.perf_model import DdrTiming, predict  # noqa: E402
 
@@ -35,20 +34,6 @@ NETWORKS = {   # name: (keras.applications class, input side, alpha, classes)
     "MobileNetV2 96 alpha 0.35": ("MobileNetV2", 96, 0.35, 10),
 }
 BOARDS = ("ulx3s-85f", "ulx3s-45f")
-
-
-def keras_application_int8(kind: str, side: int, alpha: float, classes: int) -> bytes:
-    import keras
-
-    from quantize.convert import to_int8_tflite_from_float
-    from quantize.model import calibrate_batchnorm
-    keras.utils.set_random_seed(0)
-    model = getattr(keras.applications, kind)(alpha=alpha, input_shape=(side, side, 3),
-                                              weights=None, classes=classes)
-    rng = np.random.default_rng(1)
-    images = rng.uniform(-1, 1, (12, side, side, 3)).astype(np.float32)
-    calibrate_batchnorm(model, images[:4])
-    return to_int8_tflite_from_float(model, images[4:])
 
 
 def measure(graph, board: str, clock_mhz: float, ddr: DdrTiming) -> dict:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from quantize import fixedpoint as fx
-from quantize.reference import (SoftmaxParams, add_scaled_input, conv2d_acc, depthwise_acc,
-                                softmax)
+from quantize.reference import (ADD_LEFT_SHIFT, AddParams, SoftmaxParams, add, conv2d_acc,
+                                depthwise_acc, softmax)
 from rtl_gen.config import AccelConfig
 
 from . import layout as L
@@ -90,15 +90,13 @@ def run_layer(mem: Memory, d: Descriptor, cfg: AccelConfig) -> None:
         x = np.frombuffer(mem.read(d.input_addr, d.in_c), np.int8)[None, : d.real_c]
         y = L.pad_channels(softmax(x, SoftmaxParams(d.multiplier, d.shift, d.aux)), d.out_c, -128)
     elif d.opcode == Opcode.ADD:
-        # Both inputs onto the common scale, summed, then the output stage: the AddUnit and
-        # the Requantizer. Padded channels hold the zero points: they sum to the output's.
+        # The input scalings from the records, the output stage from the descriptor. Padded
+        # channels hold the zero points: they sum to the output's.
         x1 = mem.fmap(d.input_addr, d.in_h, d.in_w, d.in_c)
         x2 = np.frombuffer(mem.read(d.weight_addr, d.weight_bytes), np.int8).reshape(x1.shape)
         first, second = L.unpack_add_records(mem.read(d.param_addr, L.ADD_RECORD_BYTES))
-        total = add_scaled_input(x1, *first) + add_scaled_input(x2, *second)
-        y = np.clip(fx.multiply_by_quantized_multiplier(fx.wrap_int32(total), d.multiplier,
-                                                        d.shift) + d.output_zp,
-                    d.act_min, d.act_max).astype(np.int8)
+        y = add(x1, x2, AddParams(ADD_LEFT_SHIFT, *first, *second, d.multiplier, d.shift,
+                                  d.output_zp, d.act_min, d.act_max))
     elif d.opcode == Opcode.PAD:
         x = mem.fmap(d.input_addr, d.in_h, d.in_w, d.in_c)
         y = np.pad(x, ((0, 0), (d.pad_top, d.pad_bottom), (d.pad_left, d.pad_right), (0, 0)),

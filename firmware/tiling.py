@@ -26,13 +26,18 @@ from rtl_gen.sequencer import Geometry, ProgramError
 from .program import Descriptor, Flags, Opcode
 
 
+# Layers whose output row r needs exactly input row r: 1x1 stride-1 convolutions (and host
+# patches), ADD.
+_ROW_FOR_ROW = (Opcode.CONV, Opcode.ADD)
+
+
 class TilingError(ProgramError):
     """A layer too large for the activation buffers that cannot be split into bands."""
 
 
 def _input_rows(d: Descriptor, first: int, last: int) -> tuple[int, int, int, int]:
     """Input rows [lo, hi) and padding rows (top, bottom) for output rows [first, last)."""
-    if d.opcode in (Opcode.CONV, Opcode.ADD):   # 1x1 stride 1, host patches, ADD: row for row
+    if d.opcode in _ROW_FOR_ROW:
         return first, last, 0, 0
     s = d.stride
     top = first * s - d.pad_top                 # first input row of the first window
@@ -77,7 +82,7 @@ def split_layer(d: Descriptor, capacity: int, cfg: AccelConfig,
         the middle of the map, needing the most input rows)."""
         if rows * out_row > capacity:
             return False
-        needed = rows if d.opcode in (Opcode.CONV, Opcode.ADD) else (rows - 1) * d.stride + 3
+        needed = rows if d.opcode in _ROW_FOR_ROW else (rows - 1) * d.stride + 3
         return min(needed, d.in_h) * in_row <= capacity
 
     if not fits(1):

@@ -122,3 +122,19 @@ def quantize_images(images_u8: np.ndarray, scale: float, zero_point: int,
     standardization by default; `input_norm`), quantized to int8."""
     from .input_norm import quantize_pixels
     return quantize_pixels(images_u8, scale, zero_point, norm)
+
+
+def keras_application_int8(kind: str, side: int, alpha: float, classes: int) -> bytes:
+    """keras.applications.`kind` (e.g. "MobileNet", "MobileNetV2") at side x side x 3, untrained
+    but with its BatchNorm statistics calibrated on random images in the preprocessed range
+    [-1, 1] (`model.calibrate_batchnorm`: a plain random init collapses the logits), converted
+    to full int8 as the TF docs show. Deterministic (seeded); about a minute at 224x224."""
+    import keras
+
+    from .model import calibrate_batchnorm
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, kind)(alpha=alpha, input_shape=(side, side, 3),
+                                              weights=None, classes=classes)
+    images = np.random.default_rng(1).uniform(-1, 1, (12, side, side, 3)).astype(np.float32)
+    calibrate_batchnorm(model, images[:4])
+    return to_int8_tflite_from_float(model, images[4:])

@@ -38,7 +38,8 @@ from amaranth.lib.wiring import In, Out
 
 from .requant import requant_layout, wrap32
 
-# TFLite's int8 ADD pre-shifts both inputs by this much (add.cc: left_shift = 20).
+# TFLite's int8 ADD pre-shifts both inputs by this much (add.cc: left_shift = 20;
+# `quantize.reference.ADD_LEFT_SHIFT`).
 LEFT_SHIFT = 20
 
 
@@ -92,7 +93,8 @@ def scaled_input(m: Module, x, p, advance, name: str) -> Signal:
             groups[1].eq(rows[4] + rows[5] + rows[6]),
             groups[2].eq(rows[7] + rows[8] + rows[9]),
             product.eq(groups[0] + groups[1] + groups[2]),
-            high.eq(wrap32((product + (1 << 10)) >> 11)),
+            # SRDHM(v << LEFT_SHIFT, M) = floor((v M + 2^(30 - LEFT_SHIFT)) / 2^(31 - LEFT_SHIFT)).
+            high.eq(wrap32((product + (1 << (30 - LEFT_SHIFT))) >> (31 - LEFT_SHIFT))),
             nudged.eq(high + Mux(high < 0, p.half_less_one, p.half)),
             scaled.eq(wrap32(nudged >> shift)),
         ]

@@ -662,21 +662,21 @@ class Sequencer(wiring.Component):
                 with m.If(self.out_idle):
                     m.d.sync += slot.eq(~slot)
                     m.next = "ADD_RUN"
-            add_beats = d.in_c >> exact_log2(g.lanes)
+            # A pixel's channels as requantizer beats (ADD, MEAN).
+            beats = d.in_c >> exact_log2(g.lanes)
             with m.State("ADD_RUN"):
                 ready = [
-                    walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=add_beats,
+                    walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=beats,
                          inner_step=g.lanes),
-                    walk(self.weight_walk, outer=in_pixels, outer_stride=d.in_c,
-                         inner=add_beats, inner_step=g.lanes),
-                    walk(self.out_walk, 0, outer=in_pixels, outer_stride=d.in_c,
-                         inner=add_beats, inner_step=g.lanes),
+                    walk(self.weight_walk, outer=in_pixels, outer_stride=d.in_c, inner=beats,
+                         inner_step=g.lanes),
+                    walk(self.out_walk, 0, outer=in_pixels, outer_stride=d.in_c, inner=beats,
+                         inner_step=g.lanes),
                 ]
                 with m.If(ready[0] & ready[1] & ready[2]):
                     m.next = "OUT_WAIT"
 
             # ---- MEAN, SOFTMAX ----------------------------------------------------------------
-            beats = d.in_c >> exact_log2(g.lanes)
             partial = (d.flags & Flags.MEAN_PARTIAL) != 0
             with m.State("MEAN_RUN"):
                 with m.If(partial):

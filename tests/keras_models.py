@@ -4,7 +4,7 @@ import functools
 
 import numpy as np
 
-from quantize.convert import to_int8_tflite_from_float
+from quantize.convert import keras_application_int8, to_int8_tflite_from_float
 
 
 def int8_tflite(build, shape, *, seed: int = 0, calibration_images: int = 8) -> bytes:
@@ -88,14 +88,7 @@ def mobilenet_tflite(fixed_batch: bool, classes: int = 10, side: int = SIDE,
 
 @functools.lru_cache(maxsize=None)
 def mobilenet_v2_tflite(side: int = SIDE, alpha: float = 0.35, classes: int = 10) -> bytes:
-    """keras.applications.MobileNetV2 (default 96x96, alpha 0.35, 10 classes), untrained with
-    its BatchNorm statistics calibrated on random images (as `keras_mobilenet`), converted to
-    full int8 as the TF docs show; about 25 s at the default size."""
-    import keras
-
-    from quantize.model import calibrate_batchnorm
-    keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(alpha=alpha, input_shape=(side, side, 3),
-                                           weights=None, classes=classes)
-    calibrate_batchnorm(model, _images(4, seed=1, side=side))
-    return to_int8_tflite_from_float(model, _images(8, seed=2, side=side))
+    """keras.applications.MobileNetV2 (default 96x96, alpha 0.35, 10 classes) as
+    `quantize.convert.keras_application_int8` builds it for `bench.zoo`; about 25 s at the
+    default size."""
+    return keras_application_int8("MobileNetV2", side, alpha, classes)

@@ -1,33 +1,37 @@
 """AddUnit RTL, followed by the Requantizer as in the accelerator, against TFLite's int8 ADD
-(reference_integer_ops::AddElementwise) written out with quantize.fixedpoint."""
+as `quantize.reference.add` computes it (itself equal to BUILTIN_REF on every input pair:
+tests/test_add_reference.py)."""
 import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module
 
-from quantize import fixedpoint as fx
+from quantize.reference import (ADD_LEFT_SHIFT, AddParams, add, add_real_multipliers,
+                                quantize_multiplier_smaller_than_one)
 from rtl_gen.add_unit import LEFT_SHIFT, PARAM_STAGES, AddUnit
 from rtl_gen.requant import Requantizer
 from stream_sim import collect, int8, pack, producer, run_sim, unpack
 
 
-def add_params(s1, zp1, s2, zp2, s_out, zp_out):
-    """TFLite's PrepareGeneralSubOp for int8: (offset, multiplier, right shift) per input,
-    the output multiplier and shift."""
-    twice_max = 2 * max(s1, s2)
-    m1, sh1 = fx.quantize_multiplier(s1 / twice_max)
-    m2, sh2 = fx.quantize_multiplier(s2 / twice_max)
-    mo, sho = fx.quantize_multiplier(twice_max / ((1 << LEFT_SHIFT) * s_out))
-    return (-zp1, m1, -sh1), (-zp2, m2, -sh2), (mo, sho, zp_out)
+def add_params(s1, zp1, s2, zp2, s_out, zp_out, act=(-128, 127)) -> AddParams:
+    """The AddParams TFLite derives for these scales and zero points (add.cc Prepare)."""
+    q = [quantize_multiplier_smaller_than_one(r) for r in add_real_multipliers(s1, s2, s_out)]
+    return AddParams(ADD_LEFT_SHIFT, -zp1, *q[0], -zp2, *q[1], *q[2], zp_out, *act)
 
 
-def tflite_add(a, b, in1, in2, out, act_min=-128, act_max=127):
-    def scaled(x, p):
-        offset, mult, right = p
-        shifted = (x.astype(np.int64) + offset) << LEFT_SHIFT
-        return fx.multiply_by_quantized_multiplier(shifted, mult, -right)
-    mo, sho, zp_out = out
-    raw = fx.multiply_by_quantized_multiplier(scaled(a, in1) + scaled(b, in2), mo, sho) + zp_out
-    return np.clip(raw, act_min, act_max).astype(np.int8)
+def set_params(ctx, dut, p: AddParams):
+    """The AddUnit's input scalings and output stage, and the Requantizer's zero point and
+    clamp, from `p`."""
+    for port, (offset, mult, shift) in (
+            (dut.add.a_scale, (p.input1_offset, p.input1_multiplier, p.input1_shift)),
+            (dut.add.b_scale, (p.input2_offset, p.input2_multiplier, p.input2_shift))):
+        ctx.set(port.offset, offset)
+        ctx.set(port.multiplier, mult)
+        ctx.set(port.right_shift, -shift)
+    ctx.set(dut.add.out_multiplier, p.output_multiplier)
+    ctx.set(dut.add.out_shift, p.output_shift)
+    ctx.set(dut.rq.output_zp, p.output_offset)
+    ctx.set(dut.rq.act_min, p.act_min)
+    ctx.set(dut.rq.act_max, p.act_max)
 
 
 class AddThenRequant(Elaboratable):
@@ -43,29 +47,19 @@ class AddThenRequant(Elaboratable):
         return m
 
 
-def run_add(lanes, a, b, in1, in2, out, act=(-128, 127), seed=0, valid_prob=1.0,
-            ready_prob=1.0):
+def run_add(lanes, a, b, p: AddParams, seed=0, valid_prob=1.0, ready_prob=1.0):
     dut = AddThenRequant(lanes)
     rng = np.random.default_rng(seed)
     beats = len(a) // lanes
     got = []
 
     async def drive(ctx):
-        for port, (offset, mult, right) in ((dut.add.a_scale, in1), (dut.add.b_scale, in2)):
-            ctx.set(port.offset, offset)
-            ctx.set(port.multiplier, mult)
-            ctx.set(port.right_shift, right)
-        ctx.set(dut.add.out_multiplier, out[0])
-        ctx.set(dut.add.out_shift, out[1])
-        ctx.set(dut.rq.output_zp, out[2])
-        ctx.set(dut.rq.act_min, act[0])
-        ctx.set(dut.rq.act_max, act[1])
+        set_params(ctx, dut, p)
 
     async def take(ctx):
         raw = lanes > 1           # one lane: the payload is the int8 itself
         payloads, _, _ = await collect(ctx, dut.rq.o_stream, beats, rng, ready_prob, raw=raw)
-        got.extend(v for word in payloads for v in unpack(word, 8, lanes)) if raw else \
-            got.extend(payloads)
+        got.extend([v for word in payloads for v in unpack(word, 8, lanes)] if raw else payloads)
 
     def stream_of(x):
         return [pack(x[i * lanes:(i + 1) * lanes], 8) for i in range(beats)]
@@ -98,19 +92,16 @@ def test_add_matches_tflite(scales):
                         int8(rng, 8, "min")])
     b = np.concatenate([int8(rng, 400, "random"), int8(rng, 8, "max"), int8(rng, 8, "min"),
                         int8(rng, 8, "min")])
-    in1, in2, out = add_params(*scales)
-    want = tflite_add(a, b, in1, in2, out)
-    got = run_add(lanes, a, b, in1, in2, out, seed=2, valid_prob=0.7, ready_prob=0.8)
-    np.testing.assert_array_equal(got, want)
+    p = add_params(*scales)
+    got = run_add(lanes, a, b, p, seed=2, valid_prob=0.7, ready_prob=0.8)
+    np.testing.assert_array_equal(got, add(a, b, p))
 
 
 def test_add_fused_relu6_range_and_one_lane():
     rng = np.random.default_rng(3)
     a, b = int8(rng, 200, "random"), int8(rng, 200, "random")
-    in1, in2, out = add_params(0.04, -20, 0.07, 11, 0.05, -128)
-    act = (-128, -8)       # a ReLU6-style clamp on the output
-    want = tflite_add(a, b, in1, in2, out, *act)
-    np.testing.assert_array_equal(run_add(1, a, b, in1, in2, out, act, seed=4), want)
+    p = add_params(0.04, -20, 0.07, 11, 0.05, -128, act=(-128, -8))  # a ReLU6-style clamp
+    np.testing.assert_array_equal(run_add(1, a, b, p, seed=4), add(a, b, p))
 
 
 def test_add_streams_one_beat_per_clock():
@@ -119,19 +110,12 @@ def test_add_streams_one_beat_per_clock():
     rng = np.random.default_rng(5)
     lanes, n = 2, 64
     a, b = int8(rng, n, "random"), int8(rng, n, "random")
-    in1, in2, out = add_params(0.05, 3, 0.02, -7, 0.06, 1)
+    p = add_params(0.05, 3, 0.02, -7, 0.06, 1)
     dut = AddThenRequant(lanes)
     times = []
 
     async def bench(ctx):
-        for port, (offset, mult, right) in ((dut.add.a_scale, in1), (dut.add.b_scale, in2)):
-            ctx.set(port.offset, offset)
-            ctx.set(port.multiplier, mult)
-            ctx.set(port.right_shift, right)
-        ctx.set(dut.add.out_multiplier, out[0])
-        ctx.set(dut.add.out_shift, out[1])
-        ctx.set(dut.rq.act_min, -128)
-        ctx.set(dut.rq.act_max, 127)
+        set_params(ctx, dut, p)
         ctx.set(dut.rq.o_stream.ready, 1)
         await ctx.tick().repeat(PARAM_STAGES)
         ctx.set(dut.add.a.valid, 1)
@@ -150,3 +134,8 @@ def test_add_streams_one_beat_per_clock():
     run_sim(dut, bench)
     first = AddUnit.LATENCY + Requantizer.LATENCY
     assert times == list(range(first, first + n // lanes))
+
+
+def test_left_shift_is_tflites():
+    """The unit's SRDHM constants follow LEFT_SHIFT; it must be TFLite's (add.cc)."""
+    assert LEFT_SHIFT == ADD_LEFT_SHIFT == 20
