@@ -35,7 +35,7 @@ class LiteXTransport:
                  regs_base: int | None = None, mem_base: int | None = None,
                  server: subprocess.Popen | None = None):
         from litex.tools.litex_client import RemoteClient
-        self._server = server
+        self._server, self._sleep = server, time.sleep
         self.client = RemoteClient(host=host, port=port, csr_csv=csr_csv)
         mems = getattr(self.client, "mems", None)
         try:
@@ -51,6 +51,17 @@ class LiteXTransport:
         except OSError as e:
             self.close()
             raise BridgeError(f"no litex_server at {host}:{port} ({e.strerror or e})") from None
+
+    @classmethod
+    def over_client(cls, client, *, regs_base: int, mem_base: int,
+                    sleep=time.sleep) -> "LiteXTransport":
+        """Over any LiteX-style bus client (``read(addr, length)``, ``write(addr, words)``),
+        e.g. `sim.soc_sim`'s UARTBone client on the simulated SoC; ``sleep`` lets device time
+        pass."""
+        t = cls.__new__(cls)
+        t.client, t.regs_base, t.mem_base = client, regs_base, mem_base
+        t._server, t._sleep = None, sleep
+        return t
 
     @classmethod
     def over_uart(cls, device: str, *, baudrate: int = 115200, bind_port: int = 1234,
@@ -106,7 +117,7 @@ class LiteXTransport:
         return None                                   # no interrupt across the bridge
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
+        self._sleep(seconds)
 
     def close(self) -> None:
         self.client.close()

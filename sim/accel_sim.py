@@ -53,7 +53,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -181,7 +181,7 @@ def build_accelerator(cfg, mem_bytes: int, *, read_latency: int = DEFAULT_READ_L
     from (`_RTL_SOURCES`), so any edit there converts afresh.
     """
     from sim.axi_mem_model import STORAGE_MODULE, STORAGE_VERILOG
-    from sim.verilator_runner import TOPLEVEL, VERILOG_DIR, build, build_root, to_verilog
+    from sim.verilator_runner import TOPLEVEL, build, to_verilog
 
     def top():
         from rtl_gen.accelerator import Accelerator
@@ -191,22 +191,31 @@ def build_accelerator(cfg, mem_bytes: int, *, read_latency: int = DEFAULT_READ_L
 
     if not cache_verilog:
         return build(top(), name="accel_ddr")
+    cached = cached_verilog("accel_ddr", [asdict(cfg), mem_bytes, read_latency, beat_interval,
+                                          TOPLEVEL], lambda: to_verilog(top(), TOPLEVEL))
+    return build(cached, name="accel_ddr",
+                 extra_verilog={f"{STORAGE_MODULE}.v": STORAGE_VERILOG})
+
+
+def cached_verilog(stem: str, key: list, make) -> Path:
+    """``verilog/<stem>-<hash>.v`` of the Verilator build cache, written by ``make()`` (the
+    Verilog text) unless there: keyed by ``key``, the Amaranth version and the source of
+    every module the RTL is generated from (`_RTL_SOURCES`)."""
     import amaranth
-    from dataclasses import asdict
-    h = hashlib.sha256(json.dumps([asdict(cfg), mem_bytes, read_latency, beat_interval,
-                                   amaranth.__version__, TOPLEVEL]).encode())
+
+    from sim.verilator_runner import VERILOG_DIR, build_root
+    h = hashlib.sha256(json.dumps([key, amaranth.__version__]).encode())
     for path in _rtl_sources():
         h.update(str(path.relative_to(_REPO)).encode() + b"\0" + path.read_bytes())
-    cached = build_root() / VERILOG_DIR / f"accel_ddr-{h.hexdigest()[:16]}.v"
+    cached = build_root() / VERILOG_DIR / f"{stem}-{h.hexdigest()[:16]}.v"
     try:
         os.utime(cached)                # used now: pruned last
     except FileNotFoundError:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(to_verilog(top(), TOPLEVEL))
+        tmp.write_text(make())
         tmp.replace(cached)
-    return build(cached, name="accel_ddr",
-                 extra_verilog={f"{STORAGE_MODULE}.v": STORAGE_VERILOG})
+    return cached
 
 
 _REPO = Path(__file__).resolve().parent.parent

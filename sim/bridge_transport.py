@@ -29,18 +29,18 @@ TEST_MODULE = "sim.cocotb_tests.host_bridge"
 CONNECT_POLL_S = 0.5
 
 
-class VerilatorTransport:
-    """See the module docstring. ``stall_per_256``: the DDR model's random back-pressure."""
+class CocotbSession:
+    """One cocotb session of a Verilator ``build`` running ``test_module`` in a background
+    thread, serving the host's requests over a Unix socket (the socket's path goes to the
+    session as the ``socket`` param, next to ``params``). `call` sends one request (a JSON
+    line, then ``payload``) and returns the answer and its bytes; `close` ends the session."""
 
-    def __init__(self, cfg, mem_bytes: int, *, read_latency: int = DEFAULT_READ_LATENCY,
-                 beat_interval: int = DEFAULT_BEAT_INTERVAL, stall_per_256: int = 0):
+    def __init__(self, build, test_module: str, params: dict, *, prefix: str):
         from sim.verilator_runner import SimulationFailed, run
-        self.clock_ns = CLOCK_NS
-        self.build = build_accelerator(cfg, mem_bytes, read_latency=read_latency,
-                                       beat_interval=beat_interval)
-        runs = self.build.directory / "runs"
+        self.build, self._f = build, None
+        runs = build.directory / "runs"
         runs.mkdir(parents=True, exist_ok=True)
-        self.run_dir = Path(tempfile.mkdtemp(prefix="host_bridge-", dir=runs))
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=runs))
         # A Unix socket path may hold only ~100 bytes: the cache folder can be deeper.
         self._sock_dir = Path(tempfile.mkdtemp(prefix="mnet-bridge-"))
         path = str(self._sock_dir / "bridge.sock")
@@ -49,12 +49,11 @@ class VerilatorTransport:
         server.listen(1)
         server.settimeout(CONNECT_POLL_S)
         self._failure: BaseException | None = None
-        params = {"socket": path, "bus_bytes": cfg.bus_bytes, "clock_ns": CLOCK_NS,
-                  "chunk_cycles": CHUNK_CYCLES, "stall": stall_per_256}
 
         def session():
             try:
-                run(self.build, TEST_MODULE, params=params, test_dir=self.run_dir)
+                run(build, test_module, params={"socket": path, **params},
+                    test_dir=self.run_dir)
             except BaseException as e:          # reported to the host thread
                 self._failure = e
 
@@ -75,8 +74,7 @@ class VerilatorTransport:
         self._conn = conn
         self._f = conn.makefile("rwb")
 
-    # ---- the wire --------------------------------------------------------------------------
-    def _call(self, op: str, payload: bytes = b"", **args) -> tuple[dict, bytes]:
+    def call(self, op: str, payload: bytes = b"", **args) -> tuple[dict, bytes]:
         from sim.verilator_runner import SimulationFailed
         try:
             self._f.write(json.dumps({"op": op, **args}).encode() + b"\n" + payload)
@@ -95,6 +93,39 @@ class VerilatorTransport:
             raise SimulationFailed(answer["error"])
         data = self._f.read(answer["n"]) if "n" in answer else b""
         return answer, data
+
+    def close(self) -> None:
+        """End the session (waits for it) and remove its run folder, unless the session
+        failed (its log is kept there)."""
+        if self._f is None:
+            return
+        try:
+            self.call("close")
+        except (AssertionError, OSError):
+            pass
+        for obj in (self._f, self._conn):
+            obj.close()
+        self._f = None
+        self._thread.join()
+        shutil.rmtree(self._sock_dir, ignore_errors=True)
+        if self._failure is None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class VerilatorTransport:
+    """See the module docstring. ``stall_per_256``: the DDR model's random back-pressure."""
+
+    def __init__(self, cfg, mem_bytes: int, *, read_latency: int = DEFAULT_READ_LATENCY,
+                 beat_interval: int = DEFAULT_BEAT_INTERVAL, stall_per_256: int = 0):
+        self.clock_ns = CLOCK_NS
+        self.build = build_accelerator(cfg, mem_bytes, read_latency=read_latency,
+                                       beat_interval=beat_interval)
+        self.session = CocotbSession(
+            self.build, TEST_MODULE, {"bus_bytes": cfg.bus_bytes, "clock_ns": CLOCK_NS,
+                                      "chunk_cycles": CHUNK_CYCLES, "stall": stall_per_256},
+            prefix="host_bridge")
+        self.run_dir = self.session.run_dir
+        self._call = self.session.call
 
     # ---- Transport -------------------------------------------------------------------------
     def read32(self, offset: int) -> int:
@@ -120,21 +151,8 @@ class VerilatorTransport:
 
     # ---- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
-        """End the simulator session (waits for it) and remove its run folder, unless the
-        session failed (its log is kept there)."""
-        if self._f is None:
-            return
-        try:
-            self._call("close")
-        except (AssertionError, OSError):
-            pass
-        for obj in (self._f, self._conn):
-            obj.close()
-        self._f = None
-        self._thread.join()
-        shutil.rmtree(self._sock_dir, ignore_errors=True)
-        if self._failure is None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        """End the simulator session; its run folder is kept only if it failed."""
+        self.session.close()
 
     def __enter__(self):
         return self

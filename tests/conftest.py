@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -66,3 +67,40 @@ def net_025():
 @pytest.fixture(scope="session")
 def net_100():
     return seed_network(1.0)
+
+
+# ---- a gen-accel build for the host-driver tests (test_driver.py, test_soc.py) --------------
+
+SMALLEST = dict(pw_out=2, pw_in=2, dw_lanes=1, bus_bytes=4, max_burst=8, max_outstanding=2,
+                act_buffer_bytes=4096, weight_buffer_bytes=2048, clock_mhz=70)
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory):
+    """gen-accel --model <six-op miniature> --config <smallest> --out build/."""
+    from keras_models import tiny_mobilenet_tflite
+    from rtl_gen import cli
+    root = tmp_path_factory.mktemp("driver")
+    model, config = root / "tiny.tflite", root / "smallest.json"
+    model.write_bytes(tiny_mobilenet_tflite())
+    config.write_text(json.dumps(SMALLEST))
+    out = root / "build"
+    assert cli.main(["--model", str(model), "--config", str(config), "--check-images", "1",
+                     "--out", str(out), "-q"], isolate=False) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    """Two real CIFAR-10 test images of different classes as PNG files."""
+    from PIL import Image
+
+    from quantize import assets
+    ims, labels = assets.sample_test_images()
+    second = int(np.flatnonzero(labels != labels[0])[0])
+    root = tmp_path_factory.mktemp("images")
+    paths = []
+    for i in (0, second):
+        paths.append(root / f"test{i}.png")
+        Image.fromarray(ims[i]).save(paths[-1])
+    return paths
