@@ -29,6 +29,7 @@ refresh included (`sim.soc_sim`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -49,6 +50,7 @@ RAM_REGION = "main_ram"
 REGS_ORIGIN = 0x8000_0000           # an uncached I/O window on the SoC bus
 SDRAM_MODULE = "MT48LC16M16"        # litex-boards' ULX3S default (32 MiB, 16-bit SDR)
 BRIDGE_BAUDRATE = 115_200
+SOC_BOARDS = {"ulx3s-25f": "LFE5U-25F", "ulx3s-45f": "LFE5U-45F", "ulx3s-85f": "LFE5U-85F"}
 SOC_CLOCK_MHZ = 50.0                # SDR SDRAM at 1:1 and the accelerator in one clock domain
 
 
@@ -118,10 +120,9 @@ def board_soc(board: str, cfg: AccelConfig, accel_verilog: Path, *,
     cache, plus a UARTBone bridge on the board's USB serial port and the accelerator."""
     from litex_boards.targets.radiona_ulx3s import BaseSoC
 
-    devices = {"ulx3s-25f": "LFE5U-25F", "ulx3s-45f": "LFE5U-45F", "ulx3s-85f": "LFE5U-85F"}
-    if board not in devices:
-        raise ValueError(f"--soc {board}: no SoC target for it (have {', '.join(devices)})")
-    soc = BaseSoC(device=devices[board], sys_clk_freq=clock_mhz * 1e6,
+    if board not in SOC_BOARDS:
+        raise ValueError(f"--soc {board}: no SoC target for it (have {', '.join(SOC_BOARDS)})")
+    soc = BaseSoC(device=SOC_BOARDS[board], sys_clk_freq=clock_mhz * 1e6,
                   sdram_module_cls=SDRAM_MODULE, with_led_chaser=False, l2_size=0,
                   cpu_type=None, with_uart=False, integrated_rom_size=0,
                   integrated_sram_size=0)
@@ -212,3 +213,82 @@ def write_soc(soc, out_dir: Path, name: str = "soc", *, run: bool = False,
                           compile_gateware=run, csr_csv=str(Path(out_dir) / "csr.csv"))
         builder.build(build_name=name, run=run)
     return Path(builder.gateware_dir)
+
+
+# SDRAM initialization ---------------------------------------------------------------------------
+
+# LiteDRAM's DFII bits (litedram.init's Python header): control ...
+_DFII = {"DFII_CONTROL_SEL": 0x01, "DFII_CONTROL_CKE": 0x02, "DFII_CONTROL_ODT": 0x04,
+         "DFII_CONTROL_RESET_N": 0x08,
+         # ... and command
+         "DFII_COMMAND_CS": 0x01, "DFII_COMMAND_WE": 0x02, "DFII_COMMAND_CAS": 0x04,
+         "DFII_COMMAND_RAS": 0x08}
+
+
+def sdram_init_steps(soc) -> list[dict]:
+    """LiteDRAM's init sequence for ``soc``'s SDRAM (what a LiteX BIOS runs at boot), as
+    `firmware.sdram_init` replays it over the bridge: each step a DFII ``control`` or
+    ``command`` value with its address/bank, then ``delay`` clock cycles."""
+    from litedram.init import get_sdram_phy_init_sequence
+    sequence, _ = get_sdram_phy_init_sequence(soc.sdram.controller.settings.phy,
+                                              soc.sdram.controller.settings.timing)
+    steps = []
+    for comment, address, bank, cmd, delay in sequence:
+        kind = "control" if "DFII_CONTROL" in cmd else "command"
+        value = 0
+        for bit in cmd.split("|"):
+            value |= _DFII[bit]
+        steps.append({"comment": comment, kind: value, "address": address, "bank": bank,
+                      "delay": delay})
+    return steps
+
+
+# The board build --------------------------------------------------------------------------------
+
+FLASH_COMMANDS = """\
+# Load the SoC into the FPGA (lost at power-off) ...
+openFPGALoader --board ulx3s gateware/soc.bit
+# ... or write it to the board's SPI flash (kept)
+openFPGALoader --board ulx3s -f gateware/soc.bit
+"""
+
+
+def build_board_soc(board: str, cfg: AccelConfig, out_dir: Path, *,
+                    clock_mhz: float = SOC_CLOCK_MHZ, bitstream: bool = True,
+                    progress: bool = True, timeout_s: float | None = None) -> dict:
+    """Everything a board needs, under ``out_dir``: ``gateware/`` (the accelerator's Verilog
+    for the board's FPGA, the SoC's Verilog and LPF, ``build.sh``, with ``bitstream`` the
+    tools' logs, ``soc.bit`` and the synthesis report), ``csr.csv``/``csr.json`` (the bus
+    map the host reads), ``sdram_init.json`` and ``flash.sh``. Raises `boards.synth`'s
+    errors (`TimingError` when the routed SoC misses ``clock_mhz``). Returns a summary."""
+    from amaranth.back import verilog
+
+    from boards.synth import build_verilog_bitstream
+    from boards.targets import get_board
+    from rtl_gen.accelerator import Accelerator
+
+    out_dir = Path(out_dir)
+    gateware = out_dir / "gateware"
+    gateware.mkdir(parents=True, exist_ok=True)
+    accel = gateware / f"{ACCEL_MODULE}.v"
+    # For the board's platform, so the DSP units instantiate MULT18X18D with their registers.
+    accel.write_text(verilog.convert(Accelerator(cfg), name=ACCEL_MODULE,
+                                     platform=get_board(board).platform()))
+    with quiet_litex():
+        soc = board_soc(board, cfg, accel, clock_mhz=clock_mhz)
+    write_soc(soc, out_dir, "soc", quiet=True)
+    # LiteX's own script names absolute paths and plain tool names; build.sh replaces it.
+    for stale in ("soc.ys", "build_soc.sh"):
+        (gateware / stale).unlink(missing_ok=True)
+    (out_dir / "sdram_init.json").write_text(json.dumps(sdram_init_steps(soc), indent=1) + "\n")
+    (out_dir / "flash.sh").write_text("#!/bin/sh\nset -e\ncd \"$(dirname \"$0\")\"\n"
+                                      + FLASH_COMMANDS)
+    summary = {"board": board, "clock_mhz": clock_mhz, "sdram_module": SDRAM_MODULE,
+               "bridge": f"UARTBone, {BRIDGE_BAUDRATE} baud", "bitstream": None}
+    if bitstream:
+        report = build_verilog_bitstream(gateware, "soc", [accel.name, "soc.v"], "soc.lpf",
+                                         board, progress=progress, timeout_s=timeout_s)
+        summary["bitstream"] = "gateware/soc.bit"
+        summary["fmax_mhz"] = report.fmax_mhz
+        summary["resources"] = {k: v.used for k, v in report.resources.items()}
+    return summary

@@ -404,6 +404,55 @@ def build_bitstream(elaboratable, board: str | Board = DEFAULT_BOARD,
     return _finish(report, build_dir, say)
 
 
+def build_verilog_bitstream(build_dir: str | Path, name: str, sources: list[str], lpf: str,
+                            board: str | Board, *, progress: bool = True,
+                            timeout_s: float | None = None) -> SynthReport:
+    """Build `{name}.bit` from Verilog ``sources`` (paths relative to ``build_dir``, top
+    module ``name``) and the pin/clock constraints ``lpf`` (e.g. a LiteX SoC's gateware):
+    Yosys, nextpnr with the LPF's clocks (its PLL outputs derived), ecppack. Writes
+    ``build.sh`` (the same commands, for the plain tool names) and the report; same errors
+    as `synthesize`, the clock reported the one with the least headroom."""
+    board = get_board(board)
+    build_dir = Path(build_dir)
+    for stale in (REPORT_JSON, REPORT_MD, f"{name}.bit"):
+        (build_dir / stale).unlink(missing_ok=True)
+    say, seconds = _Progress(progress), {}
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    say(f"bitstream: {name} for {board.name} ({board.device})")
+    script = "".join(f"read_verilog {s}\n" for s in sources) + (
+        f"synth_ecp5 -top {name} -json {name}.json\n"
+        f"tee -q -o {name}.stat.json stat -json\n")
+    (build_dir / f"{name}.ys").write_text(script)
+    steps = {
+        "yosys": ["yosys", f"{name}.ys"],
+        "nextpnr": [f"nextpnr-{board.nextpnr}", *board.nextpnr_args, "--json", f"{name}.json",
+                    "--lpf", lpf, "--textcfg", f"{name}.config",
+                    "--report", "nextpnr_report.json", "--timing-allow-fail"],
+        "ecppack": ["ecppack", "--compress", f"{name}.config", "--bit", f"{name}.bit"],
+    }
+    (build_dir / "build.sh").write_text(
+        "#!/bin/sh\n# The flow gen-accel ran (YoWASP wheels: prefix each tool with 'yowasp-').\n"
+        "set -e\n" + "".join(" ".join(cmd) + "\n" for cmd in steps.values()))
+    phases = {"yosys": _YOSYS_PHASES, "nextpnr": _NEXTPNR_PHASES, "ecppack": []}
+    for step, cmd in steps.items():
+        t = time.monotonic()
+        if step == "ecppack":
+            say("ecppack: bitstream")
+        if _run([tool_path(cmd[0]), *cmd[1:]], build_dir / f"{step}.log", phases[step], say,
+                build_dir, deadline):
+            if step == "nextpnr":
+                _nextpnr_failed(build_dir / "nextpnr.log", board)
+            raise SynthError(_yosys_failure(build_dir / "yosys.log") if step == "yosys"
+                             else f"{step} failed; see {build_dir / f'{step}.log'}")
+        seconds[step] = time.monotonic() - t
+        if step == "yosys":
+            cells = _cell_counts(build_dir / f"{name}.stat.json")
+            _check_fit(cells, board)
+    report = _report(name, board, None, None, cells, build_dir / "nextpnr_report.json",
+                     seconds, build_dir)
+    return _finish(report, build_dir, say)
+
+
 # ---- command line ----------------------------------------------------------------------------
 
 def _load_factory(path: str):

@@ -3,9 +3,21 @@
 tables the RTL and the compiler use, so the three cannot drift apart."""
 from __future__ import annotations
 
-from rtl_gen.regs import register_fields, register_map
+from pathlib import Path
+
+from rtl_gen.regs import ACCEL_ID, REGMAP_VERSION, register_fields, register_map
 
 from .program import DESCRIPTOR_BYTES, FIELDS, CHECK_MAGIC, Flags, Opcode
+
+
+C_DRIVER = Path(__file__).with_name("c")
+
+
+def c_driver_files() -> dict[str, str]:
+    """The C driver's sources (``mnet_accel.c``, ``mnet_driver.h``), which gen-accel writes
+    next to the build's ``mnet_accel.h``."""
+    return {p.name: p.read_text() for p in sorted(C_DRIVER.iterdir())
+            if p.suffix in (".c", ".h")}
 
 
 def _c_name(s: str) -> str:
@@ -19,7 +31,10 @@ def _comment(text: str) -> str:
 def render(firmware=None, model_info: dict | None = None) -> str:
     out = ["/* mobilenet-accel host interface. Generated; do not edit. */",
            "#ifndef MNET_ACCEL_H", "#define MNET_ACCEL_H", "", "#include <stdint.h>", "",
-           "/* ---- AXI4-Lite control registers (byte offsets) ---- */"]
+           "/* ---- AXI4-Lite control registers (byte offsets) ---- */",
+           f"#define MNET_ACCEL_ID 0x{ACCEL_ID:08X}u  /* the ID register's value */",
+           f"#define MNET_REGMAP_VERSION 0x{REGMAP_VERSION:08X}u  /* major << 16 | minor << 8 "
+           "| patch */"]
     for r in register_map():
         name = f"MNET_REG_{_c_name(r.name)}"
         if r.count > 1:
@@ -47,7 +62,8 @@ def render(firmware=None, model_info: dict | None = None) -> str:
         out.append(f"#define {base}_SHIFT {lo}u")
         out.append(f"#define {base}_MASK 0x{(1 << width) - 1:X}u{'  /* signed */' if signed else ''}")
     if firmware is not None:
-        out += ["", "/* ---- This build's DDR memory map (absolute byte addresses) ---- */"]
+        out += ["", "/* ---- This build's DDR memory map (absolute byte addresses) ---- */",
+                f"#define MNET_DDR_BASE 0x{firmware.base:08X}u  /* where the DDR image starts */"]
         for region, (addr, size) in firmware.regions.items():
             out.append(f"#define MNET_{_c_name(region)}_ADDR 0x{addr:08X}u")
             out.append(f"#define MNET_{_c_name(region)}_BYTES {size}u")

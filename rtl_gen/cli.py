@@ -45,6 +45,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 BOARD_LIST = "<boards>"
+SOC_BOARD_LIST = "ulx3s-25f, ulx3s-45f, ulx3s-85f"
 
 
 def parse_args(argv):
@@ -74,6 +75,16 @@ def parse_args(argv):
                    help=f"also synthesize, place and route the accelerator for BOARD (one "
                         f"of {BOARD_LIST}) with Yosys + nextpnr; without --config the largest config "
                         "that fits the board is used; missing the clock target fails")
+    p.add_argument("--soc", metavar="BOARD",
+                   help=f"also build a LiteX SoC for BOARD (one of {SOC_BOARD_LIST}) into "
+                        "<out>/soc/: the accelerator on the board's SDRAM (LiteDRAM) behind a "
+                        "UART bridge, its bitstream (Yosys + nextpnr + ecppack; missing the "
+                        "SoC clock fails), flash.sh and the bus map accel-run --port reads; "
+                        "without --config the largest config that fits the board is used")
+    p.add_argument("--soc-clock", type=float, metavar="MHZ",
+                   help="the SoC's clock, accelerator and SDRAM controller (default 50)")
+    p.add_argument("--no-bitstream", action="store_true",
+                   help="with --soc: write the SoC's gateware and bus map, skip the tools")
     # A string, not a Path: Path("") would silently become the current folder.
     p.add_argument("--out", default="build", help="output folder: new, empty or a previous "
                    "gen-accel build, which is replaced (default build/)")
@@ -111,6 +122,7 @@ class Plan:
     """What a run will do, decided from the arguments alone (before any heavy import)."""
     cfg: object                     # AccelConfig
     board: object = None            # boards.targets.Board for --synth
+    soc_board: object = None        # boards.targets.Board for --soc
     spec: object = None             # quantize.model.ModelSpec of the seed network ...
     model: Path | None = None       # ... or the --model file
 
@@ -176,17 +188,37 @@ def readable_file(path: Path, what: str) -> Path:
 
 
 def choose_config(args, plan: Plan) -> None:
-    """--config, else the --synth board's default config, else the built-in one."""
-    if not args.synth:
+    """--config, else the --synth / --soc board's default config, else the built-in one."""
+    check_soc_args(args)
+    named = args.synth or args.soc
+    if not named:
         plan.cfg = load_config(args.config)
         return
     from boards.targets import default_config, get_board
+    if args.synth and args.soc and get_board(args.synth) != get_board(args.soc):
+        raise UsageError(f"--synth {args.synth} and --soc {args.soc} name different boards")
     try:
-        plan.board = get_board(args.synth)
-        plan.cfg = load_config(args.config) if args.config else default_config(plan.board)
+        board = get_board(named)
+        plan.cfg = load_config(args.config) if args.config else default_config(board)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    check_clock_for(plan.board, plan.cfg, args.config)
+    check_clock_for(board, plan.cfg, args.config)
+    plan.board = board if args.synth else None
+    plan.soc_board = board if args.soc else None
+
+
+def check_soc_args(args) -> None:
+    if args.soc is None:
+        if args.soc_clock is not None or args.no_bitstream:
+            raise UsageError("--soc-clock and --no-bitstream need --soc BOARD")
+        return
+    from boards.soc import SOC_BOARDS
+    if args.soc not in SOC_BOARDS:
+        raise UsageError(f"--soc {args.soc}: no SoC target for it (have "
+                         f"{', '.join(SOC_BOARDS)})")
+    if args.soc_clock is not None and not 10 <= args.soc_clock <= 150:
+        raise UsageError(f"--soc-clock {args.soc_clock:g}: the SoC's SDR SDRAM controller "
+                         "runs at 10..150 MHz")
 
 
 # The fastest clock each FPGA family can distribute at all (ECP5 data sheet FPGA-DS-02012:
@@ -326,6 +358,9 @@ def write_firmware(out, fw, graph, norm: str = "cifar") -> None:
     out.write_text("firmware/mnet_accel.h", header.render(fw, {
         "input_scale": float(g.scale[0]), "input_zero_point": g.zp,
         "num_classes": int(graph.output.shape[-1])}))
+    from firmware.header import c_driver_files
+    for name, text in c_driver_files().items():       # the C driver, next to its header
+        out.write_text(f"firmware/{name}", text)
 
 
 def sample_inputs(graph, n: int, norm: str = "cifar"):
@@ -419,6 +454,34 @@ def run_synthesis(out, cfg, board) -> dict:
     return summary
 
 
+def run_soc(out, cfg, board, args) -> dict:
+    """The LiteX SoC for `board` around the accelerator, in `<out>/soc/` (`boards.soc`); a
+    failed or slow bitstream keeps its logs in `<out>.synth-failed/` like --synth."""
+    from boards.soc import SOC_CLOCK_MHZ, build_board_soc
+    from boards.synth import SynthError
+    clock = args.soc_clock or SOC_CLOCK_MHZ
+    log.info("building the SoC for %s at %g MHz%s ...", board.name, clock,
+             "" if args.no_bitstream else " (Yosys + nextpnr + ecppack; this takes a while)")
+    soc_dir = out.staging / "soc"
+    try:
+        summary = build_board_soc(board.name, cfg, soc_dir, clock_mhz=clock,
+                                  bitstream=not args.no_bitstream,
+                                  progress=log.isEnabledFor(logging.INFO))
+    except SynthError as e:
+        kept = failed_synthesis_folder(out.target)
+        if soc_dir.is_dir():
+            shutil.copytree(soc_dir, kept)
+            (kept / SYNTH_FAILED_MARKER).touch()
+        message = str(e).replace(str(soc_dir), str(kept))
+        raise RuntimeError(f"SoC for {board.name}: {message} (logs and reports kept in "
+                           f"{kept})") from None
+    out.files += [str(p.relative_to(out.staging)) for p in soc_dir.rglob("*") if p.is_file()]
+    if summary["bitstream"]:
+        log.info("SoC: Fmax %.2f MHz (target %g); flash it with %s", summary["fmax_mhz"],
+                 clock, "soc/flash.sh (openFPGALoader)")
+    return summary
+
+
 SYNTH_FAILED_MARKER = ".gen-accel-synth-failed"
 
 
@@ -493,12 +556,14 @@ def build(args, plan: Plan, out) -> Path:
         out.write_json("rtl_verify.json", sim_verdict)
     totals = write_layer_report(out, fw, measured)
     synth = run_synthesis(out, cfg, board) if board is not None else None
+    soc = run_soc(out, cfg, plan.soc_board, args) if plan.soc_board is not None else None
     if args.verify and not sim_verdict["bit_exact"]:
         raise RuntimeError(f"RTL simulation differs from TFLite: {sim_verdict['failures']}")
     path = out.commit({"tool": "gen-accel", "model": provenance,
                        "total_macs": sum(r["macs"] for r in rows),
                        "predicted_cycles": totals["predicted_total"],
                        "synthesis": synth,
+                       "soc": soc,
                        "measured_cycles": totals["measured"],
                        "seconds": round(time.time() - t0, 2)})
     log.info("wrote %s (%d layers, %s MACs; reference and firmware bit-exact vs TFLite on %d "

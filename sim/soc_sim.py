@@ -46,31 +46,31 @@ def accelerator_verilog(cfg) -> Path:
     return cached_verilog(ACCEL_MODULE, [asdict(cfg), ACCEL_MODULE], make)
 
 
-def soc_sources(cfg, accel: Path, *, clock_mhz: float = SOC_CLOCK_MHZ) -> tuple[str, str]:
-    """(the SoC's Verilog without its date comments, its csr.csv)."""
-    from boards.soc import sim_soc, write_soc
+def soc_sources(cfg, accel: Path, *, clock_mhz: float = SOC_CLOCK_MHZ):
+    """(the SoC's Verilog without its date comments, its csr.csv, its SDRAM init steps)."""
+    from boards.soc import sdram_init_steps, sim_soc, write_soc
     with tempfile.TemporaryDirectory(prefix="mnet-soc-") as tmp:
-        gateware = write_soc(sim_soc(cfg, accel, clock_mhz=clock_mhz), Path(tmp), SOC_TOP,
-                             quiet=True)
+        soc = sim_soc(cfg, accel, clock_mhz=clock_mhz)
+        gateware = write_soc(soc, Path(tmp), SOC_TOP, quiet=True)
         text = (gateware / f"{SOC_TOP}.v").read_text()
         csr = (Path(tmp) / "csr.csv").read_text()
     keep = [ln for ln in text.splitlines() if not ln.lstrip().startswith("//")]
-    return "\n".join(keep) + "\n", csr
+    return "\n".join(keep) + "\n", csr, sdram_init_steps(soc)
 
 
 def build_soc(cfg, *, clock_mhz: float = SOC_CLOCK_MHZ):
     """(the Verilator build of the simulation SoC around ``cfg``'s accelerator, its csr.csv
-    text)."""
+    text, its SDRAM init steps)."""
     from sim.verilator_runner import build, build_root
     accel = accelerator_verilog(cfg)
-    text, csr = soc_sources(cfg, accel, clock_mhz=clock_mhz)
+    text, csr, steps = soc_sources(cfg, accel, clock_mhz=clock_mhz)
     folder = build_root() / "verilog"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{SOC_TOP}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.v"
     if not path.is_file():
         path.write_text(text)
     return build(path, name="soc", toplevel=SOC_TOP,
-                 extra_verilog={f"{ACCEL_MODULE}.v": accel.read_text()}), csr
+                 extra_verilog={f"{ACCEL_MODULE}.v": accel.read_text()}), csr, steps
 
 
 class SimSerial:
@@ -126,13 +126,15 @@ def _sim_comm(port: SimSerial, csr_csv: Path):
 
 class SoCSim:
     """The simulated SoC and a `LiteXTransport` to it (``transport``); see the module
-    docstring. ``clock_mhz``: the SoC's clock, which sets the SDRAM controller's timings."""
+    docstring. ``clock_mhz``: the SoC's clock, which sets the SDRAM controller's timings.
+    The SDRAM is initialized through the bridge first (`firmware.sdram_init`), as on a board."""
 
     def __init__(self, cfg, *, clock_mhz: float = SOC_CLOCK_MHZ):
         from firmware.litex_transport import LiteXTransport
         from sim.bridge_transport import CocotbSession
         self.clock_ns = 1e3 / clock_mhz
-        self.build, csr = build_soc(cfg, clock_mhz=clock_mhz)
+        from firmware.sdram_init import init_sdram
+        self.build, csr, steps = build_soc(cfg, clock_mhz=clock_mhz)
         self.session = CocotbSession(self.build, TEST_MODULE,
                                      {"clock_ns": self.clock_ns, "idle_limit": IDLE_LIMIT},
                                      prefix="soc_bridge")
@@ -144,6 +146,7 @@ class SoCSim:
         self.transport = LiteXTransport.over_client(
             self.comm, regs_base=getattr(self.comm.mems, REGS_REGION).base,
             mem_base=getattr(self.comm.mems, RAM_REGION).base, sleep=self.sleep)
+        init_sdram(self.comm, steps, self.sleep)
 
     def sleep(self, seconds: float) -> None:
         self.serial.flush()

@@ -88,3 +88,95 @@ def test_whole_soc_runs_the_driver_bit_exact_with_tflite(tiny_build, images):
             assert len(r.status.layer_cycles) == len(dep.descriptors)
             assert r.status.cycles >= ideal
         assert soc.bridge_cycles >= len(dep.image)      # every image byte crossed the bridge
+
+
+# ---- the C driver ----------------------------------------------------------------------------
+
+def compile_c_driver(build, out_dir):
+    """gen-accel's firmware/mnet_accel.c, built as a shared library with the host's C
+    compiler, warnings as errors."""
+    import shutil
+    import subprocess
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    lib = out_dir / "libmnet_accel.so"
+    fw = build / "firmware"
+    subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-shared", "-fPIC",
+                    "-I", str(fw), str(fw / "mnet_accel.c"), "-o", str(lib)], check=True,
+                   capture_output=True, text=True)
+    return lib
+
+
+class CPort:
+    """An mnet_port (mnet_driver.h) whose callbacks are a Python transport's methods."""
+
+    def __init__(self, transport):
+        import ctypes as C
+        u32, u64, vp = C.c_uint32, C.c_uint64, C.c_void_p
+        t = transport
+        self.types = {
+            "read32": C.CFUNCTYPE(u32, vp, u32), "write32": C.CFUNCTYPE(None, vp, u32, u32),
+            "read_mem": C.CFUNCTYPE(None, vp, u64, vp, u32),
+            "write_mem": C.CFUNCTYPE(None, vp, u64, vp, u32),
+            "sleep_us": C.CFUNCTYPE(None, vp, u32)}
+        self.callbacks = {
+            "read32": self.types["read32"](lambda _, off: t.read32(off)),
+            "write32": self.types["write32"](lambda _, off, v: t.write32(off, v)),
+            "read_mem": self.types["read_mem"](
+                lambda _, addr, dst, n: C.memmove(dst, t.read_mem(addr, n), n)),
+            "write_mem": self.types["write_mem"](
+                lambda _, addr, src, n: t.write_mem(addr, C.string_at(src, n))),
+            "sleep_us": self.types["sleep_us"](lambda _, us: t.sleep(us * 1e-6))}
+
+        class Port(C.Structure):
+            _fields_ = [(k, v) for k, v in self.types.items()] + [("ctx", vp)]
+        self.port = Port(**self.callbacks, ctx=None)
+
+
+def result_type():
+    import ctypes as C
+
+    class Result(C.Structure):
+        _fields_ = [("status", C.c_uint32), ("error_code", C.c_uint32),
+                    ("layer_count", C.c_uint32), ("cycles", C.c_uint64),
+                    ("timed_out", C.c_int)]
+    return Result
+
+
+def test_c_driver_compiles_cleanly(tiny_build, tmp_path):
+    assert compile_c_driver(tiny_build, tmp_path).is_file()
+
+
+@needs_verilator
+def test_c_driver_classifies_on_the_simulated_soc_bit_exact(tiny_build, images, tmp_path):
+    """The C driver (gen-accel's firmware/mnet_accel.c) runs the inference: identify, load
+    the DDR image, classify an image through the simulated UART bridge and SDRAM; its int8
+    scores equal TFLite's and its class is their argmax."""
+    import ctypes as C
+
+    from firmware.deploy import Deployment
+    from quantize.convert import golden_interpreter, golden_run
+    from sim.accel_sim import cycle_limit
+    from sim.soc_sim import SoCSim
+
+    lib = C.CDLL(str(compile_c_driver(tiny_build, tmp_path)))
+    dep = Deployment.load(tiny_build)
+    interp = golden_interpreter((tiny_build / "model.tflite").read_bytes())
+    want = golden_run(interp, dep.quantize_image(images[1]))[
+        interp.get_output_details()[0]["index"]].reshape(-1)
+    x = dep.input_bytes(dep.quantize_image(images[1]))
+    with SoCSim(dep.fw.cfg) as soc:
+        port = CPort(soc.transport)
+        p = C.byref(port.port)
+        assert lib.mnet_identify(p) == 0
+        assert lib.mnet_load_image(p, dep.image, len(dep.image)) == 0
+        assert lib.mnet_load_image(p, dep.image, len(dep.image) - 1) == -5   # MNET_E_ARG
+        scores = (C.c_int8 * dep.num_classes)()
+        result = result_type()()
+        timeout_us = int(4 * cycle_limit(dep.fw) * soc.clock_ns * 1e-3)
+        label = lib.mnet_classify(p, x, len(x), scores, timeout_us, C.byref(result))
+        assert bytes(C.string_at(scores, dep.num_classes)) == want.tobytes()
+        assert label == int(np.argmax(want))
+        assert result.error_code == 0 and not result.timed_out and result.cycles > 0
+        assert result.layer_count == len(dep.descriptors)
