@@ -1,13 +1,15 @@
 """accel-run: classify images with a gen-accel build, on the Verilated accelerator or on a board.
 
     accel-run --build build/ --sim image.png [more.png ...]
-    accel-run --build build/ --port /dev/ttyUSB0 --csr-csv build/soc/csr.csv image.png
+    accel-run --build build/ --sim-soc image.png         # the whole SoC, SDRAM and bridge
+    accel-run --build build/ --port /dev/ttyUSB0 image.png
 
 Loads the build's DDR image through the host driver (`firmware.driver`), writes each image's
 input region, starts the program, waits for DONE (the interrupt in simulation; polling over
 a board's UART bridge), and prints the class, the per-layer cycle counters and any error
 code. ``--check`` also runs TFLite on the same input and requires the accelerator's int8
-scores to equal it byte for byte. Exit status: 0 all fine, 1 a run failed (error code,
+scores to equal it byte for byte. On a board (and ``--sim-soc``) the SDRAM is initialized
+over the bridge first, from the build's ``soc/sdram_init.json`` (`firmware.sdram_init`). Exit status: 0 all fine, 1 a run failed (error code,
 timeout, mismatch), 2 bad input (one line on stderr).
 """
 from __future__ import annotations
@@ -38,6 +40,9 @@ def parse_args(argv):
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--sim", action="store_true",
                        help="run on the Verilator simulation of the build's accelerator")
+    where.add_argument("--sim-soc", action="store_true",
+                       help="run on the Verilator simulation of the whole LiteX SoC (SDRAM "
+                            "controller and model, UART bridge; sim.soc_sim)")
     where.add_argument("--port", help="a board's UART bridge (starts litex_server on it)")
     where.add_argument("--server", metavar="HOST:PORT",
                        help="a litex_server already running (UART, Etherbone, ...)")
@@ -60,8 +65,13 @@ def open_transport(args, dep):
         from sim.accel_sim import CLOCK_NS, memory_size
         from sim.bridge_transport import VerilatorTransport
         return VerilatorTransport(dep.fw.cfg, memory_size(dep.fw)), 1e9 / CLOCK_NS
+    if args.sim_soc:
+        from sim.soc_sim import SoCSim
+        soc = SoCSim(dep.fw.cfg)
+        return soc.transport, 1e9 / soc.clock_ns
     from firmware.litex_transport import LiteXTransport
-    csr = args.csr_csv or args.build / "soc" / "csr.csv"
+    soc_dir = args.build / "soc"
+    csr = args.csr_csv or soc_dir / "csr.csv"
     if not csr.is_file():
         raise UsageError(f"{csr}: no csr.csv (build the SoC with gen-accel --soc, or give "
                          "--csr-csv)")
@@ -72,7 +82,11 @@ def open_transport(args, dep):
         if not host or not port.isdigit():
             raise UsageError(f"--server {args.server}: expected HOST:PORT")
         t = LiteXTransport(host=host, port=int(port), csr_csv=str(csr))
-    return t, dep.fw.cfg.clock_mhz * 1e6
+    steps = soc_dir / "sdram_init.json"
+    if steps.is_file():
+        from firmware.sdram_init import init_sdram
+        init_sdram(t.client, json.loads(steps.read_text()), t.sleep)
+    return t, t.client.constants.config_clock_frequency
 
 
 def read_input(dep, path: Path):

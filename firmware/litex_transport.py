@@ -35,7 +35,7 @@ class LiteXTransport:
                  regs_base: int | None = None, mem_base: int | None = None,
                  server: subprocess.Popen | None = None):
         from litex.tools.litex_client import RemoteClient
-        self._server, self._sleep = server, time.sleep
+        self._server, self._sleep, self._on_close = server, time.sleep, None
         self.client = RemoteClient(host=host, port=port, csr_csv=csr_csv)
         mems = getattr(self.client, "mems", None)
         try:
@@ -53,14 +53,14 @@ class LiteXTransport:
             raise BridgeError(f"no litex_server at {host}:{port} ({e.strerror or e})") from None
 
     @classmethod
-    def over_client(cls, client, *, regs_base: int, mem_base: int,
-                    sleep=time.sleep) -> "LiteXTransport":
+    def over_client(cls, client, *, regs_base: int, mem_base: int, sleep=time.sleep,
+                    on_close=None) -> "LiteXTransport":
         """Over any LiteX-style bus client (``read(addr, length)``, ``write(addr, words)``),
         e.g. `sim.soc_sim`'s UARTBone client on the simulated SoC; ``sleep`` lets device time
-        pass."""
+        pass, ``on_close`` runs after `close`."""
         t = cls.__new__(cls)
         t.client, t.regs_base, t.mem_base = client, regs_base, mem_base
-        t._server, t._sleep = None, sleep
+        t._server, t._sleep, t._on_close = None, sleep, on_close
         return t
 
     @classmethod
@@ -125,6 +125,9 @@ class LiteXTransport:
             self._server.terminate()
             self._server.wait(timeout=10)
             self._server = None
+        on_close, self._on_close = getattr(self, "_on_close", None), None
+        if on_close is not None:
+            on_close()
 
     def __enter__(self):
         return self

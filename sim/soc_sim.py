@@ -145,7 +145,8 @@ class SoCSim:
         self.idle_cycles = 0
         self.transport = LiteXTransport.over_client(
             self.comm, regs_base=getattr(self.comm.mems, REGS_REGION).base,
-            mem_base=getattr(self.comm.mems, RAM_REGION).base, sleep=self.sleep)
+            mem_base=getattr(self.comm.mems, RAM_REGION).base, sleep=self.sleep,
+            on_close=self._end)
         init_sdram(self.comm, steps, self.sleep)
 
     def sleep(self, seconds: float) -> None:
@@ -159,6 +160,9 @@ class SoCSim:
         return self.serial.cycles
 
     def close(self) -> None:
+        self.transport.close()              # ends the session (`_end`)
+
+    def _end(self) -> None:
         self.serial.flush()
         self.session.close()
 

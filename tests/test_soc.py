@@ -14,11 +14,9 @@ import csv
 import numpy as np
 import pytest
 
-pytest.importorskip("litex", reason="the SoC needs the 'soc' extra (pip install -e '.[soc]')")
-
-from boards.soc import ACCEL_MODULE, RAM_REGION, REGS_ORIGIN, REGS_REGION  # noqa: E402
-from rtl_gen.config import AccelConfig  # noqa: E402
-from sim.verilator_runner import verilator_available  # noqa: E402
+from boards.soc import ACCEL_MODULE, RAM_REGION, REGS_ORIGIN, REGS_REGION
+from rtl_gen.config import AccelConfig
+from sim.verilator_runner import verilator_available
 
 _unavailable = verilator_available()
 needs_verilator = pytest.mark.skipif(_unavailable is not None, reason=_unavailable or "")
@@ -47,6 +45,20 @@ def test_board_soc_gateware_has_the_accelerator_on_sdram_and_bridge(tmp_path):
     assert mem[RAM_REGION][1] == 32 * 2**20             # the ULX3S's 32 MiB SDRAM
     lpf = (gateware / "soc.lpf").read_text()
     assert "FREQUENCY" in lpf and "LOCATE COMP" in lpf
+
+
+@needs_verilator
+def test_accel_run_sim_soc_checks_against_tflite(tiny_build, images, capsys):
+    """accel-run --sim-soc --check: the same CLI as on a board, on the simulated SoC."""
+    import json
+
+    from firmware import accel_run
+    code = accel_run.main(["--build", str(tiny_build), "--sim-soc", "--check", "--json",
+                           str(images[0])])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert record["ok"] and record["matches_tflite"] is True
 
 
 def test_board_soc_refuses_an_unknown_board(tmp_path):
@@ -180,3 +192,54 @@ def test_c_driver_classifies_on_the_simulated_soc_bit_exact(tiny_build, images, 
         assert label == int(np.argmax(want))
         assert result.error_code == 0 and not result.timed_out and result.cycles > 0
         assert result.layer_count == len(dep.descriptors)
+
+
+# ---- gen-accel --soc -------------------------------------------------------------------------
+
+def gen_accel(argv, capsys):
+    from rtl_gen import cli
+    code = cli.main([str(a) for a in argv], isolate=False)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_gen_accel_soc_argument_errors_are_one_line(tmp_path, capsys):
+    cases = [(["--soc", "icebreaker"], "no SoC target"),
+             (["--no-bitstream"], "need --soc"),
+             (["--soc", "ulx3s-85f", "--soc-clock", "400"], "10..150 MHz"),
+             (["--soc", "ulx3s-85f", "--synth", "ulx3s-45f"], "different boards")]
+    for argv, message in cases:
+        code, out, err = gen_accel([*argv, "--out", tmp_path / "b", "-q"], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert not (tmp_path / "b").exists()
+
+
+def test_gen_accel_soc_writes_gateware_bus_map_and_flash_script(tmp_path, capsys):
+    """--soc ulx3s-45f --no-bitstream: the SoC folder accel-run --port reads (csr.csv with
+    the accelerator's window, sdram_init.json), the gateware and flash.sh, the C driver next
+    to the header; the manifest names the SoC."""
+    import json
+
+    from keras_models import tiny_mobilenet_tflite
+    from conftest import SMALLEST
+    model, config = tmp_path / "tiny.tflite", tmp_path / "smallest.json"
+    model.write_bytes(tiny_mobilenet_tflite())
+    config.write_text(json.dumps(SMALLEST))
+    out = tmp_path / "build"
+    code, _, err = gen_accel(["--model", model, "--config", config, "--soc", "ulx3s-45f",
+                              "--no-bitstream", "--check-images", "1", "--out", out, "-q"],
+                             capsys)
+    assert code == 0, err
+    soc = out / "soc"
+    for name in ("csr.csv", "sdram_init.json", "flash.sh", "gateware/soc.v", "gateware/soc.lpf",
+                 "gateware/mnet_accel.v"):
+        assert (soc / name).is_file(), name
+    assert REGS_REGION in regions((soc / "csr.csv").read_text())
+    steps = json.loads((soc / "sdram_init.json").read_text())
+    assert steps[0]["control"] and any(s.get("command") for s in steps)
+    assert "openFPGALoader" in (soc / "flash.sh").read_text()
+    assert "MULT18X18D" in (soc / "gateware/mnet_accel.v").read_text()   # the board's DSPs
+    for name in ("mnet_accel.c", "mnet_driver.h", "mnet_accel.h"):
+        assert (out / "firmware" / name).is_file()
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert manifest["soc"]["board"] == "ulx3s-45f" and manifest["soc"]["bitstream"] is None
