@@ -90,7 +90,8 @@ def measure(board: str, alpha: float, images: int) -> dict:
     per_layer = [{"op": layer.op, "ideal": layer.cycles,
                   "soc": int(np.median([r["layer_cycles"][i] for r in runs]))}
                  for i, layer in enumerate(ideal.layers)]
-    image_bytes, input_bytes = len(dep.image), dep.fw.regions["input"][1]
+    image_bytes = sum(len(data) for _, data in dep.segments)    # what Runner writes once
+    input_bytes = dep.fw.regions["input"][1]
     return {
         "board": board, "alpha": alpha, "clock_mhz": clock_mhz,
         "config": f"{cfg.pw_out}x{cfg.pw_in} MACs, {cfg.dw_lanes} depthwise lanes, "
@@ -116,8 +117,9 @@ def markdown(m: dict) -> str:
              f"| whole SoC (LiteDRAM + SDRAM model, measured) | {m['cycles_soc']:,} "
              f"| {m['fps_soc']:,.1f} |", "",
              f"SDRAM cost: +{100 * m['sdram_overhead']:.0f}% cycles. Bridge at "
-             f"{UART_BAUD:,} baud: the {m['image_bytes']:,}-byte DDR image takes "
-             f"{m['uart_s_image']:.1f} s once, each {m['input_bytes']:,}-byte input "
+             f"{UART_BAUD:,} baud: the DDR image's {m['image_bytes']:,} bytes of parameters "
+             f"and program take {m['uart_s_image']:.1f} s once, each {m['input_bytes']:,}-byte "
+             "input "
              f"{m['uart_s_input']:.2f} s.", "",
              "| layer | ideal memory | SoC | ratio |", "|---|---:|---:|---:|"]
     for layer in m["layers"]:

@@ -254,7 +254,8 @@ openFPGALoader --board ulx3s -f gateware/soc.bit
 
 
 def build_board_soc(board: str, cfg: AccelConfig, out_dir: Path, *,
-                    clock_mhz: float = SOC_CLOCK_MHZ, bitstream: bool = True,
+                    clock_mhz: float = SOC_CLOCK_MHZ, baudrate: int = BRIDGE_BAUDRATE,
+                    bitstream: bool = True,
                     progress: bool = True, timeout_s: float | None = None) -> dict:
     """Everything a board needs, under ``out_dir``: ``gateware/`` (the accelerator's Verilog
     for the board's FPGA, the SoC's Verilog and LPF, ``build.sh``, with ``bitstream`` the
@@ -275,7 +276,7 @@ def build_board_soc(board: str, cfg: AccelConfig, out_dir: Path, *,
     accel.write_text(verilog.convert(Accelerator(cfg), name=ACCEL_MODULE,
                                      platform=get_board(board).platform()))
     with quiet_litex():
-        soc = board_soc(board, cfg, accel, clock_mhz=clock_mhz)
+        soc = board_soc(board, cfg, accel, clock_mhz=clock_mhz, baudrate=baudrate)
     write_soc(soc, out_dir, "soc", quiet=True)
     # LiteX's own script names absolute paths and plain tool names; build.sh replaces it.
     for stale in ("soc.ys", "build_soc.sh"):
@@ -284,7 +285,7 @@ def build_board_soc(board: str, cfg: AccelConfig, out_dir: Path, *,
     (out_dir / "flash.sh").write_text("#!/bin/sh\nset -e\ncd \"$(dirname \"$0\")\"\n"
                                       + FLASH_COMMANDS)
     summary = {"board": board, "clock_mhz": clock_mhz, "sdram_module": SDRAM_MODULE,
-               "bridge": f"UARTBone, {BRIDGE_BAUDRATE} baud", "bitstream": None}
+               "bridge": "UARTBone", "baudrate": baudrate, "bitstream": None}
     if bitstream:
         report = build_verilog_bitstream(gateware, "soc", [accel.name, "soc.v"], "soc.lpf",
                                          board, progress=progress, timeout_s=timeout_s)

@@ -46,7 +46,8 @@ def parse_args(argv):
     where.add_argument("--port", help="a board's UART bridge (starts litex_server on it)")
     where.add_argument("--server", metavar="HOST:PORT",
                        help="a litex_server already running (UART, Etherbone, ...)")
-    p.add_argument("--baudrate", type=int, default=115200, help="UART bridge baud rate")
+    p.add_argument("--baudrate", type=int, help="UART bridge baud rate (default: the rate "
+                   "gen-accel --soc built the SoC for, from its MANIFEST.json)")
     p.add_argument("--csr-csv", type=Path, help="the SoC build's csr.csv (board runs; "
                    "default <build>/soc/csr.csv)")
     p.add_argument("--poll", action="store_true", help="poll STATUS instead of waiting for "
@@ -76,7 +77,8 @@ def open_transport(args, dep):
         raise UsageError(f"{csr}: no csr.csv (build the SoC with gen-accel --soc, or give "
                          "--csr-csv)")
     if args.port:
-        t = LiteXTransport.over_uart(args.port, baudrate=args.baudrate, csr_csv=str(csr))
+        baud = args.baudrate or built_baudrate(args.build)
+        t = LiteXTransport.over_uart(args.port, baudrate=baud, csr_csv=str(csr))
     else:
         host, _, port = args.server.rpartition(":")
         if not host or not port.isdigit():
@@ -87,6 +89,15 @@ def open_transport(args, dep):
         from firmware.sdram_init import init_sdram
         init_sdram(t.client, json.loads(steps.read_text()), t.sleep)
     return t, t.client.constants.config_clock_frequency
+
+
+def built_baudrate(build: Path) -> int:
+    """The bridge rate the build's SoC was made for (115200 if it does not say)."""
+    try:
+        soc = json.loads((build / "MANIFEST.json").read_text()).get("soc") or {}
+        return int(soc.get("baudrate", 115200))
+    except (OSError, ValueError):
+        return 115200
 
 
 def read_input(dep, path: Path):

@@ -39,6 +39,18 @@ class Deployment:
         return self.fw.program_addr
 
     @property
+    def segments(self) -> list[tuple[int, bytes]]:
+        """The parts of the DDR image a device needs before a run: the parameters and the
+        layer program. The rest (input, activations, output) is rewritten by every run (the
+        host writes the whole input region, each layer its whole output region), so a bridge
+        need not carry it: over a board's UART that halves the load of the seed network."""
+        out = []
+        for name in ("params", "program"):
+            addr, n = self.fw.regions[name]
+            out.append((addr, bytes(self.fw.image[addr - self.base: addr - self.base + n])))
+        return out
+
+    @property
     def input_addr(self) -> int:
         return self.fw.regions["input"][0]
 

@@ -190,10 +190,10 @@ class Inference:
 
 
 class Runner:
-    """Classifies images with a `firmware.deploy.Deployment` on an `AccelDriver`: the whole
-    DDR image is written before the first image and after any failed run (which may have
-    left anything anywhere); later images only rewrite the input region, since every layer
-    rewrites its whole output region."""
+    """Classifies images with a `firmware.deploy.Deployment` on an `AccelDriver`: the DDR
+    image's parameters and program (`Deployment.segments`) are written before the first
+    image and after any failed run (which may have left anything anywhere); later images
+    only rewrite the input region, since every layer rewrites its whole output region."""
 
     def __init__(self, driver: AccelDriver, deployment, *, timeout_s: float,
                  use_irq: bool = True):
@@ -204,7 +204,8 @@ class Runner:
     def classify(self, x_int8: np.ndarray) -> Inference:
         drv, dep = self.driver, self.dep
         if not self._loaded:
-            drv.load(dep.image, dep.base)
+            for addr, data in dep.segments:
+                drv.t.write_mem(addr, data)
             self._loaded = True
         drv.write_input(dep.input_addr, dep.input_bytes(x_int8))
         status = drv.run(dep.program_addr, timeout_s=self.timeout_s, use_irq=self.use_irq)

@@ -83,6 +83,9 @@ def parse_args(argv):
                         "without --config the largest config that fits the board is used")
     p.add_argument("--soc-clock", type=float, metavar="MHZ",
                    help="the SoC's clock, accelerator and SDRAM controller (default 50)")
+    p.add_argument("--soc-baud", type=int, metavar="BAUD",
+                   help="the SoC's UART bridge rate (default 115200; the ULX3S's FT231X "
+                        "takes up to 3000000, accel-run --port uses the build's rate)")
     p.add_argument("--no-bitstream", action="store_true",
                    help="with --soc: write the SoC's gateware and bus map, skip the tools")
     # A string, not a Path: Path("") would silently become the current folder.
@@ -209,8 +212,8 @@ def choose_config(args, plan: Plan) -> None:
 
 def check_soc_args(args) -> None:
     if args.soc is None:
-        if args.soc_clock is not None or args.no_bitstream:
-            raise UsageError("--soc-clock and --no-bitstream need --soc BOARD")
+        if args.soc_clock is not None or args.soc_baud is not None or args.no_bitstream:
+            raise UsageError("--soc-clock, --soc-baud and --no-bitstream need --soc BOARD")
         return
     from boards.soc import SOC_BOARDS
     if args.soc not in SOC_BOARDS:
@@ -219,6 +222,8 @@ def check_soc_args(args) -> None:
     if args.soc_clock is not None and not 10 <= args.soc_clock <= 150:
         raise UsageError(f"--soc-clock {args.soc_clock:g}: the SoC's SDR SDRAM controller "
                          "runs at 10..150 MHz")
+    if args.soc_baud is not None and not 9600 <= args.soc_baud <= 3_000_000:
+        raise UsageError(f"--soc-baud {args.soc_baud}: the bridge runs at 9600..3000000 baud")
 
 
 # The fastest clock each FPGA family can distribute at all (ECP5 data sheet FPGA-DS-02012:
@@ -457,7 +462,7 @@ def run_synthesis(out, cfg, board) -> dict:
 def run_soc(out, cfg, board, args) -> dict:
     """The LiteX SoC for `board` around the accelerator, in `<out>/soc/` (`boards.soc`); a
     failed or slow bitstream keeps its logs in `<out>.synth-failed/` like --synth."""
-    from boards.soc import SOC_CLOCK_MHZ, build_board_soc
+    from boards.soc import BRIDGE_BAUDRATE, SOC_CLOCK_MHZ, build_board_soc
     from boards.synth import SynthError
     clock = args.soc_clock or SOC_CLOCK_MHZ
     log.info("building the SoC for %s at %g MHz%s ...", board.name, clock,
@@ -465,6 +470,7 @@ def run_soc(out, cfg, board, args) -> dict:
     soc_dir = out.staging / "soc"
     try:
         summary = build_board_soc(board.name, cfg, soc_dir, clock_mhz=clock,
+                                  baudrate=args.soc_baud or BRIDGE_BAUDRATE,
                                   bitstream=not args.no_bitstream,
                                   progress=log.isEnabledFor(logging.INFO))
     except SynthError as e:

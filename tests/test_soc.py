@@ -206,6 +206,7 @@ def gen_accel(argv, capsys):
 def test_gen_accel_soc_argument_errors_are_one_line(tmp_path, capsys):
     cases = [(["--soc", "icebreaker"], "no SoC target"),
              (["--no-bitstream"], "need --soc"),
+             (["--soc", "ulx3s-85f", "--soc-baud", "100"], "9600..3000000"),
              (["--soc", "ulx3s-85f", "--soc-clock", "400"], "10..150 MHz"),
              (["--soc", "ulx3s-85f", "--synth", "ulx3s-45f"], "different boards")]
     for argv, message in cases:
@@ -227,7 +228,8 @@ def test_gen_accel_soc_writes_gateware_bus_map_and_flash_script(tmp_path, capsys
     config.write_text(json.dumps(SMALLEST))
     out = tmp_path / "build"
     code, _, err = gen_accel(["--model", model, "--config", config, "--soc", "ulx3s-45f",
-                              "--no-bitstream", "--check-images", "1", "--out", out, "-q"],
+                              "--soc-baud", "1000000", "--no-bitstream", "--check-images", "1",
+                              "--out", out, "-q"],
                              capsys)
     assert code == 0, err
     soc = out / "soc"
@@ -243,6 +245,9 @@ def test_gen_accel_soc_writes_gateware_bus_map_and_flash_script(tmp_path, capsys
         assert (out / "firmware" / name).is_file()
     manifest = json.loads((out / "MANIFEST.json").read_text())
     assert manifest["soc"]["board"] == "ulx3s-45f" and manifest["soc"]["bitstream"] is None
+    assert manifest["soc"]["baudrate"] == 1_000_000
+    from firmware.accel_run import built_baudrate
+    assert built_baudrate(out) == 1_000_000
 
 
 @pytest.mark.slow
