@@ -10,7 +10,7 @@ SDRAM costs: its 16-bit bus, row misses, refresh, the controller's latency.
 
 Also reports what the host's bridge costs: the bytes the DDR image and one input take over
 UARTBone and how long they take at the board's 115,200 baud (the simulation moves one byte
-per clock). Writes ``soc.md`` and ``soc.json`` to ``--out``. The first run builds the SoC in
+per clock). Writes ``soc.md``, ``soc.json`` and ``soc.png`` (cycles per layer) to ``--out``. The first run builds the SoC in
 Verilator (a few minutes for a board-sized accelerator).
 """
 from __future__ import annotations
@@ -128,6 +128,29 @@ def markdown(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(m: dict, path: Path) -> None:
+    """Cycles per layer, the accelerator alone against the whole SoC."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    layers = m["layers"]
+    x = np.arange(len(layers))
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.bar(x - 0.2, [layer["ideal"] for layer in layers], 0.4,
+           label="accelerator alone (ideal memory)")
+    ax.bar(x + 0.2, [layer["soc"] for layer in layers], 0.4, label="whole SoC (LiteDRAM, SDR SDRAM)")
+    ax.set_xticks(x, [f"{i} {layer['op'].split()[0]}" for i, layer in enumerate(layers)],
+                  rotation=70, fontsize=7)
+    ax.set_ylabel("cycles")
+    ax.set_title(f"{m['board']} SoC at {m['clock_mhz']:g} MHz, seed network alpha "
+                 f"{m['alpha']:g}: {m['cycles_ideal_memory']:,} -> {m['cycles_soc']:,} cycles")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.soc", description=__doc__.split("\n\n")[0])
     ap.add_argument("--board", default="ulx3s-85f")
@@ -140,6 +163,7 @@ def main(argv=None) -> int:
     (args.out / "soc.json").write_text(json.dumps(m, indent=1) + "\n")
     text = markdown(m)
     (args.out / "soc.md").write_text(text)
+    plot(m, args.out / "soc.png")
     print(text)
     return 0 if m["all_bit_exact"] else 1
 
