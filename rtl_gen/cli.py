@@ -176,17 +176,32 @@ def readable_file(path: Path, what: str) -> Path:
 
 
 def choose_config(args, plan: Plan) -> None:
-    """--config, else the --synth board's default config, else the built-in one."""
+    """--config, else the --synth board's default config, else the built-in one. The board's
+    default leaves the AddUnit out for the seed network (MobileNet v1 has no ADD); a --model
+    is only read later, so it gets the config with the AddUnit until `config_for_model`."""
     if not args.synth:
         plan.cfg = load_config(args.config)
         return
     from boards.targets import default_config, get_board
     try:
         plan.board = get_board(args.synth)
-        plan.cfg = load_config(args.config) if args.config else default_config(plan.board)
+        plan.cfg = (load_config(args.config) if args.config else
+                    default_config(plan.board, needs_add=plan.model is not None))
     except ValueError as e:
         raise UsageError(str(e)) from None
     check_clock_for(plan.board, plan.cfg, args.config)
+
+
+def config_for_model(args, plan: Plan, graph):
+    """The config to build: the planned one, except that a --model without ADD layers gets
+    the --synth board's default config without the AddUnit (its LUTs buy depthwise lanes)."""
+    from firmware.compiler import needs_add_unit
+    if plan.board is None or args.config or plan.model is None or needs_add_unit(graph):
+        return plan.cfg
+    from boards.targets import default_config
+    log.info("%s has no ADD layer: using the %s config without the AddUnit", args.model,
+             plan.board.name)
+    return default_config(plan.board, needs_add=False)
 
 
 # The fastest clock each FPGA family can distribute at all (ECP5 data sheet FPGA-DS-02012:
@@ -461,11 +476,12 @@ def build(args, plan: Plan, out) -> Path:
     from firmware.fit_check import check_model_fits
     from quantize.summary import layer_table, layer_table_markdown
     from quantize.tflite_graph import load_graph
-    cfg, board = plan.cfg, plan.board
+    board = plan.board
     t0 = time.time()
     tflite, provenance = obtain_model(args, plan)
     # Errors in a user's model name its file; the seed network's have the layer names.
     graph = load_graph(tflite, name=str(args.model) if args.model is not None else None)
+    cfg = config_for_model(args, plan, graph)
     norm = input_norm(args, graph)
     if args.model is not None:
         # TFLite aborts the process on some models the reader cannot foresee: try it in a
