@@ -73,7 +73,8 @@ def parse_args(argv):
     p.add_argument("--synth", metavar="BOARD",
                    help=f"also synthesize, place and route the accelerator for BOARD (one "
                         f"of {BOARD_LIST}) with Yosys + nextpnr; without --config the largest config "
-                        "that fits the board is used; missing the clock target fails")
+                        "that fits the board is used (without the ADD unit when the network has "
+                        "no ADD layer); missing the clock target fails")
     # A string, not a Path: Path("") would silently become the current folder.
     p.add_argument("--out", default="build", help="output folder: new, empty or a previous "
                    "gen-accel build, which is replaced (default build/)")

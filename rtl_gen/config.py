@@ -48,8 +48,9 @@ class AccelConfig:
     # Target clock for synthesis and for time figures in reports.
     clock_mhz: float = 50.0
     # The residual-ADD unit (`rtl_gen.add_unit`): only MobileNetV2-style networks have ADD
-    # layers, and it costs ~4,400 LUT4 per requantizer lane (`boards.targets.estimate`).
-    # Without it an ADD descriptor stops the run with UNSUPPORTED.
+    # layers, and the LUT model charges it 4,400 LUT4 per requantizer lane
+    # (`boards.targets.LUT_PER_ADD_LANE`). Without it an ADD descriptor stops the run with
+    # UNSUPPORTED.
     with_add: bool = True
 
     def __post_init__(self):
