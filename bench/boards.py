@@ -7,9 +7,10 @@ routed Fmax and frames/s of the seed network, measured bit-exact in Verilator.
 
 For each board:
 
-1. Synthesis: `boards.targets.default_config(board)` (or `--config BOARD=JSON`) with its
-   clock target set to `--clock-mhz`; `rtl_gen.accelerator.Accelerator(cfg)` synthesized,
-   placed and routed out of context (`boards.synth.synthesize`, top `mnet_accel`) into
+1. Synthesis: `boards.targets.default_config(board, needs_add=False)` (the seed network has
+   no ADD layer, so no AddUnit) or `--config BOARD=JSON`, with its clock target set to
+   `--clock-mhz`; `rtl_gen.accelerator.Accelerator(cfg)` synthesized, placed and routed out
+   of context (`boards.synth.synthesize`, top `mnet_accel`) into
    OUT/BOARD/synth. A missed clock target is not a failure: the routed Fmax is what is
    measured. Each build is a `python -m boards.synth` process, `--jobs` at a time (each
    nextpnr uses one core; an 85F build takes 20+ minutes), running while this process does
@@ -84,11 +85,12 @@ def alpha_key(alpha: float) -> str:
 # ---- configs ---------------------------------------------------------------------------------
 
 def board_config(board: str, clock_mhz: float, config_path: Path | None = None):
-    """The board's default AccelConfig, or the one in `config_path`, at `clock_mhz`."""
+    """The board's default AccelConfig for the seed network (no ADD layer: without the
+    AddUnit, as `gen-accel --synth` builds it), or the one in `config_path`, at `clock_mhz`."""
     from boards.targets import default_config
     from rtl_gen.config import AccelConfig
     cfg = (AccelConfig.from_dict(json.loads(Path(config_path).read_text()))
-           if config_path else default_config(board))
+           if config_path else default_config(board, needs_add=False))
     return replace(cfg, clock_mhz=float(clock_mhz))
 
 
@@ -108,7 +110,8 @@ def describe_config(cfg) -> str:
     """E.g. '16x8 MACs, 4 dw lanes, 64-bit bus, 2x64 + 32 KiB'."""
     lanes = f"{cfg.dw_lanes} dw lane{'s' if cfg.dw_lanes > 1 else ''}"
     return (f"{cfg.pw_out}x{cfg.pw_in} MACs, {lanes}, {8 * cfg.bus_bytes}-bit bus, "
-            f"2x{_kib(cfg.act_buffer_bytes)} + {_kib(cfg.weight_buffer_bytes)} KiB")
+            f"2x{_kib(cfg.act_buffer_bytes)} + {_kib(cfg.weight_buffer_bytes)} KiB"
+            + ("" if cfg.with_add else ", no AddUnit"))
 
 
 def _kib(nbytes: int) -> str:
@@ -163,12 +166,15 @@ def recorded_config(folder: Path) -> dict | None:
 
 
 def config_mismatch(recorded: dict | None, cfg) -> list[str]:
-    """Fields (other than the clock target) where a reused build's config differs from `cfg`."""
+    """Fields (other than the clock target) where a reused build's config differs from `cfg`;
+    a field the record lacks (written before the field existed) has its default, as
+    `AccelConfig.from_dict` reads it."""
     if recorded is None:
         return []
-    mine = asdict(cfg)
-    return [f"{k}: built {recorded.get(k)!r}, measuring {v!r}" for k, v in mine.items()
-            if k != "clock_mhz" and recorded.get(k) != v]
+    from rtl_gen.config import AccelConfig
+    built = {**asdict(AccelConfig()), **recorded}
+    return [f"{k}: built {built.get(k)!r}, measuring {v!r}" for k, v in asdict(cfg).items()
+            if k != "clock_mhz" and built.get(k) != v]
 
 
 def synth_command(board: str, folder: Path, cfg) -> list[str]:

@@ -32,11 +32,13 @@ from sim.perf_model import DdrTiming, predict  # noqa: E402
 
 ALPHAS = (1.0, 0.25)
 TARGET_ALPHA, TARGET_RATIO = 1.0, 1.15
+# The boards' configs as gen-accel --synth builds them for the seed network: it has no ADD
+# layer, so without the AddUnit.
 CONFIGS = {
     "default": AccelConfig(),
     "alpha-1 buffers": AccelConfig(act_buffer_bytes=14 * 14 * 1024),
-    "ulx3s-85f": default_config("ulx3s-85f"),
-    "ulx3s-45f": default_config("ulx3s-45f"),
+    "ulx3s-85f": default_config("ulx3s-85f", needs_add=False),
+    "ulx3s-45f": default_config("ulx3s-45f", needs_add=False),
 }
 
 
@@ -44,7 +46,7 @@ def describe(cfg: AccelConfig) -> str:
     return (f"pointwise {cfg.pw_out}x{cfg.pw_in} = {cfg.macs_per_cycle} MAC units, "
             f"depthwise {cfg.dw_lanes} lanes, bus {cfg.bus_bytes} B x {cfg.max_burst}-beat "
             f"bursts, activation buffers 2 x {cfg.act_buffer_bytes} B, weight buffer "
-            f"{cfg.weight_buffer_bytes} B")
+            f"{cfg.weight_buffer_bytes} B{'' if cfg.with_add else ', no AddUnit'}")
 
 
 def ratio(cycles: int, ideal: float) -> str:

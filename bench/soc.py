@@ -49,7 +49,7 @@ def measure(board: str, alpha: float, images: int) -> dict:
     from sim.perf_model import predict
     from sim.soc_sim import SoCSim
 
-    cfg = default_config(board)
+    cfg = default_config(board, needs_add=False)        # the seed network has no ADD
     with tempfile.TemporaryDirectory(prefix="bench-soc-") as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(cfg.to_json())

@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from boards.targets import default_config  # noqa: E402
-from firmware.compiler import compile_graph  # noqa: E402
+from firmware.compiler import compile_graph, needs_add_unit  # noqa: E402
 from firmware.program import Flags, Opcode  # noqa: E402
 from quantize.convert import keras_application_int8  # noqa: E402
 from quantize.tflite_graph import load_graph  # noqa: E402
@@ -37,7 +37,8 @@ BOARDS = ("ulx3s-85f", "ulx3s-45f")
 
 
 def measure(graph, board: str, clock_mhz: float, ddr: DdrTiming) -> dict:
-    cfg = default_config(board)
+    # v1 has no ADD layer: its board config leaves the AddUnit out (more depthwise lanes).
+    cfg = default_config(board, needs_add=needs_add_unit(graph))
     fw = compile_graph(graph, cfg)
     p = predict(fw, ddr=ddr)
     units = cfg.macs_per_cycle
@@ -51,7 +52,8 @@ def measure(graph, board: str, clock_mhz: float, ddr: DdrTiming) -> dict:
                  and not d.flags & Flags.IM2COL]
     pw_macs = sum(layer.macs for layer, _ in pointwise)
     pw_cycles = sum(layer.cycles for layer, _ in pointwise)
-    return {"board": board, "config": f"{cfg.pw_out}x{cfg.pw_in} MACs, {cfg.dw_lanes} dw lanes",
+    return {"board": board, "config": f"{cfg.pw_out}x{cfg.pw_in} MACs, {cfg.dw_lanes} dw lanes"
+                                      + ("" if cfg.with_add else ", no AddUnit"),
             "descriptors": len(fw.descriptors) - 1, "macs": p.macs, "cycles": p.total,
             "ratio": p.total / (p.macs / units),
             "fps": clock_mhz * 1e6 / p.total,

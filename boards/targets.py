@@ -96,7 +96,11 @@ LUT_PER_DW_TAP = 120
 # scalings, rounding shifts), the Requantizer's and MeanUnit's lane logic, the lane-wide
 # muxes. Calibrated on the two designs measured with the AddUnit: the smallest CI config
 # (2x2, 1 lane) routed at 17 294 LUT4 slots (17 472 estimated), the 85F's 16x8 + 8 lanes
-# synthesized to 57 651 LUT4 + 8 494 CCU2C = 74 639 slots (74 680 estimated).
+# synthesized to 57 651 LUT4 + 8 494 CCU2C = 74 639 slots (74 680 estimated). A config
+# without the AddUnit (`AccelConfig.with_add` false) is estimated without this term, as the
+# designs before the AddUnit were (85F 16x8 + 4 lanes routed 34 466, 35 160 estimated); no
+# such design with 8 lanes has been synthesized yet, and the AddUnit alone measured ~2 700
+# per lane on the smallest config, so the rest of this term may belong to every lane.
 LUT_PER_ADD_LANE = 4400
 # Shares of a device the default configuration may plan for: the LUT model is coarse, and
 # nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).
@@ -155,7 +159,7 @@ def estimate(cfg: AccelConfig) -> Estimate:
               + bram_blocks(8, limits.max_classes, False)
               + bram_blocks(32, limits.max_classes, False))
     luts = (LUT_BASE + LUT_PER_MULT * cfg.pw_out * cfg.pw_in + LUT_PER_DW_TAP * 9 * cfg.dw_lanes
-            + LUT_PER_ADD_LANE * g.lanes)
+            + (LUT_PER_ADD_LANE * g.lanes if cfg.with_add else 0))
     return Estimate(mult18=mult18, bram_blocks=blocks, luts=luts)
 
 
@@ -168,8 +172,10 @@ def _valid(cfg: AccelConfig) -> bool:
     return True
 
 
-def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
-    """The largest accelerator that fits `board`, at the board's clock target.
+def default_config(board: str | Board = DEFAULT_BOARD, needs_add: bool = True) -> AccelConfig:
+    """The largest accelerator that fits `board`, at the board's clock target; with
+    `needs_add` false (a network without ADD layers, such as MobileNet v1) the largest one
+    without the AddUnit (`AccelConfig.with_add`), whose LUTs then buy depthwise lanes.
 
     Pointwise convolutions carry about 95 % of MobileNet's MACs, so the search maximises the
     MAC array (pw_out * pw_in) first, then the depthwise lanes, then prefers the squarer array
@@ -179,10 +185,12 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
     * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 4 lanes = 128 + 12 = 140, 91% of them MACs
       (32x8 needs 280). Its LUTs bind the lanes: eight (152 MULT18X18D, which would halve
       the depthwise layers' cycles) synthesize to ~74.6k of its 83.6k LUT4 slots with the
-      AddUnit, over the 80% `LUT_BUDGET`.
+      AddUnit, over the 80% `LUT_BUDGET`. Without the AddUnit: 16x8 MACs + 8 lanes = 152
+      (~39.5k LUT4 slots estimated).
     * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 2 lanes = 64 + 6 = 70, 91% MACs
       (8x8 with 4 lanes needs 76).
-    * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 1 lane = 16 + 3 = 19 (its 24k LUT4 bind).
+    * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 1 lane = 16 + 3 = 19 (its 24k LUT4 bind);
+      without the AddUnit 4x4 + 4 lanes = 28 (~18.1k LUT4 slots estimated, 75% of them).
 
     Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 64 KiB of weights:
     what the firmware's networks are compiled for; the weight buffer's words are a whole
@@ -198,7 +206,7 @@ def default_config(board: str | Board = DEFAULT_BOARD) -> AccelConfig:
     oscillator reaches the target through an EHXPLLL.
     """
     board = get_board(board)
-    base = AccelConfig(clock_mhz=board.clock_mhz)
+    base = AccelConfig(clock_mhz=board.clock_mhz, with_add=needs_add)
     pow2 = [1 << k for k in range(7)]
     best, fewest_mult18 = None, None
     for pw_out, pw_in, lanes, bus in product(pow2, pow2, pow2, (8, 4)):

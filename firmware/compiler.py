@@ -237,6 +237,12 @@ def compile_graph(graph: Graph, cfg: AccelConfig = AccelConfig(), base: int = 0)
                     x.index, graph.output.index, im2col, frozenset(pad_source))
 
 
+def needs_add_unit(graph: Graph) -> bool:
+    """Whether `compile_graph` emits ADD layers for `graph` (MobileNetV2's residuals), so that
+    an accelerator running it needs the AddUnit (`AccelConfig.with_add`)."""
+    return any(op.kind == "ADD" for op in graph.ops)
+
+
 def _raise_all(errors: list[ValueError]) -> None:
     """One error as it is; several as one of the first one's class, their messages joined
     with '; ' (a user fixes them all at once, not one per run)."""

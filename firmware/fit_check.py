@@ -54,6 +54,9 @@ def _limit_reasons(op: Op, d, cfg: AccelConfig, limits: Limits):
     """Candidate explanations, each None unless that limit is exceeded."""
     g = Geometry(cfg)
     x, y = op.inputs[0], op.outputs[0]
+    if d.opcode == Opcode.ADD and not cfg.with_add:
+        yield ("the accelerator was built without the ADD unit (config with_add false): use "
+               "a config with with_add true")
     if d.opcode == Opcode.SOFTMAX and y.shape[-1] > limits.max_classes:
         yield (f"softmax of {y.shape[-1]} classes exceeds {limits.max_classes}: raise "
                "Limits.max_classes")

@@ -17,6 +17,8 @@ The two activation buffers (`cfg.act_buffer_bytes` each) swap roles every layer
 never reload their input from DDR, and the store of that output reads it through a second
 read port while the next layer computes from it. The weight buffer holds
 `cfg.weight_buffer_bytes`; `sequencer.check_fits` tells on the host whether a program fits.
+With `cfg.with_add` false the AddUnit and its muxes are left out (only MobileNetV2-style
+networks have ADD layers): the sequencer then stops on an ADD descriptor with UNSUPPORTED.
 Buffer words are sized so that every chunk moved is one aligned piece of a word
 (`sequencer.Geometry`, `buffers`).
 """
@@ -306,9 +308,13 @@ class Accelerator(wiring.Component):
         is_conv, is_dw, is_mean, is_softmax, is_add, is_float = (
             Signal(name=n) for n in ("is_conv", "is_dw", "is_mean", "is_softmax", "is_add",
                                      "is_float"))
+        # Without the AddUnit (`cfg.with_add`) the sequencer stops on an ADD before running
+        # it: is_add and ctl_add are never set, and the ADD inputs of the muxes below are
+        # left out with the unit.
+        with_add = cfg.with_add
         m.d.sync += [is_conv.eq(op == Opcode.CONV), is_dw.eq(op == Opcode.DWCONV),
                      is_mean.eq(op == Opcode.MEAN), is_softmax.eq(op == Opcode.SOFTMAX),
-                     is_add.eq(op == Opcode.ADD),
+                     *([is_add.eq(op == Opcode.ADD)] if with_add else []),
                      is_float.eq((desc.flags & Flags.FLOAT_REQUANT) != 0)]
         # Copies, a cycle later, for the readers' handshakes alone: the first set fans out to
         # every payload mux, too slow a net to sit in front of a block RAM's clock enable
@@ -316,7 +322,7 @@ class Accelerator(wiring.Component):
         ctl_conv, ctl_dw, ctl_mean, ctl_softmax, ctl_add = (
             Signal(name=f"ctl_{n}") for n in ("conv", "dw", "mean", "softmax", "add"))
         m.d.sync += [ctl_conv.eq(is_conv), ctl_dw.eq(is_dw), ctl_mean.eq(is_mean),
-                     ctl_softmax.eq(is_softmax), ctl_add.eq(is_add)]
+                     ctl_softmax.eq(is_softmax), *([ctl_add.eq(is_add)] if with_add else [])]
 
         # ---- buffers ----------------------------------------------------------------------
         acts = [BankedMemory(m, f"act{i}", word_bytes=g.act_word, depth=g.act_depth)
@@ -423,14 +429,16 @@ class Accelerator(wiring.Component):
         softmax = SoftmaxUnit(max_length=limits.max_classes, own_multiplier=False)
         m.submodules.pointwise, m.submodules.depthwise = resettable(pw), resettable(dw)
         m.submodules.mean, m.submodules.softmax = resettable(mean), resettable(softmax)
-        add = AddUnit(g.lanes)
-        m.submodules.add = resettable(add)
+        add = AddUnit(g.lanes) if with_add else None
+        if with_add:
+            m.submodules.add = resettable(add)
 
         # Activation reader -> the unit of the current layer, each taking its chunk.
         item = act_rd.data.payload
         act_sinks = ((ctl_conv, pw.act, None), (ctl_dw, dw.pixels, cfg.dw_lanes),
-                     (ctl_mean, mean.i_stream, g.lanes), (ctl_softmax, softmax.i_stream, 1),
-                     (ctl_add, add.a, g.lanes))
+                     (ctl_mean, mean.i_stream, g.lanes), (ctl_softmax, softmax.i_stream, 1))
+        if with_add:
+            act_sinks += ((ctl_add, add.a, g.lanes),)
         for active, sink, nbytes in act_sinks:
             m.d.comb += sink.valid.eq(act_rd.data.valid & active)
             with m.If(active):
@@ -447,16 +455,22 @@ class Accelerator(wiring.Component):
         w_item = weight_rd.data.payload
         tap = w_item.chunk if weight_rd.chunk_bytes else w_item.word
         m.d.comb += [pw.weight.valid.eq(weight_rd.data.valid & ctl_conv),
-                     pw.weight.payload.eq(chunk_at(w_item.word, w_item.addr, g.block)),
-                     add.b.valid.eq(weight_rd.data.valid & ctl_add), add.b.payload.eq(tap),
-                     weight_rd.data.ready.eq(Mux(ctl_conv, pw.weight.ready,
-                                                 Mux(ctl_add, add.b.ready, 1)))]
+                     pw.weight.payload.eq(chunk_at(w_item.word, w_item.addr, g.block))]
+        if with_add:
+            m.d.comb += [add.b.valid.eq(weight_rd.data.valid & ctl_add), add.b.payload.eq(tap),
+                         weight_rd.data.ready.eq(Mux(ctl_conv, pw.weight.ready,
+                                                     Mux(ctl_add, add.b.ready, 1)))]
+        else:
+            m.d.comb += weight_rd.data.ready.eq(Mux(ctl_conv, pw.weight.ready, 1))
         # Each tap lands in a register before it is shifted in, so the reader's head select
         # does not also drive the shift register's enables. The sequencer waits for the
         # reader to go idle and then at least two states before DW_TILE takes the taps, so
         # the extra cycle never shows.
         tap_reg, tap_valid = Signal.like(tap), Signal()
-        m.d.sync += [tap_reg.eq(tap), tap_valid.eq(weight_rd.data.valid & ~ctl_conv & ~ctl_add)]
+        is_tap = weight_rd.data.valid & ~ctl_conv
+        if with_add:
+            is_tap = is_tap & ~ctl_add
+        m.d.sync += [tap_reg.eq(tap), tap_valid.eq(is_tap)]
         with m.If(tap_valid):
             m.d.sync += taps.eq(Cat(taps.as_value()[8 * cfg.dw_lanes:], tap_reg))
 
@@ -478,12 +492,13 @@ class Accelerator(wiring.Component):
                      softmax.length.eq(desc.real_c), softmax.input_multiplier.eq(desc.multiplier),
                      softmax.input_left_shift.eq(desc.shift), softmax.diff_min.eq(desc.aux)]
         # An ADD's input scalings are its two records (`firmware.layout.add_records`).
-        for scale, record in ((add.a_scale, records[0]), (add.b_scale, records[1])):
-            m.d.comb += [scale.offset.eq(record.bias[:9].as_signed()),
-                         scale.multiplier.eq(record.word1.as_signed()),
-                         scale.right_shift.eq((-record.word2.as_signed())[:5])]
-        m.d.comb += [add.out_multiplier.eq(desc.multiplier),
-                     add.out_shift.eq(desc.shift[:6].as_signed())]
+        if with_add:
+            for scale, record in ((add.a_scale, records[0]), (add.b_scale, records[1])):
+                m.d.comb += [scale.offset.eq(record.bias[:9].as_signed()),
+                             scale.multiplier.eq(record.word1.as_signed()),
+                             scale.right_shift.eq((-record.word2.as_signed())[:5])]
+            m.d.comb += [add.out_multiplier.eq(desc.multiplier),
+                         add.out_shift.eq(desc.shift[:6].as_signed())]
 
         # ---- requantization ----------------------------------------------------------------
         ser, frq = AccSerializer(cfg), FloatRequantizer()
@@ -504,14 +519,15 @@ class Accelerator(wiring.Component):
         with m.If(is_mean):
             m.d.comb += [rq.i_stream.valid.eq(mean.to_requant.valid),
                          rq.i_stream.payload.eq(mean.to_requant.payload)]
-        with m.Elif(is_add):
-            m.d.comb += [rq.i_stream.valid.eq(add.to_requant.valid),
-                         rq.i_stream.payload.eq(add.to_requant.payload)]
+        if with_add:
+            with m.Elif(is_add):
+                m.d.comb += [rq.i_stream.valid.eq(add.to_requant.valid),
+                             rq.i_stream.payload.eq(add.to_requant.payload)]
         with m.Else():
             m.d.comb += [rq.i_stream.valid.eq(ser.fixed.valid),
                          rq.i_stream.payload.eq(ser.fixed.payload)]
         m.d.comb += [mean.to_requant.ready.eq(rq.i_stream.ready),
-                     add.to_requant.ready.eq(rq.i_stream.ready),
+                     *([add.to_requant.ready.eq(rq.i_stream.ready)] if with_add else []),
                      ser.fixed.ready.eq(rq.i_stream.ready)]
         wiring.connect(m, ser.float, frq.i_stream)
         wiring.connect(m, softmax.multiplier, rq.borrower)

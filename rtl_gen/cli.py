@@ -74,13 +74,15 @@ def parse_args(argv):
     p.add_argument("--synth", metavar="BOARD",
                    help=f"also synthesize, place and route the accelerator for BOARD (one "
                         f"of {BOARD_LIST}) with Yosys + nextpnr; without --config the largest config "
-                        "that fits the board is used; missing the clock target fails")
+                        "that fits the board is used (without the ADD unit when the network has "
+                        "no ADD layer); missing the clock target fails")
     p.add_argument("--soc", metavar="BOARD",
                    help=f"also build a LiteX SoC for BOARD (one of {SOC_BOARD_LIST}) into "
                         "<out>/soc/: the accelerator on the board's SDRAM (LiteDRAM) behind a "
                         "UART bridge, its bitstream (Yosys + nextpnr + ecppack; missing the "
                         "SoC clock fails), flash.sh and the bus map accel-run --port reads; "
-                        "without --config the largest config that fits the board is used")
+                        "without --config the largest config that fits the board is used (without "
+                        "the ADD unit when the network has no ADD layer)")
     p.add_argument("--soc-clock", type=float, metavar="MHZ",
                    help="the SoC's clock, accelerator and SDRAM controller (default 50)")
     p.add_argument("--soc-baud", type=int, metavar="BAUD",
@@ -191,7 +193,10 @@ def readable_file(path: Path, what: str) -> Path:
 
 
 def choose_config(args, plan: Plan) -> None:
-    """--config, else the --synth / --soc board's default config, else the built-in one."""
+    """--config, else the --synth / --soc board's default config, else the built-in one. The
+    board's default leaves the AddUnit out for the seed network (MobileNet v1 has no ADD); a
+    --model is only read later, so it gets the config with the AddUnit until
+    `config_for_model`."""
     check_soc_args(args)
     named = args.synth or args.soc
     if not named:
@@ -202,7 +207,8 @@ def choose_config(args, plan: Plan) -> None:
         raise UsageError(f"--synth {args.synth} and --soc {args.soc} name different boards")
     try:
         board = get_board(named)
-        plan.cfg = load_config(args.config) if args.config else default_config(board)
+        plan.cfg = (load_config(args.config) if args.config else
+                    default_config(board, needs_add=plan.model is not None))
     except ValueError as e:
         raise UsageError(str(e)) from None
     check_clock_for(board, plan.cfg, args.config)
@@ -224,6 +230,20 @@ def check_soc_args(args) -> None:
                          "runs at 10..150 MHz")
     if args.soc_baud is not None and not 9600 <= args.soc_baud <= 3_000_000:
         raise UsageError(f"--soc-baud {args.soc_baud}: the bridge runs at 9600..3000000 baud")
+
+
+def config_for_model(args, plan: Plan, graph):
+    """The config to build: the planned one, except that a --model without ADD layers gets
+    the --synth / --soc board's default config without the AddUnit (its LUTs buy depthwise
+    lanes)."""
+    from firmware.compiler import needs_add_unit
+    board = plan.board or plan.soc_board
+    if board is None or args.config or plan.model is None or needs_add_unit(graph):
+        return plan.cfg
+    from boards.targets import default_config
+    log.info("%s has no ADD layer: using the %s config without the AddUnit", args.model,
+             board.name)
+    return default_config(board, needs_add=False)
 
 
 # The fastest clock each FPGA family can distribute at all (ECP5 data sheet FPGA-DS-02012:
@@ -530,11 +550,12 @@ def build(args, plan: Plan, out) -> Path:
     from firmware.fit_check import check_model_fits
     from quantize.summary import layer_table, layer_table_markdown
     from quantize.tflite_graph import load_graph
-    cfg, board = plan.cfg, plan.board
+    board = plan.board
     t0 = time.time()
     tflite, provenance = obtain_model(args, plan)
     # Errors in a user's model name its file; the seed network's have the layer names.
     graph = load_graph(tflite, name=str(args.model) if args.model is not None else None)
+    cfg = config_for_model(args, plan, graph)
     norm = input_norm(args, graph)
     if args.model is not None:
         # TFLite aborts the process on some models the reader cannot foresee: try it in a

@@ -47,11 +47,21 @@ class AccelConfig:
     weight_buffer_bytes: int = 64 * 1024
     # Target clock for synthesis and for time figures in reports.
     clock_mhz: float = 50.0
+    # The residual-ADD unit (`rtl_gen.add_unit`): only MobileNetV2-style networks have ADD
+    # layers, and the LUT model charges it 4,400 LUT4 per requantizer lane
+    # (`boards.targets.LUT_PER_ADD_LANE`). Without it an ADD descriptor stops the run with
+    # UNSUPPORTED.
+    with_add: bool = True
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            number = f.type == "float"       # a string: `from __future__ import annotations`
+            # f.type is a string: `from __future__ import annotations`.
+            if f.type == "bool":
+                if not isinstance(v, bool):
+                    raise ConfigError(f"{f.name} must be true or false, got {v!r}")
+                continue
+            number = f.type == "float"
             if isinstance(v, bool) or not isinstance(v, (int, float) if number else int):
                 raise ConfigError(f"{f.name} must be {'a number' if number else 'an integer'}, "
                                   f"got {v!r}")

@@ -67,7 +67,7 @@ class ErrorCode(IntEnum):
     BAD_OPCODE = 2           # no such opcode
     UNSUPPORTED = 3          # a valid layer this hardware does not run (PAD, a CONV other
                              # than 1x1 stride 1 without IM2COL, depthwise kernel != 3 or
-                             # stride > 2)
+                             # stride > 2, ADD on a config built without the AddUnit)
     UNSUPPORTED_PADDING = 4  # depthwise pads the engine cannot apply (it pads 0 or 1 rows
                              # and columns on each side)
     BAD_SHAPE = 5            # inconsistent sizes (zero, unaligned channels, out != f(in))
@@ -219,12 +219,14 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
     zero = ((d.in_h == 0) | (d.in_w == 0) | (d.in_c == 0) |
             (d.out_h == 0) | (d.out_w == 0) | (d.out_c == 0))
     unit_out = (d.out_h != 1) | (d.out_w != 1)
+    unsupported = (pad |
+                   (conv & _not(((d.kernel == 1) & s1) | im2col)) |
+                   (dw & ((d.kernel != 3) | _not(s1 | s2))))
+    if not cfg.with_add:        # built without the AddUnit: an ADD is a layer it cannot run
+        unsupported = unsupported | add
     return [
         (ErrorCode.BAD_OPCODE, _not(conv | dw | mean | softmax | pad | add)),
-        (ErrorCode.UNSUPPORTED,
-         pad |
-         (conv & _not(((d.kernel == 1) & s1) | im2col)) |
-         (dw & ((d.kernel != 3) | _not(s1 | s2)))),
+        (ErrorCode.UNSUPPORTED, unsupported),
         # The engine pads 0 or 1 rows (columns) on each side: SAME, VALID and PyTorch's 1.
         (ErrorCode.UNSUPPORTED_PADDING,
          dw & ((d.pad_top > 1) | (d.pad_bottom > 1) | (d.pad_left > 1) | (d.pad_right > 1))),
@@ -282,6 +284,10 @@ def check_fits(firmware, cfg: AccelConfig | None = None, limits: Limits = Limits
     g = Geometry(cfg)
     for d in firmware.descriptors:
         code = descriptor_error(d, cfg, limits)
+        if code == ErrorCode.UNSUPPORTED and d.opcode == Opcode.ADD:
+            raise ProgramError(f"layer {d.layer} (ADD): the accelerator was built without the "
+                               "ADD unit (config with_add=false), so it would stop with "
+                               "UNSUPPORTED")
         if code is not None:
             sizes = (f"input {d.in_h}x{d.in_w}x{d.in_c} = {d.in_h * d.in_w * d.in_c} B, output "
                      f"{d.out_h}x{d.out_w}x{d.out_c} = {d.out_h * d.out_w * d.out_c} B, "
@@ -424,8 +430,9 @@ class Sequencer(wiring.Component):
         # are sums registered every cycle before it, so CHECK only compares.
         second_clear = Signal()
         second_end, prev_end = Signal(cfg.addr_width + 1), Signal(cfg.addr_width + 1)
-        m.d.sync += [second_end.eq(d.weight_addr + d.weight_bytes),
-                     prev_end.eq(prev_out_addr + self.store_bytes)]
+        if cfg.with_add:
+            m.d.sync += [second_end.eq(d.weight_addr + d.weight_bytes),
+                         prev_end.eq(prev_out_addr + self.store_bytes)]
         bad_descriptor = Signal()
         failure = ErrorCode.NONE
         for (c, _), failed in reversed(list(zip(checks, failed_regs))):
@@ -543,8 +550,9 @@ class Sequencer(wiring.Component):
                 m.d.sync += [reg.eq(failed) for reg, (_, failed) in zip(failed_regs, checks)]
                 m.d.sync += chained.eq(have_prev & (d.input_addr == prev_out_addr) &
                                        (in_bytes <= self.store_bytes))
-                m.d.sync += second_clear.eq(~have_prev | (d.weight_addr >= prev_end) |
-                                            (second_end <= prev_out_addr))
+                if cfg.with_add:
+                    m.d.sync += second_clear.eq(~have_prev | (d.weight_addr >= prev_end) |
+                                                (second_end <= prev_out_addr))
                 m.next = "VALIDATE"
 
             def dispatch():
@@ -555,8 +563,10 @@ class Sequencer(wiring.Component):
                         m.next = "DW_WEIGHTS"
                     with m.Case(Opcode.MEAN):
                         m.next = "MEAN_RUN"
-                    with m.Case(Opcode.ADD):
-                        m.next = "ADD_INPUT2"
+                    # Without the AddUnit, VALIDATE stops an ADD (UNSUPPORTED) before this.
+                    if cfg.with_add:
+                        with m.Case(Opcode.ADD):
+                            m.next = "ADD_INPUT2"
                     with m.Default():
                         m.next = "SOFTMAX_RUN"
 
@@ -651,30 +661,32 @@ class Sequencer(wiring.Component):
                     with m.Else():
                         m.next = "DW_RECORDS"
 
-            # ---- ADD: the second input into the weight buffer, its records, then one walk ------
-            # The store still running (the previous layer's output) may be writing the
-            # second input's bytes: then the load waits for it.
-            load("ADD_INPUT2", d.weight_addr, round_up(d.weight_bytes, bus), LoadDest.WEIGHTS,
-                 goto("ADD_RECORDS"), when=~storing | second_clear)
-            load("ADD_RECORDS", param_addr, max(ADD_RECORD_BYTES, bus), LoadDest.RECORDS,
-                 goto("ADD_WAIT"))
-            with m.State("ADD_WAIT"):
-                with m.If(self.out_idle):
-                    m.d.sync += slot.eq(~slot)
-                    m.next = "ADD_RUN"
             # A pixel's channels as requantizer beats (ADD, MEAN).
             beats = d.in_c >> exact_log2(g.lanes)
-            with m.State("ADD_RUN"):
-                ready = [
-                    walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=beats,
-                         inner_step=g.lanes),
-                    walk(self.weight_walk, outer=in_pixels, outer_stride=d.in_c, inner=beats,
-                         inner_step=g.lanes),
-                    walk(self.out_walk, 0, outer=in_pixels, outer_stride=d.in_c, inner=beats,
-                         inner_step=g.lanes),
-                ]
-                with m.If(ready[0] & ready[1] & ready[2]):
-                    m.next = "OUT_WAIT"
+
+            # ---- ADD: the second input into the weight buffer, its records, then one walk ------
+            if cfg.with_add:
+                # The store still running (the previous layer's output) may be writing the
+                # second input's bytes: then the load waits for it.
+                load("ADD_INPUT2", d.weight_addr, round_up(d.weight_bytes, bus),
+                     LoadDest.WEIGHTS, goto("ADD_RECORDS"), when=~storing | second_clear)
+                load("ADD_RECORDS", param_addr, max(ADD_RECORD_BYTES, bus), LoadDest.RECORDS,
+                     goto("ADD_WAIT"))
+                with m.State("ADD_WAIT"):
+                    with m.If(self.out_idle):
+                        m.d.sync += slot.eq(~slot)
+                        m.next = "ADD_RUN"
+                with m.State("ADD_RUN"):
+                    ready = [
+                        walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=beats,
+                             inner_step=g.lanes),
+                        walk(self.weight_walk, outer=in_pixels, outer_stride=d.in_c,
+                             inner=beats, inner_step=g.lanes),
+                        walk(self.out_walk, 0, outer=in_pixels, outer_stride=d.in_c,
+                             inner=beats, inner_step=g.lanes),
+                    ]
+                    with m.If(ready[0] & ready[1] & ready[2]):
+                        m.next = "OUT_WAIT"
 
             # ---- MEAN, SOFTMAX ----------------------------------------------------------------
             partial = (d.flags & Flags.MEAN_PARTIAL) != 0

@@ -118,9 +118,21 @@ def test_failures_are_shown_and_fail_the_run(tmp_path):
 def test_config_text_and_label():
     assert bb.describe_config(replace(SMALL, bus_bytes=4)) == \
         "8x8 MACs, 1 dw lane, 32-bit bus, 2x32 + 16 KiB"
+    assert bb.describe_config(replace(SMALL, with_add=False)).endswith(", no AddUnit")
     assert bb.board_label("ulx3s-45f") == "ULX3S 45F (LFE5U-45F-6)"
     cfg = bb.board_config("ulx3s-45f", 77.0)
     assert cfg.clock_mhz == 77.0 and cfg.macs_per_cycle >= 1
+    # The seed networks have no ADD layer: the 85F's LUTs then buy 8 depthwise lanes.
+    cfg = bb.board_config("ulx3s-85f", 100.0)
+    assert not cfg.with_add and (cfg.pw_out, cfg.pw_in, cfg.dw_lanes) == (16, 8, 8)
+
+
+def test_config_recorded_before_a_field_existed_has_its_default():
+    recorded = json.loads(CFG.to_json())
+    del recorded["with_add"]                            # written before with_add existed
+    assert bb.config_mismatch(recorded, CFG) == []      # it had the AddUnit
+    assert bb.config_mismatch(recorded, replace(CFG, with_add=False)) == \
+        ["with_add: built True, measuring False"]
 
 
 def test_config_file_override(tmp_path):

@@ -5,6 +5,7 @@ functional model's (`firmware.executor`) byte for byte, and TFLite BUILTIN_REF t
 tensor. Also: AXI back-pressure, corrupt programs and bus errors end with an error code, never
 a hang; the top converts to Verilog with the AXI port names."""
 import re
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -34,6 +35,8 @@ WIDE_BUS = AccelConfig(pw_out=8, pw_in=2, dw_lanes=2, bus_bytes=16, max_burst=4,
                        act_buffer_bytes=1024, weight_buffer_bytes=1024)
 NARROW_BUS = AccelConfig(pw_out=4, pw_in=8, dw_lanes=4, bus_bytes=4, max_outstanding=2,
                          act_buffer_bytes=2048, weight_buffer_bytes=1024)
+# Built without the AddUnit, as for a network with no ADD layer (`AccelConfig.with_add`).
+NO_ADD = replace(CFG, with_add=False)
 BASE = 0x4000_0000
 IN_SHAPE = (10, 8, 3)     # odd rows and even columns for the stride-2 depthwise padding
 STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
@@ -199,7 +202,8 @@ def assert_matches_model(net, ram):
     assert ram.dump(fw.base, len(fw.image)) == bytes(net.expected.data)
 
 
-@pytest.mark.parametrize("cfg", [CFG, WIDE_BUS, NARROW_BUS], ids=["base", "wide", "narrow"])
+@pytest.mark.parametrize("cfg", [CFG, WIDE_BUS, NARROW_BUS, NO_ADD],
+                         ids=["base", "wide", "narrow", "no-add"])
 def test_network_bit_exact_with_model_and_tflite(model, cfg):
     net = compiled(model, cfg)
     ram, (regs,) = run_accelerator(net.fw, net.fw.image, x=net.x)
@@ -421,6 +425,22 @@ def test_invalid_layer_stops_with_its_code(net, layer, changes, code):
         assert descriptor_error(Descriptor.unpack(bytes(image[at:at + 64])), CFG) == code
     _, (regs,) = run_accelerator(net.fw, image, x=net.x)
     assert_error(regs, code, layer)
+
+
+def test_add_without_the_add_unit_stops_with_unsupported(model):
+    """On an accelerator built without the AddUnit, an ADD descriptor that the one with it
+    would run (layer 1 made an ADD of its own 5x4x8 input and a second input of that size)
+    stops the run with UNSUPPORTED before anything of it is loaded; the layer before it
+    completes."""
+    net = compiled(model, NO_ADD)
+    d = net.fw.descriptors[1]
+    image = corrupted(net.fw, 1, opcode=Opcode.ADD, weight_bytes=d.in_h * d.in_w * d.in_c)
+    at = net.fw.program_addr - net.fw.base + DESCRIPTOR_BYTES
+    add = Descriptor.unpack(bytes(image[at:at + DESCRIPTOR_BYTES]))
+    assert descriptor_error(add, CFG) is None
+    assert descriptor_error(add, NO_ADD) == ErrorCode.UNSUPPORTED
+    _, (regs,) = run_accelerator(net.fw, image, x=net.x)
+    assert_error(regs, ErrorCode.UNSUPPORTED, 1)
 
 
 def test_check_fits_names_the_layer_too_large(net):

@@ -133,23 +133,27 @@ def test_estimate_matches_the_calibration_synthesis():
     assert 0.95 <= est.luts / (57651 + 2 * 8494) <= 1.05
 
 
+@pytest.mark.parametrize("needs_add", [True, False], ids=["with-add", "no-add"])
 @pytest.mark.parametrize("name", ["ulx3s-85f", "ulx3s-45f"])
-def test_default_config_fits(name):
+def test_default_config_fits(name, needs_add):
     board = get_board(name)
-    cfg = default_config(board)
+    cfg = default_config(board, needs_add=needs_add)
+    assert cfg.with_add == needs_add
     est = estimate(cfg)
     assert est.mult18 <= board.mult18 and est.bram_blocks <= board.bram_blocks
     assert est.luts < board.luts and cfg.clock_mhz == board.clock_mhz
     assert cfg.pw_out * cfg.pw_in >= 32
 
 
+@pytest.mark.parametrize("needs_add", [True, False], ids=["with-add", "no-add"])
 @pytest.mark.parametrize("name", ["ulx3s-85f", "ulx3s-45f"])
-def test_default_config_runs_the_seed_network(name, net_025):
+def test_default_config_runs_the_seed_network(name, needs_add, net_025):
     """The board's accelerator runs alpha 0.25 (on the 45F, its largest layers as bands of
-    rows through DDR: `tests/test_cocotb_accel.py` runs that program in Verilator)."""
+    rows through DDR: `tests/test_cocotb_accel.py` runs that program in Verilator), with the
+    AddUnit or without it (as gen-accel --synth builds it for the seed network)."""
     from firmware.compiler import compile_graph
     from rtl_gen.sequencer import check_fits
-    fw = compile_graph(net_025.graph, default_config(name))
+    fw = compile_graph(net_025.graph, default_config(name, needs_add=needs_add))
     check_fits(fw)
     assert any(n > 1 for _, n in fw.bands) == (name == "ulx3s-45f")
 
