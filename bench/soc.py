@@ -75,27 +75,40 @@ def measure(board: str, alpha: float, images: int) -> dict:
             drv.identify()
             runner = Runner(drv, dep, timeout_s=4 * cycle_limit(dep.fw) * soc.clock_ns * 1e-9)
             for x in xs:
-                before = soc.bridge_cycles
+                before, dram_before = soc.bridge_cycles, soc.dram_stats()
                 t = time.monotonic()
                 r = runner.classify(x)
+                dram = {k: v - dram_before[k] for k, v in soc.dram_stats().items()}
                 want = golden_run(interp, x)[out_index]
                 runs.append({"ok": r.status.ok, "cycles": r.status.cycles,
                              "layer_cycles": r.status.layer_cycles,
                              "bit_exact": (r.scores is not None
                                            and r.scores.tobytes() == want.tobytes()),
                              "label": r.label, "bridge_cycles": soc.bridge_cycles - before,
+                             "dram": dram,
                              "wall_s": time.monotonic() - t})
             clock_mhz = 1e3 / soc.clock_ns
     soc_cycles = int(np.median([r["cycles"] for r in runs]))
     per_layer = [{"op": layer.op, "ideal": layer.cycles,
                   "soc": int(np.median([r["layer_cycles"][i] for r in runs]))}
                  for i, layer in enumerate(ideal.layers)]
+    # The DRAM's share, from the controller's commands during the second image (the first
+    # also carries the image load): refreshes and row activations at their minimum cost.
+    from litedram import modules as litedram_modules
+
+    from boards.soc import SDRAM_MODULE
+    t = getattr(litedram_modules, SDRAM_MODULE)(clock_mhz * 1e6, "1:1").timing_settings
+    dram = runs[-1]["dram"]
+    costs = {"refresh": dram["refreshes"] * (t.tRP + t.tRFC),
+             "row_open": dram["activates"] * (t.tRP + t.tRCD),
+             "data_beats": dram["reads"] + dram["writes"]}
     image_bytes = sum(len(data) for _, data in dep.segments)    # what Runner writes once
     input_bytes = dep.fw.regions["input"][1]
     return {
         "board": board, "alpha": alpha, "clock_mhz": clock_mhz,
         "config": f"{cfg.pw_out}x{cfg.pw_in} MACs, {cfg.dw_lanes} depthwise lanes, "
                   f"{8 * cfg.bus_bytes}-bit bus",
+        "bus_bits": 8 * cfg.bus_bytes,
         "images": len(runs), "all_bit_exact": all(r["ok"] and r["bit_exact"] for r in runs),
         "cycles_ideal_memory": ideal.total, "cycles_soc": soc_cycles,
         "sdram_overhead": soc_cycles / ideal.total - 1,
@@ -104,6 +117,9 @@ def measure(board: str, alpha: float, images: int) -> dict:
         "uart_s_image": bridge_bytes(image_bytes) * UART_BITS_PER_BYTE / UART_BAUD,
         "uart_s_input": bridge_bytes(input_bytes) * UART_BITS_PER_BYTE / UART_BAUD,
         "sim_build_s": build_s, "runs": runs, "layers": per_layer,
+        "dram_commands": dram, "dram_timing_cycles": {"tRP": t.tRP, "tRCD": t.tRCD,
+                                                      "tRFC": t.tRFC, "tREFI": t.tREFI},
+        "dram_costs": costs,
     }
 
 
@@ -116,7 +132,15 @@ def markdown(m: dict) -> str:
              f"| {m['clock_mhz'] * 1e6 / m['cycles_ideal_memory']:,.1f} |",
              f"| whole SoC (LiteDRAM + SDRAM model, measured) | {m['cycles_soc']:,} "
              f"| {m['fps_soc']:,.1f} |", "",
-             f"SDRAM cost: +{100 * m['sdram_overhead']:.0f}% cycles. Bridge at "
+             f"SDRAM cost: +{100 * m['sdram_overhead']:.0f}% cycles. In one run the controller "
+             f"issued {m['dram_commands']['refreshes']:,} refreshes (at least "
+             f"{m['dram_costs']['refresh']:,} cycles, "
+             f"{100 * m['dram_costs']['refresh'] / m['cycles_soc']:.1f}%), opened "
+             f"{m['dram_commands']['activates']:,} rows (at least {m['dram_costs']['row_open']:,} "
+             f"cycles, {100 * m['dram_costs']['row_open'] / m['cycles_soc']:.1f}%) and moved "
+             f"{m['dram_costs']['data_beats']:,} 16-bit beats (the data bus busy "
+             f"{100 * m['dram_costs']['data_beats'] / m['cycles_soc']:.0f}% of the run: the "
+             f"accelerator's {m['bus_bits']}-bit bus gets 16 bits of it). Bridge at "
              f"{UART_BAUD:,} baud: the DDR image's {m['image_bytes']:,} bytes of parameters "
              f"and program take {m['uart_s_image']:.1f} s once, each {m['input_bytes']:,}-byte "
              "input "

@@ -24,7 +24,8 @@ as an Instance (`AccelCore`). The SoC has no CPU; the host drives everything ove
 `sim_soc`'s platform replaces the UART's serial pins by the byte stream of LiteX's
 ``RS232PHYModel`` (one byte per cycle each way, no baud rate) and the SDRAM chip by
 LiteDRAM's ``SDRAMPHYModel`` of the same module, whose controller keeps the real timings,
-refresh included (`sim.soc_sim`).
+refresh included (`sim.soc_sim`); it also counts the controller's DFI commands
+(`DFICommandCounters`: row activations, refreshes, reads, writes) for the host to read.
 """
 from __future__ import annotations
 
@@ -134,6 +135,33 @@ def board_soc(board: str, cfg: AccelConfig, accel_verilog: Path, *,
 
 # The simulation SoC ---------------------------------------------------------------------------
 
+class DFICommandCounters:
+    """Counts the commands the SDRAM controller issues on its DFI (per phase, chip selected):
+    ACTIVATE (a row opened: the row misses), PRECHARGE, REFRESH, READ, WRITE, as CSRs the
+    host reads over the bridge (``<name>_activates`` ...). Observes only."""
+
+    # (ras_n, cas_n, we_n) of each command (JESD79 truth table)
+    COMMANDS = {"activates": (0, 1, 1), "precharges": (0, 1, 0), "refreshes": (0, 0, 1),
+                "reads": (1, 0, 1), "writes": (1, 0, 0)}
+
+    def __new__(cls, dfi):
+        from litex.gen import LiteXModule
+        from litex.soc.interconnect.csr import CSRStatus
+        from migen import If
+
+        class Counters(LiteXModule):
+            def __init__(self):
+                for name, (ras, cas, we) in cls.COMMANDS.items():
+                    csr = CSRStatus(32, name=name,
+                                    description=f"DFI {name} since reset (all phases)")
+                    setattr(self, f"_{name}", csr)
+                    for phase in dfi.phases:
+                        hit = (~phase.cs_n[0] & (phase.ras_n == ras) & (phase.cas_n == cas)
+                               & (phase.we_n == we))
+                        self.sync += If(hit, csr.status.eq(csr.status + 1))
+        return Counters()
+
+
 _SIM_IO = [
     ("sys_clk", 0, Pins(1)),
     ("sys_rst", 0, Pins(1)),
@@ -178,6 +206,7 @@ class SimSoC(SoCCore):
         self.sdrphy = SDRAMPHYModel(module=module, data_width=16,
                                     clk_freq=sys_clk_freq)
         self.add_sdram("sdram", phy=self.sdrphy, module=module, l2_cache_size=0)
+        self.dram_stats = DFICommandCounters(self.sdrphy.dfi)
         self.uartbone_phy = RS232PHYModel(platform.request("serial"))
         self.uartbone = UARTBone(self.uartbone_phy, sys_clk_freq)
         self.bus.add_master(name="uartbone", master=self.uartbone.wishbone)

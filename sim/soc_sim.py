@@ -48,9 +48,10 @@ def accelerator_verilog(cfg) -> Path:
 
 def soc_sources(cfg, accel: Path, *, clock_mhz: float = SOC_CLOCK_MHZ):
     """(the SoC's Verilog without its date comments, its csr.csv, its SDRAM init steps)."""
-    from boards.soc import sdram_init_steps, sim_soc, write_soc
+    from boards.soc import quiet_litex, sdram_init_steps, sim_soc, write_soc
     with tempfile.TemporaryDirectory(prefix="mnet-soc-") as tmp:
-        soc = sim_soc(cfg, accel, clock_mhz=clock_mhz)
+        with quiet_litex():
+            soc = sim_soc(cfg, accel, clock_mhz=clock_mhz)
         gateware = write_soc(soc, Path(tmp), SOC_TOP, quiet=True)
         text = (gateware / f"{SOC_TOP}.v").read_text()
         csr = (Path(tmp) / "csr.csv").read_text()
@@ -154,6 +155,12 @@ class SoCSim:
         cycles = max(1, round(seconds * 1e9 / self.clock_ns))
         self.session.call("idle", cycles=cycles)
         self.idle_cycles += cycles
+
+    def dram_stats(self) -> dict[str, int]:
+        """The SDRAM controller's DFI commands since reset (`boards.soc.DFICommandCounters`)."""
+        from boards.soc import DFICommandCounters
+        return {name: int(getattr(self.comm.regs, f"dram_stats_{name}").read())
+                for name in DFICommandCounters.COMMANDS}
 
     @property
     def bridge_cycles(self) -> int:

@@ -92,7 +92,12 @@ def test_whole_soc_runs_the_driver_bit_exact_with_tflite(tiny_build, images):
                         use_irq=False)
         for path in images:
             x = dep.quantize_image(path)
+            before = soc.dram_stats()
             r = runner.classify(x)
+            dram = {k: v - before[k] for k, v in soc.dram_stats().items()}
+            # The run's reads and writes reached the SDRAM as 16-bit beats, rows were opened
+            assert dram["reads"] * 2 >= len(x.tobytes()) and dram["writes"] > 0
+            assert dram["activates"] > 0
             want = golden_run(interp, x)[out_index]
             assert r.status.ok, r.status
             assert r.scores.tobytes() == want.tobytes()
