@@ -24,6 +24,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from boards.soc import SDRAM_RATE  # noqa: E402
+
 UART_BAUD = 115_200
 UART_BITS_PER_BYTE = 10                 # start, 8 data, stop
 
@@ -35,7 +37,7 @@ def bridge_bytes(payload: int) -> int:
     return 4 * words + 6 * -(-words // 8)
 
 
-def measure(board: str, alpha: float, images: int) -> dict:
+def measure(board: str, alpha: float, images: int, rate: str) -> dict:
     import numpy as np
     from PIL import Image
 
@@ -69,7 +71,7 @@ def measure(board: str, alpha: float, images: int) -> dict:
             xs.append(dep.quantize_image(path))
         t0 = time.monotonic()
         runs = []
-        with SoCSim(dep.fw.cfg) as soc:
+        with SoCSim(dep.fw.cfg, sdram_rate=rate) as soc:
             build_s = time.monotonic() - t0
             drv = AccelDriver(soc.transport)
             drv.identify()
@@ -97,7 +99,7 @@ def measure(board: str, alpha: float, images: int) -> dict:
     from litedram import modules as litedram_modules
 
     from boards.soc import SDRAM_MODULE
-    t = getattr(litedram_modules, SDRAM_MODULE)(clock_mhz * 1e6, "1:1").timing_settings
+    t = getattr(litedram_modules, SDRAM_MODULE)(clock_mhz * 1e6, rate).timing_settings
     dram = runs[-1]["dram"]
     costs = {"refresh": dram["refreshes"] * (t.tRP + t.tRFC),
              "row_open": dram["activates"] * (t.tRP + t.tRCD),
@@ -105,10 +107,10 @@ def measure(board: str, alpha: float, images: int) -> dict:
     image_bytes = sum(len(data) for _, data in dep.segments)    # what Runner writes once
     input_bytes = dep.fw.regions["input"][1]
     return {
-        "board": board, "alpha": alpha, "clock_mhz": clock_mhz,
+        "board": board, "alpha": alpha, "clock_mhz": clock_mhz, "sdram_rate": rate,
         "config": f"{cfg.pw_out}x{cfg.pw_in} MACs, {cfg.dw_lanes} depthwise lanes, "
                   f"{8 * cfg.bus_bytes}-bit bus",
-        "bus_bits": 8 * cfg.bus_bytes,
+        "bus_bits": 8 * cfg.bus_bytes, "beats_per_cycle": {"1:1": 1, "1:2": 2}[rate],
         "images": len(runs), "all_bit_exact": all(r["ok"] and r["bit_exact"] for r in runs),
         "cycles_ideal_memory": ideal.total, "cycles_soc": soc_cycles,
         "sdram_overhead": soc_cycles / ideal.total - 1,
@@ -124,8 +126,8 @@ def measure(board: str, alpha: float, images: int) -> dict:
 
 
 def markdown(m: dict) -> str:
-    lines = [f"ULX3S SoC ({m['board']}, {m['config']}, {m['clock_mhz']:g} MHz, SDR SDRAM "
-             f"via LiteDRAM), seed network alpha {m['alpha']:g}, {m['images']} real CIFAR-10 "
+    lines = [f"ULX3S SoC ({m['board']}, {m['config']}, {m['clock_mhz']:g} MHz, SDR SDRAM at "
+             f"{m['sdram_rate']} via LiteDRAM), seed network alpha {m['alpha']:g}, {m['images']} real CIFAR-10 "
              f"test images, bit-exact vs TFLite: {'yes' if m['all_bit_exact'] else 'NO'}", "",
              "| | cycles | frames/s |", "|---|---:|---:|",
              f"| accelerator alone (ideal memory, cycle model) | {m['cycles_ideal_memory']:,} "
@@ -138,9 +140,10 @@ def markdown(m: dict) -> str:
              f"{100 * m['dram_costs']['refresh'] / m['cycles_soc']:.1f}%), opened "
              f"{m['dram_commands']['activates']:,} rows (at least {m['dram_costs']['row_open']:,} "
              f"cycles, {100 * m['dram_costs']['row_open'] / m['cycles_soc']:.1f}%) and moved "
-             f"{m['dram_costs']['data_beats']:,} 16-bit beats (the data bus busy "
-             f"{100 * m['dram_costs']['data_beats'] / m['cycles_soc']:.0f}% of the run: the "
-             f"accelerator's {m['bus_bits']}-bit bus gets 16 bits of it). Bridge at "
+             f"{m['dram_costs']['data_beats']:,} 16-bit beats (the SDRAM's data bus busy "
+             f"{100 * m['dram_costs']['data_beats'] / (m['beats_per_cycle'] * m['cycles_soc']):.0f}"
+             f"% of the run; it carries {16 * m['beats_per_cycle']} bits per SoC cycle, the "
+             f"accelerator's bus {m['bus_bits']}). Bridge at "
              f"{UART_BAUD:,} baud: the DDR image's {m['image_bytes']:,} bytes of parameters "
              f"and program take {m['uart_s_image']:.1f} s once, each {m['input_bytes']:,}-byte "
              "input "
@@ -180,9 +183,11 @@ def main(argv=None) -> int:
     ap.add_argument("--board", default="ulx3s-85f")
     ap.add_argument("--alpha", type=float, default=0.25)
     ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--sdram-rate", choices=("1:1", "1:2"), default=SDRAM_RATE,
+                    help="SDRAM clock : SoC clock (default %(default)s)")
     ap.add_argument("--out", type=Path, default=Path("build/bench-soc"))
     args = ap.parse_args(argv)
-    m = measure(args.board, args.alpha, args.images)
+    m = measure(args.board, args.alpha, args.images, args.sdram_rate)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soc.json").write_text(json.dumps(m, indent=1) + "\n")
     text = markdown(m)

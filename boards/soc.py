@@ -52,7 +52,22 @@ REGS_ORIGIN = 0x8000_0000           # an uncached I/O window on the SoC bus
 SDRAM_MODULE = "MT48LC16M16"        # litex-boards' ULX3S default (32 MiB, 16-bit SDR)
 BRIDGE_BAUDRATE = 115_200
 SOC_BOARDS = {"ulx3s-25f": "LFE5U-25F", "ulx3s-45f": "LFE5U-45F", "ulx3s-85f": "LFE5U-85F"}
-SOC_CLOCK_MHZ = 50.0                # SDR SDRAM at 1:1 and the accelerator in one clock domain
+SOC_CLOCK_MHZ = 50.0                # the accelerator and the SDRAM controller
+# SDRAM clock : SoC clock. "1:2": litex-boards' HalfRateGENSDRPHY runs the chip at twice the
+# SoC clock (100 MHz), two 16-bit beats per SoC cycle on a 32-bit controller port; "1:1":
+# GENSDRPHY, one beat per cycle.
+SDRAM_RATE = "1:2"
+
+
+def sdram_phy_settings(rate: str, clk_freq: float):
+    """The board PHY's settings (latencies, phases) at ``rate``, for the simulation model to
+    match: LiteDRAM's PHY class instantiated on stand-in pads and dropped."""
+    from litedram.phy import GENSDRPHY, HalfRateGENSDRPHY
+    from migen import Record
+    pads = [("a", 13), ("ba", 2), ("cs_n", 1), ("cke", 1), ("ras_n", 1), ("cas_n", 1),
+            ("we_n", 1), ("dq", 16), ("dm", 2)]
+    phy = {"1:1": GENSDRPHY, "1:2": HalfRateGENSDRPHY}[rate]
+    return phy(Record(pads), clk_freq).settings
 
 
 class AccelCore:
@@ -116,7 +131,8 @@ def add_accelerator(soc: SoCCore, cfg: AccelConfig, accel_verilog: Path) -> Acce
 # The board SoC --------------------------------------------------------------------------------
 
 def board_soc(board: str, cfg: AccelConfig, accel_verilog: Path, *,
-              clock_mhz: float = SOC_CLOCK_MHZ, baudrate: int = BRIDGE_BAUDRATE):
+              clock_mhz: float = SOC_CLOCK_MHZ, baudrate: int = BRIDGE_BAUDRATE,
+              sdram_rate: str = SDRAM_RATE):
     """litex-boards' ULX3S target (its PLL, SDR SDRAM PHY and pins) without CPU, UART or L2
     cache, plus a UARTBone bridge on the board's USB serial port and the accelerator."""
     from litex_boards.targets.radiona_ulx3s import BaseSoC
@@ -124,7 +140,8 @@ def board_soc(board: str, cfg: AccelConfig, accel_verilog: Path, *,
     if board not in SOC_BOARDS:
         raise ValueError(f"--soc {board}: no SoC target for it (have {', '.join(SOC_BOARDS)})")
     soc = BaseSoC(device=SOC_BOARDS[board], sys_clk_freq=clock_mhz * 1e6,
-                  sdram_module_cls=SDRAM_MODULE, with_led_chaser=False, l2_size=0,
+                  sdram_module_cls=SDRAM_MODULE, sdram_rate=sdram_rate,
+                  with_led_chaser=False, l2_size=0,
                   cpu_type=None, with_uart=False, integrated_rom_size=0,
                   integrated_sram_size=0)
     soc.add_uartbone(uart_name="serial", baudrate=baudrate)
@@ -192,7 +209,8 @@ class SimSoC(SoCCore):
     LiteDRAM's SDRAM model for the chip, the RS232 byte-stream model for the UART."""
 
     def __init__(self, cfg: AccelConfig, accel_verilog: Path, *,
-                 clock_mhz: float = SOC_CLOCK_MHZ, sdram_module: str = SDRAM_MODULE):
+                 clock_mhz: float = SOC_CLOCK_MHZ, sdram_module: str = SDRAM_MODULE,
+                 sdram_rate: str = SDRAM_RATE):
         from litedram import modules as litedram_modules
         from litedram.phy.model import SDRAMPHYModel
         from litex.soc.cores.uart import RS232PHYModel, UARTBone
@@ -202,8 +220,9 @@ class SimSoC(SoCCore):
         self.crg = CRG(platform.request("sys_clk"), platform.request("sys_rst"))
         SoCCore.__init__(self, platform, sys_clk_freq, cpu_type=None, with_uart=False,
                          integrated_rom_size=0, integrated_sram_size=0, ident="")
-        module = getattr(litedram_modules, sdram_module)(sys_clk_freq, "1:1")
-        self.sdrphy = SDRAMPHYModel(module=module, data_width=16,
+        module = getattr(litedram_modules, sdram_module)(sys_clk_freq, sdram_rate)
+        self.sdrphy = SDRAMPHYModel(module=module,
+                                    settings=sdram_phy_settings(sdram_rate, sys_clk_freq),
                                     clk_freq=sys_clk_freq)
         self.add_sdram("sdram", phy=self.sdrphy, module=module, l2_cache_size=0)
         self.dram_stats = DFICommandCounters(self.sdrphy.dfi)
@@ -284,6 +303,7 @@ openFPGALoader --board ulx3s -f gateware/soc.bit
 
 def build_board_soc(board: str, cfg: AccelConfig, out_dir: Path, *,
                     clock_mhz: float = SOC_CLOCK_MHZ, baudrate: int = BRIDGE_BAUDRATE,
+                    sdram_rate: str = SDRAM_RATE,
                     bitstream: bool = True,
                     progress: bool = True, timeout_s: float | None = None) -> dict:
     """Everything a board needs, under ``out_dir``: ``gateware/`` (the accelerator's Verilog
@@ -305,7 +325,8 @@ def build_board_soc(board: str, cfg: AccelConfig, out_dir: Path, *,
     accel.write_text(verilog.convert(Accelerator(cfg), name=ACCEL_MODULE,
                                      platform=get_board(board).platform()))
     with quiet_litex():
-        soc = board_soc(board, cfg, accel, clock_mhz=clock_mhz, baudrate=baudrate)
+        soc = board_soc(board, cfg, accel, clock_mhz=clock_mhz, baudrate=baudrate,
+                        sdram_rate=sdram_rate)
     write_soc(soc, out_dir, "soc", quiet=True)
     # LiteX's own script names absolute paths and plain tool names; build.sh replaces it.
     for stale in ("soc.ys", "build_soc.sh"):
@@ -314,6 +335,7 @@ def build_board_soc(board: str, cfg: AccelConfig, out_dir: Path, *,
     (out_dir / "flash.sh").write_text("#!/bin/sh\nset -e\ncd \"$(dirname \"$0\")\"\n"
                                       + FLASH_COMMANDS)
     summary = {"board": board, "clock_mhz": clock_mhz, "sdram_module": SDRAM_MODULE,
+               "sdram_rate": sdram_rate,
                "bridge": "UARTBone", "baudrate": baudrate, "bitstream": None}
     if bitstream:
         report = build_verilog_bitstream(gateware, "soc", [accel.name, "soc.v"], "soc.lpf",

@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from boards.soc import ACCEL_MODULE, RAM_REGION, REGS_REGION, SOC_CLOCK_MHZ
+from boards.soc import ACCEL_MODULE, RAM_REGION, REGS_REGION, SDRAM_RATE, SOC_CLOCK_MHZ
 
 SOC_TOP = "soc"
 TEST_MODULE = "sim.cocotb_tests.soc_bridge"
@@ -46,12 +46,13 @@ def accelerator_verilog(cfg) -> Path:
     return cached_verilog(ACCEL_MODULE, [asdict(cfg), ACCEL_MODULE], make)
 
 
-def soc_sources(cfg, accel: Path, *, clock_mhz: float = SOC_CLOCK_MHZ):
+def soc_sources(cfg, accel: Path, *, clock_mhz: float = SOC_CLOCK_MHZ,
+                sdram_rate: str = SDRAM_RATE):
     """(the SoC's Verilog without its date comments, its csr.csv, its SDRAM init steps)."""
     from boards.soc import quiet_litex, sdram_init_steps, sim_soc, write_soc
     with tempfile.TemporaryDirectory(prefix="mnet-soc-") as tmp:
         with quiet_litex():
-            soc = sim_soc(cfg, accel, clock_mhz=clock_mhz)
+            soc = sim_soc(cfg, accel, clock_mhz=clock_mhz, sdram_rate=sdram_rate)
         gateware = write_soc(soc, Path(tmp), SOC_TOP, quiet=True)
         text = (gateware / f"{SOC_TOP}.v").read_text()
         csr = (Path(tmp) / "csr.csv").read_text()
@@ -59,12 +60,12 @@ def soc_sources(cfg, accel: Path, *, clock_mhz: float = SOC_CLOCK_MHZ):
     return "\n".join(keep) + "\n", csr, sdram_init_steps(soc)
 
 
-def build_soc(cfg, *, clock_mhz: float = SOC_CLOCK_MHZ):
+def build_soc(cfg, *, clock_mhz: float = SOC_CLOCK_MHZ, sdram_rate: str = SDRAM_RATE):
     """(the Verilator build of the simulation SoC around ``cfg``'s accelerator, its csr.csv
     text, its SDRAM init steps)."""
     from sim.verilator_runner import build, build_root
     accel = accelerator_verilog(cfg)
-    text, csr, steps = soc_sources(cfg, accel, clock_mhz=clock_mhz)
+    text, csr, steps = soc_sources(cfg, accel, clock_mhz=clock_mhz, sdram_rate=sdram_rate)
     folder = build_root() / "verilog"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{SOC_TOP}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.v"
@@ -130,12 +131,13 @@ class SoCSim:
     docstring. ``clock_mhz``: the SoC's clock, which sets the SDRAM controller's timings.
     The SDRAM is initialized through the bridge first (`firmware.sdram_init`), as on a board."""
 
-    def __init__(self, cfg, *, clock_mhz: float = SOC_CLOCK_MHZ):
+    def __init__(self, cfg, *, clock_mhz: float = SOC_CLOCK_MHZ, sdram_rate: str = SDRAM_RATE):
         from firmware.litex_transport import LiteXTransport
         from sim.bridge_transport import CocotbSession
         self.clock_ns = 1e3 / clock_mhz
         from firmware.sdram_init import init_sdram
-        self.build, csr, steps = build_soc(cfg, clock_mhz=clock_mhz)
+        self.build, csr, steps = build_soc(cfg, clock_mhz=clock_mhz, sdram_rate=sdram_rate)
+        self.sdram_rate = sdram_rate
         self.session = CocotbSession(self.build, TEST_MODULE,
                                      {"clock_ns": self.clock_ns, "idle_limit": IDLE_LIMIT},
                                      prefix="soc_bridge")
