@@ -304,7 +304,8 @@ def _yosys_failure(log: Path) -> str:
 
 def synthesize(component, board: str | Board = DEFAULT_BOARD, clock_mhz: float | None = None,
                build_dir: str | Path = "build/synth", top_name: str = "top", *,
-               progress: bool = True, timeout_s: float | None = None) -> SynthReport:
+               router: str = "router1", progress: bool = True,
+               timeout_s: float | None = None) -> SynthReport:
     """Synthesize, place and route `component` (an Amaranth elaboratable whose ports are its
     interface, e.g. a `wiring.Component`) out of context for `board`, with its `clk` port
     constrained to `clock_mhz` (default: the board's clock target).
@@ -352,7 +353,7 @@ def synthesize(component, board: str | Board = DEFAULT_BOARD, clock_mhz: float |
     cmd = [tool_path(f"nextpnr-{board.nextpnr}"), *board.nextpnr_args,
            "--json", f"{top_name}.json", "--out-of-context",
            "--lpf", "clock.lpf", "--lpf-allow-unconstrained",
-           "--report", "nextpnr_report.json", "--timing-allow-fail"]
+           "--report", "nextpnr_report.json", "--timing-allow-fail", "--router", router]
     if _run(cmd, build_dir / "nextpnr.log", _NEXTPNR_PHASES, say, build_dir, deadline):
         _nextpnr_failed(build_dir / "nextpnr.log", board)
     seconds["nextpnr"] = time.monotonic() - t
@@ -405,7 +406,8 @@ def build_bitstream(elaboratable, board: str | Board = DEFAULT_BOARD,
 
 
 def build_verilog_bitstream(build_dir: str | Path, name: str, sources: list[str], lpf: str,
-                            board: str | Board, *, progress: bool = True,
+                            board: str | Board, *, router: str = "router2",
+                            progress: bool = True,
                             timeout_s: float | None = None) -> SynthReport:
     """Build `{name}.bit` from Verilog ``sources`` (paths relative to ``build_dir``, top
     module ``name``) and the pin/clock constraints ``lpf`` (e.g. a LiteX SoC's gateware):
@@ -426,7 +428,7 @@ def build_verilog_bitstream(build_dir: str | Path, name: str, sources: list[str]
     steps = {
         "yosys": ["yosys", f"{name}.ys"],
         "nextpnr": [f"nextpnr-{board.nextpnr}", *board.nextpnr_args, "--json", f"{name}.json",
-                    "--lpf", lpf, "--textcfg", f"{name}.config",
+                    "--lpf", lpf, "--textcfg", f"{name}.config", "--router", router,
                     "--report", "nextpnr_report.json", "--timing-allow-fail"],
         "ecppack": ["ecppack", "--compress", f"{name}.config", "--bit", f"{name}.bit"],
     }
@@ -486,6 +488,9 @@ def main(argv=None) -> int:
     ap.add_argument("--top", default="top", help="top-level module name")
     ap.add_argument("--out", type=Path, required=True, help="build folder")
     ap.add_argument("--timeout", type=float, help="seconds before the tools are stopped")
+    ap.add_argument("--router", choices=("router1", "router2"), default="router1",
+                    help="nextpnr's router (default %(default)s; router2 negotiates "
+                         "congestion, for designs that fill the device)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     args = ap.parse_args(argv)
 
@@ -501,7 +506,8 @@ def main(argv=None) -> int:
         component = factory()
     try:
         report = synthesize(component, args.board, clock, args.out, args.top,
-                            progress=not args.quiet, timeout_s=args.timeout)
+                            router=args.router, progress=not args.quiet,
+                            timeout_s=args.timeout)
     except TimingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
