@@ -29,7 +29,7 @@ from quantize import fixedpoint as fx
 from quantize.tflite_graph import (VIEW_OPS, Graph, Op, UnsupportedModelError, inner_conv_error,
                                    is_subsampling_conv, needs_host_im2col)
 from rtl_gen.config import AccelConfig
-from rtl_gen.sequencer import Geometry
+from firmware.contract import Geometry
 
 from . import layout as L
 from .program import DESCRIPTOR_BYTES, Descriptor, Flags, Opcode

@@ -1,5 +1,5 @@
 """Host driver of the accelerator: the software side of the register contract in
-`rtl_gen.regs` (offsets and bit fields come from the same tables the RTL decoder is built
+`firmware.contract` (offsets and bit fields come from the same tables the RTL decoder is built
 from), over any `Transport`.
 
     drv = AccelDriver(transport)
@@ -30,7 +30,8 @@ from typing import Protocol
 
 import numpy as np
 
-from rtl_gen.regs import ACCEL_ID, LAYER_COUNTERS, REGMAP_VERSION, register_fields, register_map
+from firmware.contract import (ACCEL_ID, LAYER_COUNTERS, REGMAP_VERSION, ErrorCode,
+                               register_fields, register_map)
 
 REG = {r.name: r.offset for r in register_map()}
 MASK = {f"{f.register}.{f.name}": ((1 << f.width) - 1) << f.lsb for f in register_fields()}
@@ -56,7 +57,6 @@ class DriverError(RuntimeError):
 
 
 def error_name(code: int) -> str:
-    from rtl_gen.sequencer import ErrorCode
     try:
         return ErrorCode(code).name
     except ValueError:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from quantize.tflite_graph import Graph, Op
 from rtl_gen.config import AccelConfig
-from rtl_gen.sequencer import ErrorCode, Geometry, Limits, ProgramError, descriptor_error
+from firmware.contract import ErrorCode, Geometry, Limits
+from rtl_gen.sequencer import ProgramError, descriptor_error
 
 from .compiler import Firmware
 from .program import Opcode

@@ -1,11 +1,11 @@
-"""C header for host drivers: the register map (from rtl_gen.regs), the layer-program format
+"""C header for host drivers: the register map (from firmware.contract), the layer-program format
 (from firmware.program) and one build's memory map. Everything is generated from the same
 tables the RTL and the compiler use, so the three cannot drift apart."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from rtl_gen.regs import ACCEL_ID, REGMAP_VERSION, register_fields, register_map
+from .contract import ACCEL_ID, REGMAP_VERSION, register_fields, register_map
 
 from .program import DESCRIPTOR_BYTES, FIELDS, CHECK_MAGIC, Flags, Opcode
 

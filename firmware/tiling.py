@@ -21,7 +21,8 @@ import dataclasses
 import math
 
 from rtl_gen.config import AccelConfig
-from rtl_gen.sequencer import Geometry, ProgramError
+from firmware.contract import Geometry
+from rtl_gen.sequencer import ProgramError
 
 from .program import Descriptor, Flags, Opcode
 

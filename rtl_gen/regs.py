@@ -1,8 +1,8 @@
 """Control/status registers of the accelerator, behind an AXI4-Lite subordinate port.
 
-The register map is data: `register_map()` and `register_fields()` return the tables that
-both the hardware decoder below and the firmware's C header / documentation generators are
-built from, so they cannot drift apart.
+The register map is data (`firmware.contract`): `register_map()` and `register_fields()`
+return the tables that both the hardware decoder below and the firmware's drivers and C
+header are built from, so they cannot drift apart.
 
 Byte offsets are within the accelerator's AXI4-Lite window; address bits above
 ``addr_width`` are ignored (the interconnect decodes the base). All registers are 32 bits.
@@ -11,93 +11,16 @@ ignored and answer OKAY; writes to unmapped offsets answer SLVERR.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from firmware.contract import (  # noqa: F401 (the register map, re-exported for the RTL's users)
+    ACCEL_ID, LAYER_COUNTERS, LAYER_CYCLES_BASE, LAYER_CYCLES_STRIDE, REGMAP_VERSION, Field,
+    Register, register_fields, register_map)
+
 from .axi import AXI4LiteSignature, RESP_OKAY, RESP_SLVERR
-
-ACCEL_ID = 0x4D4E4143            # ASCII "MNAC": MobileNet accelerator
-REGMAP_VERSION = 0x0001_0000     # major << 16 | minor << 8 | patch of this register map
-LAYER_CYCLES_BASE = 0x100
-LAYER_CYCLES_STRIDE = 4
-# Per-descriptor cycle counters (a layer tiled through DDR takes one descriptor per band).
-LAYER_COUNTERS = 256
-
-
-class Register(NamedTuple):
-    """One register, or an array of ``count`` registers ``LAYER_CYCLES_STRIDE`` apart.
-
-    ``access``: ``RO`` read-only; ``RW`` read/write; ``RW1C`` readable, bits written 1 are
-    cleared (see `register_fields` for which bits of mixed registers do what).
-    """
-    name: str
-    offset: int
-    access: str
-    description: str
-    count: int = 1
-
-
-class Field(NamedTuple):
-    """A bit field of a register. ``access`` adds ``W1P`` (write 1 to pulse, reads 0) and
-    ``W1C`` (sticky, write 1 to clear) to the register access kinds."""
-    register: str
-    name: str
-    lsb: int
-    width: int
-    access: str
-    description: str
-
-
-_FIXED = [
-    Register("ID", 0x00, "RO", f"Constant {ACCEL_ID:#010x} (ASCII 'MNAC'): identifies the core."),
-    Register("VERSION", 0x04, "RO",
-             "Register map version: major << 16 | minor << 8 | patch."),
-    Register("CTRL", 0x08, "RW",
-             "Control: START and SOFT_RESET pulse when written 1 (read 0); IRQ_EN is a plain bit."),
-    Register("STATUS", 0x0C, "RW1C",
-             "Status: BUSY follows the core; DONE and ERROR are sticky, cleared by writing 1."),
-    Register("ERROR_CODE", 0x10, "RO", "Error code reported by the core (8 bits)."),
-    Register("PROG_ADDR_LO", 0x14, "RW", "Program (command list) address in DDR, bits 31..0."),
-    Register("PROG_ADDR_HI", 0x18, "RW", "Program (command list) address in DDR, bits 63..32."),
-    Register("LAYER_COUNT", 0x1C, "RO",
-             "Layers of the current run whose output has reached DDR (16 bits)."),
-    Register("CYCLES_LO", 0x20, "RO",
-             "Cycles spent busy since the last START, bits 31..0. Reading it latches CYCLES_HI."),
-    Register("CYCLES_HI", 0x24, "RO",
-             "Bits 63..32 of the busy cycle count, as latched by the last CYCLES_LO read."),
-]
-
-_FIELDS = [
-    Field("CTRL", "START", 0, 1, "W1P",
-          "Write 1 to run the program at PROG_ADDR; restarts CYCLES, leaves STATUS.DONE alone."),
-    Field("CTRL", "IRQ_EN", 1, 1, "RW", "Drive the interrupt output while STATUS.DONE is set."),
-    Field("CTRL", "SOFT_RESET", 2, 1, "W1P",
-          "Write 1 to reset the core; also clears STATUS.DONE, STATUS.ERROR and the cycle count."),
-    Field("STATUS", "BUSY", 0, 1, "RO", "The core is running."),
-    Field("STATUS", "DONE", 1, 1, "W1C", "The core finished a run (sticky)."),
-    Field("STATUS", "ERROR", 2, 1, "W1C", "The core reported an error (sticky); see ERROR_CODE."),
-    Field("ERROR_CODE", "CODE", 0, 8, "RO", "Error code reported by the core."),
-    Field("LAYER_COUNT", "COUNT", 0, 16, "RO",
-          "Layers of the current run whose output has reached DDR."),
-]
-
-
-def register_map(n_layers: int = LAYER_COUNTERS) -> list[Register]:
-    """The register map of a `RegisterFile` with ``n_layers`` per-layer cycle counters."""
-    return _FIXED + [Register(
-        "LAYER_CYCLES", LAYER_CYCLES_BASE, "RO",
-        f"Cycles spent in layer i of the last run, at LAYER_CYCLES + {LAYER_CYCLES_STRIDE} * i "
-        f"(i < {n_layers}).", count=n_layers)]
-
-
-def register_fields() -> list[Field]:
-    """Bit fields of the registers that are not a plain 32-bit number."""
-    return list(_FIELDS)
-
 
 def layer_cycles_signature(n_layers: int) -> wiring.Signature:
     """The core's write port into the per-layer cycle counter array (no back-pressure)."""

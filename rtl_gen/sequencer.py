@@ -41,7 +41,6 @@ next layer's store, or at the end of the program. The same rules run on the host
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 from types import SimpleNamespace
 
@@ -50,6 +49,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from firmware.contract import ErrorCode, Geometry, Limits  # noqa: F401 (re-exported)
 from firmware.layout import ADD_RECORD_BYTES, PARAM_BYTES, channel_align
 from firmware.program import CHECK_MAGIC, DESCRIPTOR_BYTES, FIELDS, Descriptor, Flags, Opcode
 
@@ -60,78 +60,12 @@ from .fsm_encoding import one_hot, reset_only_by
 from .regs import LAYER_COUNTERS, layer_cycles_signature
 
 
-class ErrorCode(IntEnum):
-    """Value of the ERROR_CODE register after a run that ended with STATUS.ERROR."""
-    NONE = 0
-    BAD_DESCRIPTOR = 1       # check word mismatch, or the layer field is not its position
-    BAD_OPCODE = 2           # no such opcode
-    UNSUPPORTED = 3          # a valid layer this hardware does not run (PAD, a CONV other
-                             # than 1x1 stride 1 without IM2COL, depthwise kernel != 3 or
-                             # stride > 2, ADD on a config built without the AddUnit)
-    UNSUPPORTED_PADDING = 4  # depthwise pads the engine cannot apply (it pads 0 or 1 rows
-                             # and columns on each side)
-    BAD_SHAPE = 5            # inconsistent sizes (zero, unaligned channels, out != f(in))
-    TOO_LARGE = 6            # a feature map, weight tile or dimension beyond the buffers
-    BAD_ALIGNMENT = 7        # a DDR address not aligned to the bus width
-    AXI_READ_ERROR = 8       # SLVERR/DECERR on a read (descriptor, input, weights, records)
-    AXI_WRITE_ERROR = 9      # SLVERR/DECERR on an output write
-    WATCHDOG = 10            # no progress (no AXI or datapath handshake) for
-                             # `Limits.watchdog_cycles` cycles, e.g. DDR never answering
-
-
 class LoadDest(IntEnum):
     """Where the loader puts the words of the current DMA read."""
     DESCRIPTOR = 0
     ACTIVATIONS = 1
     WEIGHTS = 2
     RECORDS = 3
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Sizes of the fixed-capacity units, beyond the buffers of `AccelConfig`. The defaults
-    cover MobileNet up to 224x224 inputs and ImageNet-sized channel counts."""
-    max_width: int = 224      # depthwise line buffer: feature map width and height
-    max_channels: int = 2048  # MEAN per-channel sums: MobileNetV2 pools 1280, ResNets 2048
-    max_classes: int = 1024   # SOFTMAX logits (the SoftmaxUnit's ceiling): ImageNet heads
-    max_layers: int = LAYER_COUNTERS  # per-descriptor cycle registers (later ones uncounted)
-    # A run making no progress this long ends with WATCHDOG (`Accelerator`). Units such as
-    # the SoftmaxUnit compute internally for a while between handshakes: keep it >= ~1000.
-    watchdog_cycles: int = 1 << 20
-
-
-class Geometry:
-    """Word sizes and capacities of the on-chip buffers, derived from the config.
-
-    Every chunk moved in or out of a buffer is a power of two no larger than its word, so
-    no access straddles two words (see `rtl_gen.buffers`).
-    """
-
-    def __init__(self, cfg: AccelConfig):
-        ca = channel_align(cfg)
-        self.cfg = cfg
-        self.channel_align = ca
-        # Activation buffers: pixels' channel groups and bus words.
-        self.act_word = max(ca, cfg.bus_bytes)
-        self.act_depth = cfg.act_buffer_bytes // self.act_word
-        self.act_capacity = self.act_word * self.act_depth
-        # Weight buffer: one pointwise step's pw_out x pw_in block, a depthwise tap, bus words.
-        self.block = cfg.pw_out * cfg.pw_in
-        self.weight_word = max(self.block, cfg.bus_bytes, cfg.dw_lanes)
-        self.weight_depth = cfg.weight_buffer_bytes // self.weight_word
-        self.weight_capacity = self.weight_word * self.weight_depth
-        # A pointwise tile lives in one of two slots (half the buffer each), so the next
-        # tile's weights can load while it computes; a depthwise layer uses the whole buffer.
-        self.weight_slot = self.weight_word * (self.weight_depth // 2)
-        # Requantizer lanes: a depthwise result is one beat, a pointwise one pw_out / dw_lanes
-        # beats (`check_config`: dw_lanes <= pw_out).
-        self.lanes = cfg.dw_lanes
-        # Channel records held at once (a pointwise tile or a depthwise group).
-        self.records = cfg.pw_out
-        # Loaded as whole bus words.
-        self.record_slots = max(self.records, cfg.bus_bytes // PARAM_BYTES)
-        # The MEAN unit counts pixels up to a full activation buffer.
-        self.mean_pixels = self.act_capacity // ca
 
 
 def check_config(cfg: AccelConfig) -> None:
