@@ -23,7 +23,7 @@ For each board:
    fit the buffers is recorded as "does not fit" with the sequencer's message. Otherwise one
    real CIFAR-10 test image runs through the Verilated accelerator (`sim.accel_sim`, its
    default DDR model: 16-cycle read latency) and every layer is compared with TFLite
-   BUILTIN_REF (`rtl_gen.cli.verify_rtl`, as `gen-accel --verify 1`). The measured CYCLES
+   BUILTIN_REF (`flow.cli.verify_rtl`, as `gen-accel --verify 1`). The measured CYCLES
    register must equal `sim.perf_model.predict` (a loud warning otherwise).
 
 Measured and derived, per board and alpha: LUT4 / FF / MULT18X18D / DP16KD used of available,
@@ -325,7 +325,7 @@ def compile_for(network: dict, cfg):
 def run_network(network: dict, fw) -> dict:
     """One real test image through the Verilated accelerator, every layer checked against
     TFLite, and the cycle model's prediction for the same DDR timing."""
-    from rtl_gen.cli import verify_rtl
+    from flow.cli import verify_rtl
     from sim.accel_sim import DDR_TIMING
     from sim.perf_model import predict
     prediction = predict(fw, ddr=DDR_TIMING)
@@ -665,7 +665,7 @@ def measure_all_networks(args, configs: dict, say: Progress) -> dict:
 
 @contextlib.contextmanager
 def gen_accel_log_as_progress(say: Progress):
-    """`rtl_gen.cli.verify_rtl` reports through the gen-accel logger: show it as our lines
+    """`flow.cli.verify_rtl` reports through the gen-accel logger: show it as our lines
     meanwhile (the logger is restored afterwards)."""
     class ToProgress(logging.Handler):
         def emit(self, record):

@@ -46,7 +46,7 @@ def measure(board: str, alpha: float, images: int, rate: str) -> dict:
     from firmware.driver import AccelDriver, Runner
     from quantize import assets
     from quantize.convert import golden_interpreter, golden_run
-    from rtl_gen import cli
+    from flow import cli
     from sim.accel_sim import DDR_TIMING, cycle_limit
     from sim.perf_model import predict
     from sim.soc_sim import SoCSim

@@ -79,7 +79,7 @@ SMALLEST = dict(pw_out=2, pw_in=2, dw_lanes=1, bus_bytes=4, max_burst=8, max_out
 def tiny_build(tmp_path_factory):
     """gen-accel --model <six-op miniature> --config <smallest> --out build/."""
     from keras_models import tiny_mobilenet_tflite
-    from rtl_gen import cli
+    from flow import cli
     root = tmp_path_factory.mktemp("driver")
     model, config = root / "tiny.tflite", root / "smallest.json"
     model.write_bytes(tiny_mobilenet_tflite())

@@ -13,7 +13,7 @@ from boards.targets import LUT_BUDGET, LUT_PER_ADD_LANE, default_config, estimat
 from firmware.compiler import compile_graph, needs_add_unit
 from firmware.fit_check import check_model_fits, model_blockers
 from quantize.tflite_graph import load_graph
-from rtl_gen import cli
+from flow import cli
 from rtl_gen.config import AccelConfig, ConfigError
 from rtl_gen.sequencer import ProgramError, check_fits
 

@@ -105,7 +105,7 @@ def test_gen_accel_builds_the_pooled_model(tmp_path, monkeypatch):
     """gen-accel takes the 7x7 head (the reader, TFLite probe, compiler, fit check) and its
     own check on real test images is bit-exact. Its Verilog depends on the config alone,
     not the model, and takes most of a minute: skipped here."""
-    from rtl_gen import cli
+    from flow import cli
     tflite = pooled_head_tflite(7)
     g = load_graph(tflite)
     model, out = tmp_path / "pooled.tflite", tmp_path / "build"

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from rtl_gen import cli
-from rtl_gen.build_dir import MANIFEST, BuildDir, OutputError, output_folder
+from flow import cli
+from flow.build_dir import MANIFEST, BuildDir, OutputError, output_folder
 
 
 def fake_build(folder, files=("model.tflite", "rtl/mnet_accel.v", "report/layer_cycles.md")):
@@ -150,7 +150,7 @@ def test_output_under_a_file_creates_nothing(tmp_path):
 def test_previous_build_keeps_files_it_never_listed(tmp_path):
     """Deleting a previous build removes exactly the files its manifest lists: a file that
     appears between the check and the delete survives (in the `.old` folder, with a warning)."""
-    from rtl_gen.build_dir import remove_build
+    from flow.build_dir import remove_build
     build = fake_build(tmp_path / "build")
     (build / "rtl" / "late.v").write_text("mine")
     assert remove_build(build) is False
@@ -243,7 +243,7 @@ def dead_pid():
 
 def test_stale_staging_of_a_dead_run_is_removed(tmp_path):
     """Only staging folders marked as gen-accel's, of processes that are gone, are removed."""
-    from rtl_gen.build_dir import STAGING_MARKER
+    from flow.build_dir import STAGING_MARKER
     dead, alive = dead_pid(), os.getpid()
     stale = tmp_path / f".build.partial-{dead}-abc"
     running = tmp_path / f".build.partial-{alive}-def"
@@ -261,7 +261,7 @@ def test_previous_build_moved_aside_by_a_killed_swap_is_restored(tmp_path):
     old = fake_build(tmp_path / "build")
     aside = tmp_path / f".build.old-{dead_pid()}"
     old.rename(aside)
-    from rtl_gen.build_dir import remove_stale_staging
+    from flow.build_dir import remove_stale_staging
     remove_stale_staging(tmp_path / "build")
     assert snapshot(tmp_path / "build")["model.tflite"] == b"old model.tflite\n"
     assert not aside.exists()
@@ -271,7 +271,7 @@ def test_signal_during_the_swap_waits_for_it(tmp_path):
     """SIGTERM arriving mid-swap is held back until the new build is in place."""
     import signal
 
-    from rtl_gen import build_dir
+    from flow import build_dir
     old = fake_build(tmp_path / "build")
     staged = BuildDir(old)
     staged.write_text("model.tflite", "new\n")
@@ -313,7 +313,7 @@ def _start(tmp_path, code):
     return proc, next(tmp_path.glob(".build.partial-*"))
 
 
-SUPERVISED = ("import sys\nfrom rtl_gen import cli\n"
+SUPERVISED = ("import sys\nfrom flow import cli\n"
               "sys.exit(cli.main(['--out', out, '--check-images', '1', '-q'], isolate={}))")
 
 
@@ -344,9 +344,9 @@ def test_native_abort_is_one_line(tmp_path):
     """A native abort() in the build (as TFLite's checks do) is reported, not silent. (Not
     `_start`: the staging folder may come and go between two of its polls.)"""
     proc = _spawn(tmp_path, (
-        "import os, sys\nfrom rtl_gen import cli\n"
+        "import os, sys\nfrom flow import cli\n"
         "def aborting(args):\n"
-        "    from rtl_gen.build_dir import BuildDir\n"
+        "    from flow.build_dir import BuildDir\n"
         "    BuildDir(args.out)\n"
         "    os.abort()\n"
         "cli.run = aborting\n"
@@ -366,7 +366,7 @@ def _cli_subprocess(argv, cwd):
     imported). The heavy imports, not the wall clock, are what the test can rely on."""
     import subprocess
     import sys
-    code = ("import sys\nfrom rtl_gen import cli\n"
+    code = ("import sys\nfrom flow import cli\n"
             f"try:\n    code = cli.main({argv!r} + ['-q'], isolate=False)\n"
             "except SystemExit as e:\n    code = e.code\n"
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
@@ -436,10 +436,10 @@ def test_bad_argument_is_answered_without_tensorflow(tmp_path, argv, msg):
 
 
 def test_bad_flag_as_a_command(tmp_path):
-    """`python -m rtl_gen.cli` with a bad flag: one line, exit 2."""
+    """`python -m flow.cli` with a bad flag: one line, exit 2."""
     import subprocess
     import sys
-    p = subprocess.run([sys.executable, "-m", "rtl_gen.cli", "--alpha", "9", "--out",
+    p = subprocess.run([sys.executable, "-m", "flow.cli", "--alpha", "9", "--out",
                         str(tmp_path / "b")], capture_output=True, text=True, timeout=600)
     assert p.returncode == 2
     assert p.stderr.splitlines() == ["gen-accel: error: alpha must be > 0 and <= 4, got 9.0"]
@@ -452,7 +452,7 @@ def test_network_too_large_for_memory_is_refused_before_building(tmp_path, capsy
     """A network that fits the buffers but whose float build would exhaust the machine's
     memory (here pretended to be 4 GB) is refused without building anything."""
     from quantize import pipeline
-    from rtl_gen import preflight
+    from flow import preflight
 
     def never(*args, **kwargs):
         raise AssertionError("the network was built")
@@ -477,7 +477,7 @@ def test_seed_descriptors_are_the_compilers(real_build, config):
     from quantize.model import ModelSpec
     from quantize.tflite_graph import load_graph
     from rtl_gen.config import AccelConfig
-    from rtl_gen.preflight import seed_descriptors
+    from flow.preflight import seed_descriptors
     from rtl_gen.sequencer import Geometry
     cfg = AccelConfig(**config)
     fw = compile_graph(load_graph((real_build / "model.tflite").read_bytes()), cfg)

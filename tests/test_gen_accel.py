@@ -5,7 +5,7 @@ import logging
 import pytest
 from keras_models import int8_tflite
 
-from rtl_gen import cli
+from flow import cli
 
 
 def test_gen_accel_defaults(tmp_path):

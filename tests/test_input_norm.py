@@ -12,7 +12,7 @@ from quantize.data import normalize
 from quantize.input_norm import PIXEL_RANGES, infer, input_range, quantize_pixels
 from quantize.pipeline import across_classes, sample_inputs
 from quantize.tflite_graph import load_graph
-from rtl_gen.cli import input_kind, input_norm
+from flow.cli import input_kind, input_norm
 
 PIXELS = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
 

@@ -204,7 +204,7 @@ def test_message_names_the_file(tmp_path, tiny):
 
 
 def test_cli_refuses_malformed_model(tmp_path, tiny, capsys):
-    from rtl_gen import cli
+    from flow import cli
     path = tmp_path / "m.tflite"
     path.write_bytes(edited(tiny, _quant(_input, scale=[0.0])))
     code = cli.main(["--model", str(path), "--out", str(tmp_path / "b"), "-q"])

@@ -191,7 +191,7 @@ def test_gen_accel_builds_the_dynamic_batch_export(tmp_path):
     program run from the DDR image bit-exact with TFLite on real test images (~30 s)."""
     import json
 
-    from rtl_gen import cli
+    from flow import cli
     model = tmp_path / "mobilenet.tflite"
     model.write_bytes(mobilenet_tflite(fixed_batch=False))
     out = tmp_path / "build"

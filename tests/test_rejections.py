@@ -4,7 +4,7 @@ import pytest
 from keras_models import int8_tflite
 
 from quantize.tflite_graph import UnsupportedModelError, load_graph
-from rtl_gen import cli
+from flow import cli
 
 
 @pytest.fixture(scope="module")

@@ -46,11 +46,11 @@ def test_report_states_the_mac_definition(tmp_path):
 @pytest.mark.parametrize("act_kib", [64, 16], ids=["untiled", "tiled"])
 def test_cycle_report_and_layer_table_count_the_same_macs(net_025, act_kib, tmp_path):
     """The seed network (alpha 0.25): layers.md (`quantize.summary`) and the cycle report that
-    gen-accel writes (`rtl_gen.cli.write_layer_report`, rows from `sim.perf_model`) agree on
+    gen-accel writes (`flow.cli.write_layer_report`, rows from `sim.perf_model`) agree on
     every layer's MACs and on the total, tiled into bands or not; MEAN counts none, and the
     dense layer, a CONV descriptor in the firmware, is labelled FULLY_CONNECTED."""
     from firmware.compiler import compile_graph
-    from rtl_gen import cli
+    from flow import cli
     from rtl_gen.config import AccelConfig
 
     fw = compile_graph(net_025.graph, AccelConfig(act_buffer_bytes=act_kib * 1024),

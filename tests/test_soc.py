@@ -202,7 +202,7 @@ def test_c_driver_classifies_on_the_simulated_soc_bit_exact(tiny_build, images, 
 # ---- gen-accel --soc -------------------------------------------------------------------------
 
 def gen_accel(argv, capsys):
-    from rtl_gen import cli
+    from flow import cli
     code = cli.main([str(a) for a in argv], isolate=False)
     out, err = capsys.readouterr()
     return code, out, err

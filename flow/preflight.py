@@ -18,8 +18,9 @@ from firmware.program import Descriptor, Flags, Opcode
 from firmware.tiling import split_layer
 from quantize.model import BLOCKS, STEM_CHANNELS, ModelSpec
 
-from .config import AccelConfig
-from .sequencer import ErrorCode, Geometry, ProgramError, descriptor_error
+from rtl_gen.config import AccelConfig
+from firmware.contract import ErrorCode, Geometry
+from rtl_gen.sequencer import ProgramError, descriptor_error
 
 # Peak memory of building an untrained seed network (Keras model, BatchNorm calibration on a
 # batch of 32 images through a probe per layer, TFLite conversion on 200 calibration images),

@@ -100,8 +100,8 @@ def parse_args(argv):
 def load_config(path: Path | None):
     """The AccelConfig of a --config file (default: the built-in one), or UsageError naming
     the file and the problem."""
-    from .config import AccelConfig, ConfigError
-    from .sequencer import check_config
+    from rtl_gen.config import AccelConfig, ConfigError
+    from rtl_gen.sequencer import check_config
     if path is None:
         return AccelConfig()
     try:
@@ -454,7 +454,7 @@ def run_synthesis(out, cfg, board) -> dict:
     tools' logs and reports are kept in `<out>.synth-failed/` for diagnosis instead."""
     from boards.synth import REPORT_JSON, SynthError, synthesize
 
-    from .accelerator import Accelerator
+    from rtl_gen.accelerator import Accelerator
     log.info("synthesizing for %s at %g MHz (Yosys + nextpnr; this takes a while) ...",
              board.name, cfg.clock_mhz)
     synth_dir = out.staging / "synth"
@@ -528,7 +528,7 @@ def failed_synthesis_folder(target: Path) -> Path:
 def write_rtl(out, cfg) -> None:
     from amaranth.back import verilog
 
-    from .accelerator import Accelerator
+    from rtl_gen.accelerator import Accelerator
     log.info("generating Verilog ...")
     out.write_text("rtl/mnet_accel.v", verilog.convert(Accelerator(cfg), name="mnet_accel"))
 
@@ -644,8 +644,8 @@ def run_reporting_errors(args) -> int:
 # Exceptions that mean bad input (exit 2), by module: one can only have been raised if its
 # module is loaded, and importing a module just to catch its errors would slow down the
 # answer to a bad argument.
-BAD_INPUT_ERRORS = {"rtl_gen.build_dir": "OutputError", "rtl_gen.config": "ConfigError",
-                    "rtl_gen.sequencer": "ProgramError", "rtl_gen.preflight": "TooLargeToBuild",
+BAD_INPUT_ERRORS = {"flow.build_dir": "OutputError", "rtl_gen.config": "ConfigError",
+                    "rtl_gen.sequencer": "ProgramError", "flow.preflight": "TooLargeToBuild",
                     "quantize.tflite_graph": "UnsupportedModelError"}
 
 
