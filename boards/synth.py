@@ -300,6 +300,26 @@ def _yosys_failure(log: Path) -> str:
     return f"yosys failed; see {log}"
 
 
+def _yosys(build_dir: Path, top: str, sources: list[str], say, deadline) -> None:
+    """``synth_ecp5`` of ``sources`` into ``<top>.json`` and ``<top>.stat.json``. YoWASP's
+    Yosys sometimes exits inside ABC9 without a message on a large netlist (input-dependent:
+    the 85F's 8-lane accelerator alone does, inside a LiteX SoC it does not): then once more
+    with the classic ABC mapper (``-noabc9``), which the report's log notes."""
+    for extra in ("", " -noabc9"):
+        script = "".join(f"read_verilog {s}\n" for s in sources) + (
+            f"synth_ecp5 -top {top}{extra} -json {top}.json\n"
+            f"tee -q -o {top}.stat.json stat -json\n")
+        (build_dir / f"{top}.ys").write_text(script)
+        if not _run([tool_path("yosys"), f"{top}.ys"], build_dir / "yosys.log", _YOSYS_PHASES,
+                    say, build_dir, deadline):
+            return
+        why = _yosys_failure(build_dir / "yosys.log")
+        if extra or "inside ABC9" not in why:
+            raise SynthError(why)
+        (build_dir / "yosys.log").rename(build_dir / "yosys-abc9.log")
+        say("yosys: ABC9 died without a message; again with -noabc9")
+
+
 # ---- out-of-context flow ---------------------------------------------------------------------
 
 def synthesize(component, board: str | Board = DEFAULT_BOARD, clock_mhz: float | None = None,
@@ -337,13 +357,7 @@ def synthesize(component, board: str | Board = DEFAULT_BOARD, clock_mhz: float |
         raise SynthError(f"{top_name} has no 'clk' input: nothing to constrain or time")
 
     t = time.monotonic()
-    script = (f"read_verilog {top_name}.v\n"
-              f"synth_ecp5 -top {top_name} -json {top_name}.json\n"
-              f"tee -q -o {top_name}.stat.json stat -json\n")
-    (build_dir / f"{top_name}.ys").write_text(script)
-    if _run([tool_path("yosys"), f"{top_name}.ys"], build_dir / "yosys.log", _YOSYS_PHASES, say,
-            build_dir, deadline):
-        raise SynthError(_yosys_failure(build_dir / "yosys.log"))
+    _yosys(build_dir, top_name, [f"{top_name}.v"], say, deadline)
     seconds["yosys"] = time.monotonic() - t
     cells = _cell_counts(build_dir / f"{top_name}.stat.json")
     _check_fit(cells, board)
@@ -413,7 +427,9 @@ def build_verilog_bitstream(build_dir: str | Path, name: str, sources: list[str]
     module ``name``) and the pin/clock constraints ``lpf`` (e.g. a LiteX SoC's gateware):
     Yosys, nextpnr with the LPF's clocks (its PLL outputs derived), ecppack. Writes
     ``build.sh`` (the same commands, for the plain tool names) and the report; same errors
-    as `synthesize`, the clock reported the one with the least headroom."""
+    as `synthesize`, the clock reported the one with the least headroom. nextpnr's
+    ``router2`` (negotiated congestion) by default: router1 was still congested after 180k
+    iterations on the 85F SoC."""
     board = get_board(board)
     build_dir = Path(build_dir)
     for stale in (REPORT_JSON, REPORT_MD, f"{name}.bit"):
@@ -421,10 +437,11 @@ def build_verilog_bitstream(build_dir: str | Path, name: str, sources: list[str]
     say, seconds = _Progress(progress), {}
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     say(f"bitstream: {name} for {board.name} ({board.device})")
-    script = "".join(f"read_verilog {s}\n" for s in sources) + (
-        f"synth_ecp5 -top {name} -json {name}.json\n"
-        f"tee -q -o {name}.stat.json stat -json\n")
-    (build_dir / f"{name}.ys").write_text(script)
+    t = time.monotonic()
+    _yosys(build_dir, name, sources, say, deadline)
+    seconds["yosys"] = time.monotonic() - t
+    cells = _cell_counts(build_dir / f"{name}.stat.json")
+    _check_fit(cells, board)
     steps = {
         "yosys": ["yosys", f"{name}.ys"],
         "nextpnr": [f"nextpnr-{board.nextpnr}", *board.nextpnr_args, "--json", f"{name}.json",
@@ -435,21 +452,17 @@ def build_verilog_bitstream(build_dir: str | Path, name: str, sources: list[str]
     (build_dir / "build.sh").write_text(
         "#!/bin/sh\n# The flow gen-accel ran (YoWASP wheels: prefix each tool with 'yowasp-').\n"
         "set -e\n" + "".join(" ".join(cmd) + "\n" for cmd in steps.values()))
-    phases = {"yosys": _YOSYS_PHASES, "nextpnr": _NEXTPNR_PHASES, "ecppack": []}
-    for step, cmd in steps.items():
-        t = time.monotonic()
+    phases = {"nextpnr": _NEXTPNR_PHASES, "ecppack": []}
+    for step in ("nextpnr", "ecppack"):
+        cmd, t = steps[step], time.monotonic()
         if step == "ecppack":
             say("ecppack: bitstream")
         if _run([tool_path(cmd[0]), *cmd[1:]], build_dir / f"{step}.log", phases[step], say,
                 build_dir, deadline):
             if step == "nextpnr":
                 _nextpnr_failed(build_dir / "nextpnr.log", board)
-            raise SynthError(_yosys_failure(build_dir / "yosys.log") if step == "yosys"
-                             else f"{step} failed; see {build_dir / f'{step}.log'}")
+            raise SynthError(f"{step} failed; see {build_dir / f'{step}.log'}")
         seconds[step] = time.monotonic() - t
-        if step == "yosys":
-            cells = _cell_counts(build_dir / f"{name}.stat.json")
-            _check_fit(cells, board)
     report = _report(name, board, None, None, cells, build_dir / "nextpnr_report.json",
                      seconds, build_dir)
     return _finish(report, build_dir, say)
