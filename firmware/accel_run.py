@@ -67,8 +67,9 @@ def open_transport(args, dep):
         from sim.bridge_transport import VerilatorTransport
         return VerilatorTransport(dep.fw.cfg, memory_size(dep.fw)), 1e9 / CLOCK_NS
     if args.sim_soc:
+        from boards.soc import SDRAM_RATE
         from sim.soc_sim import SoCSim
-        soc = SoCSim(dep.fw.cfg)
+        soc = SoCSim(dep.fw.cfg, sdram_rate=built_soc(args.build).get("sdram_rate", SDRAM_RATE))
         return soc.transport, 1e9 / soc.clock_ns
     from firmware.litex_transport import LiteXTransport
     soc_dir = args.build / "soc"
@@ -91,13 +92,17 @@ def open_transport(args, dep):
     return t, t.client.constants.config_clock_frequency
 
 
+def built_soc(build: Path) -> dict:
+    """What gen-accel --soc recorded about the build's SoC ({} without one)."""
+    try:
+        return json.loads((build / "MANIFEST.json").read_text()).get("soc") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def built_baudrate(build: Path) -> int:
     """The bridge rate the build's SoC was made for (115200 if it does not say)."""
-    try:
-        soc = json.loads((build / "MANIFEST.json").read_text()).get("soc") or {}
-        return int(soc.get("baudrate", 115200))
-    except (OSError, ValueError):
-        return 115200
+    return int(built_soc(build).get("baudrate", 115200))
 
 
 def read_input(dep, path: Path):

@@ -88,6 +88,9 @@ def parse_args(argv):
     p.add_argument("--soc-baud", type=int, metavar="BAUD",
                    help="the SoC's UART bridge rate (default 115200; the ULX3S's FT231X "
                         "takes up to 3000000, accel-run --port uses the build's rate)")
+    p.add_argument("--soc-sdram-rate", choices=("1:1", "1:2"),
+                   help="SDRAM clock : SoC clock (default 1:2: the chip at twice the SoC clock, "
+                        "32 bits per SoC cycle; 1:1: 16)")
     p.add_argument("--no-bitstream", action="store_true",
                    help="with --soc: write the SoC's gateware and bus map, skip the tools")
     # A string, not a Path: Path("") would silently become the current folder.
@@ -218,8 +221,10 @@ def choose_config(args, plan: Plan) -> None:
 
 def check_soc_args(args) -> None:
     if args.soc is None:
-        if args.soc_clock is not None or args.soc_baud is not None or args.no_bitstream:
-            raise UsageError("--soc-clock, --soc-baud and --no-bitstream need --soc BOARD")
+        if (args.soc_clock is not None or args.soc_baud is not None
+                or args.soc_sdram_rate is not None or args.no_bitstream):
+            raise UsageError("--soc-clock, --soc-baud, --soc-sdram-rate and --no-bitstream "
+                             "need --soc BOARD")
         return
     from boards.soc import SOC_BOARDS
     if args.soc not in SOC_BOARDS:
@@ -482,7 +487,7 @@ def run_synthesis(out, cfg, board) -> dict:
 def run_soc(out, cfg, board, args) -> dict:
     """The LiteX SoC for `board` around the accelerator, in `<out>/soc/` (`boards.soc`); a
     failed or slow bitstream keeps its logs in `<out>.synth-failed/` like --synth."""
-    from boards.soc import BRIDGE_BAUDRATE, SOC_CLOCK_MHZ, build_board_soc
+    from boards.soc import BRIDGE_BAUDRATE, SDRAM_RATE, SOC_CLOCK_MHZ, build_board_soc
     from boards.synth import SynthError
     clock = args.soc_clock or SOC_CLOCK_MHZ
     log.info("building the SoC for %s at %g MHz%s ...", board.name, clock,
@@ -491,6 +496,7 @@ def run_soc(out, cfg, board, args) -> dict:
     try:
         summary = build_board_soc(board.name, cfg, soc_dir, clock_mhz=clock,
                                   baudrate=args.soc_baud or BRIDGE_BAUDRATE,
+                                  sdram_rate=args.soc_sdram_rate or SDRAM_RATE,
                                   bitstream=not args.no_bitstream,
                                   progress=log.isEnabledFor(logging.INFO))
     except SynthError as e:
