@@ -53,10 +53,11 @@ SDRAM_MODULE = "MT48LC16M16"        # litex-boards' ULX3S default (32 MiB, 16-bi
 BRIDGE_BAUDRATE = 115_200
 SOC_BOARDS = {"ulx3s-25f": "LFE5U-25F", "ulx3s-45f": "LFE5U-45F", "ulx3s-85f": "LFE5U-85F"}
 SOC_CLOCK_MHZ = 50.0                # the accelerator and the SDRAM controller
-# SDRAM clock : SoC clock. "1:2": litex-boards' HalfRateGENSDRPHY runs the chip at twice the
-# SoC clock (100 MHz), two 16-bit beats per SoC cycle on a 32-bit controller port; "1:1":
-# GENSDRPHY, one beat per cycle.
-SDRAM_RATE = "1:2"
+# SDRAM clock : SoC clock. "1:1" (litex-boards' ULX3S default): GENSDRPHY, one 16-bit beat
+# per cycle. "1:2": HalfRateGENSDRPHY runs the chip at twice the SoC clock, two beats per SoC
+# cycle on a 32-bit controller port (31% instead of ~49% SDRAM overhead in simulation), but
+# its 100 MHz domain placed at 86 MHz on the 85F (nextpnr's estimate; no routed build yet).
+SDRAM_RATE = "1:1"
 
 
 def sdram_phy_settings(rate: str, clk_freq: float):

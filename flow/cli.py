@@ -89,8 +89,8 @@ def parse_args(argv):
                    help="the SoC's UART bridge rate (default 115200; the ULX3S's FT231X "
                         "takes up to 3000000, accel-run --port uses the build's rate)")
     p.add_argument("--soc-sdram-rate", choices=("1:1", "1:2"),
-                   help="SDRAM clock : SoC clock (default 1:2: the chip at twice the SoC clock, "
-                        "32 bits per SoC cycle; 1:1: 16)")
+                   help="SDRAM clock : SoC clock (default 1:1, 16 bits per SoC cycle; 1:2 runs "
+                        "the chip at twice the SoC clock, 32 bits per SoC cycle)")
     p.add_argument("--no-bitstream", action="store_true",
                    help="with --soc: write the SoC's gateware and bus map, skip the tools")
     # A string, not a Path: Path("") would silently become the current folder.

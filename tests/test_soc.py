@@ -40,7 +40,7 @@ def test_board_soc_gateware_has_the_accelerator_on_sdram_and_bridge(tmp_path):
     for port in ("m_axi__arvalid", "m_axi__rdata", "m_axi__wstrb", "s_axi__araddr", "irq"):
         assert f".{port}" in verilog, port
     assert "sdram_dq" in verilog and "serial_rx" in verilog and "VexRiscv" not in verilog
-    assert "sys2x" in verilog                      # the default half-rate SDRAM PHY's clock
+    assert "sys2x" not in verilog                  # the default full-rate SDRAM PHY
     mem = regions((tmp_path / "csr.csv").read_text())
     assert mem[REGS_REGION] == (REGS_ORIGIN, 4096)
     assert mem[RAM_REGION][1] == 32 * 2**20             # the ULX3S's 32 MiB SDRAM
@@ -234,7 +234,7 @@ def test_gen_accel_soc_writes_gateware_bus_map_and_flash_script(tmp_path, capsys
     config.write_text(json.dumps(SMALLEST))
     out = tmp_path / "build"
     code, _, err = gen_accel(["--model", model, "--config", config, "--soc", "ulx3s-45f",
-                              "--soc-baud", "1000000", "--soc-sdram-rate", "1:1", "--no-bitstream",
+                              "--soc-baud", "1000000", "--soc-sdram-rate", "1:2", "--no-bitstream",
                               "--check-images", "1",
                               "--out", out, "-q"],
                              capsys)
@@ -252,8 +252,8 @@ def test_gen_accel_soc_writes_gateware_bus_map_and_flash_script(tmp_path, capsys
         assert (out / "firmware" / name).is_file()
     manifest = json.loads((out / "MANIFEST.json").read_text())
     assert manifest["soc"]["board"] == "ulx3s-45f" and manifest["soc"]["bitstream"] is None
-    assert manifest["soc"]["baudrate"] == 1_000_000 and manifest["soc"]["sdram_rate"] == "1:1"
-    assert "sys2x" not in (soc / "gateware/soc.v").read_text()     # no half-rate clock
+    assert manifest["soc"]["baudrate"] == 1_000_000 and manifest["soc"]["sdram_rate"] == "1:2"
+    assert "sys2x" in (soc / "gateware/soc.v").read_text()     # the half-rate PHY's clock
     from firmware.accel_run import built_baudrate
     assert built_baudrate(out) == 1_000_000
 
