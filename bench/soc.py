@@ -103,7 +103,9 @@ def measure(board: str, alpha: float, images: int, rate: str) -> dict:
     dram = runs[-1]["dram"]
     costs = {"refresh": dram["refreshes"] * (t.tRP + t.tRFC),
              "row_open": dram["activates"] * (t.tRP + t.tRCD),
-             "data_beats": dram["reads"] + dram["writes"]}
+             "data_commands": dram["reads"] + dram["writes"],
+             # a command moves one 16-bit beat per phase (the half-rate PHY: two)
+             "data_bytes": 2 * {"1:1": 1, "1:2": 2}[rate] * (dram["reads"] + dram["writes"])}
     image_bytes = sum(len(data) for _, data in dep.segments)    # what Runner writes once
     input_bytes = dep.fw.regions["input"][1]
     return {
@@ -140,10 +142,11 @@ def markdown(m: dict) -> str:
              f"{100 * m['dram_costs']['refresh'] / m['cycles_soc']:.1f}%), opened "
              f"{m['dram_commands']['activates']:,} rows (at least {m['dram_costs']['row_open']:,} "
              f"cycles, {100 * m['dram_costs']['row_open'] / m['cycles_soc']:.1f}%) and moved "
-             f"{m['dram_costs']['data_beats']:,} 16-bit beats (the SDRAM's data bus busy "
-             f"{100 * m['dram_costs']['data_beats'] / (m['beats_per_cycle'] * m['cycles_soc']):.0f}"
-             f"% of the run; it carries {16 * m['beats_per_cycle']} bits per SoC cycle, the "
-             f"accelerator's bus {m['bus_bits']}). Bridge at "
+             f"{m['dram_costs']['data_bytes']:,} bytes in "
+             f"{m['dram_costs']['data_commands']:,} reads and writes of "
+             f"{16 * m['beats_per_cycle']} bits, one per SoC cycle at most: the SDRAM's data bus "
+             f"was busy {100 * m['dram_costs']['data_commands'] / m['cycles_soc']:.0f}% of the run "
+             f"(the accelerator's bus is {m['bus_bits']} bits). Bridge at "
              f"{UART_BAUD:,} baud: the DDR image's {m['image_bytes']:,} bytes of parameters "
              f"and program take {m['uart_s_image']:.1f} s once, each {m['input_bytes']:,}-byte "
              "input "
