@@ -420,16 +420,16 @@ def build_bitstream(elaboratable, board: str | Board = DEFAULT_BOARD,
 
 
 def build_verilog_bitstream(build_dir: str | Path, name: str, sources: list[str], lpf: str,
-                            board: str | Board, *, router: str = "router2",
+                            board: str | Board, *, router: str = "router1",
                             progress: bool = True,
                             timeout_s: float | None = None) -> SynthReport:
     """Build `{name}.bit` from Verilog ``sources`` (paths relative to ``build_dir``, top
     module ``name``) and the pin/clock constraints ``lpf`` (e.g. a LiteX SoC's gateware):
     Yosys, nextpnr with the LPF's clocks (its PLL outputs derived), ecppack. Writes
     ``build.sh`` (the same commands, for the plain tool names) and the report; same errors
-    as `synthesize`, the clock reported the one with the least headroom. nextpnr's
-    ``router2`` (negotiated congestion) by default: router1 was still congested after 180k
-    iterations on the 85F SoC."""
+    as `synthesize`, the clock reported the one with the least headroom. ``router``: nextpnr's
+    router1 (timing-driven: the 45F's smallest SoC routed at 85.81 MHz with it, 70.44 MHz with
+    router2); on the 85F SoC neither finished within 30 minutes on two shared cores."""
     board = get_board(board)
     build_dir = Path(build_dir)
     for stale in (REPORT_JSON, REPORT_MD, f"{name}.bit"):
