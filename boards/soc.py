@@ -2,7 +2,7 @@
 front of its registers.
 
     soc = board_soc("ulx3s-85f", cfg, accel_verilog)     # the ULX3S: its SDR SDRAM, a UART
-    soc = sim_soc(cfg, accel_verilog)                    # the same SoC for Verilator
+    soc = SimSoC(cfg, accel_verilog)                     # the same SoC for Verilator
 
 LiteX and LiteDRAM are Migen-based, so the Amaranth-generated ``mnet_accel`` Verilog enters
 as an Instance (`AccelCore`). The SoC has no CPU; the host drives everything over the bridge:
@@ -21,7 +21,7 @@ as an Instance (`AccelCore`). The SoC has no CPU; the host drives everything ove
   reset values; `firmware.sdram_init` replays LiteDRAM's init sequence through the bridge
   before the first access on a board (the simulation model needs none).
 
-`sim_soc`'s platform replaces the UART's serial pins by the byte stream of LiteX's
+`SimSoC`'s platform replaces the UART's serial pins by the byte stream of LiteX's
 ``RS232PHYModel`` (one byte per cycle each way, no baud rate) and the SDRAM chip by
 LiteDRAM's ``SDRAMPHYModel`` of the same module, whose controller keeps the real timings,
 refresh included (`sim.soc_sim`); it also counts the controller's DFI commands
@@ -34,20 +34,21 @@ import json
 import logging
 from pathlib import Path
 
-from migen import ClockSignal, Instance, ResetSignal, Signal
+from migen import ClockSignal, If, Instance, ResetSignal, Signal
 from migen.genlib.io import CRG
 
 from litex.build.generic_platform import GenericPlatform, Pins, Subsignal
+from litex.gen import LiteXModule
 from litex.soc.integration.soc import SoCRegion
 from litex.soc.integration.soc_core import SoCCore
 from litex.soc.interconnect.axi import AXIInterface, AXILiteInterface
+from litex.soc.interconnect.csr import CSRStatus
 
+from firmware.litex_transport import RAM_REGION, REGS_REGION  # noqa: F401 (csr.csv regions)
 from rtl_gen.accelerator import REGS_ADDR_WIDTH
 from rtl_gen.config import AccelConfig
 
 ACCEL_MODULE = "mnet_accel"
-REGS_REGION = "mnet_accel"          # csr.csv memory regions, as firmware.litex_transport reads
-RAM_REGION = "main_ram"
 REGS_ORIGIN = 0x8000_0000           # an uncached I/O window on the SoC bus
 SDRAM_MODULE = "MT48LC16M16"        # litex-boards' ULX3S default (32 MiB, 16-bit SDR)
 BRIDGE_BAUDRATE = 115_200
@@ -55,7 +56,8 @@ SOC_BOARDS = {"ulx3s-25f": "LFE5U-25F", "ulx3s-45f": "LFE5U-45F", "ulx3s-85f": "
 SOC_CLOCK_MHZ = 50.0                # the accelerator and the SDRAM controller
 # SDRAM clock : SoC clock. "1:1" (litex-boards' ULX3S default): GENSDRPHY, one 16-bit beat
 # per cycle. "1:2": HalfRateGENSDRPHY runs the chip at twice the SoC clock, two beats per SoC
-# cycle on a 32-bit controller port (31% instead of ~49% SDRAM overhead in simulation), but
+# cycle on a 32-bit controller port (+31% cycles over the ideal memory instead of +70% in
+# simulation, `bench.soc`), but
 # its 100 MHz domain placed at 86 MHz on the 85F (nextpnr's estimate; no routed build yet).
 SDRAM_RATE = "1:1"
 
@@ -153,7 +155,7 @@ def board_soc(board: str, cfg: AccelConfig, accel_verilog: Path, *,
 
 # The simulation SoC ---------------------------------------------------------------------------
 
-class DFICommandCounters:
+class DFICommandCounters(LiteXModule):
     """Counts the commands the SDRAM controller issues on its DFI (per phase, chip selected):
     ACTIVATE (a row opened: the row misses), PRECHARGE, REFRESH, READ, WRITE, as CSRs the
     host reads over the bridge (``<name>_activates`` ...). Observes only."""
@@ -162,22 +164,14 @@ class DFICommandCounters:
     COMMANDS = {"activates": (0, 1, 1), "precharges": (0, 1, 0), "refreshes": (0, 0, 1),
                 "reads": (1, 0, 1), "writes": (1, 0, 0)}
 
-    def __new__(cls, dfi):
-        from litex.gen import LiteXModule
-        from litex.soc.interconnect.csr import CSRStatus
-        from migen import If
-
-        class Counters(LiteXModule):
-            def __init__(self):
-                for name, (ras, cas, we) in cls.COMMANDS.items():
-                    csr = CSRStatus(32, name=name,
-                                    description=f"DFI {name} since reset (all phases)")
-                    setattr(self, f"_{name}", csr)
-                    for phase in dfi.phases:
-                        hit = (~phase.cs_n[0] & (phase.ras_n == ras) & (phase.cas_n == cas)
-                               & (phase.we_n == we))
-                        self.sync += If(hit, csr.status.eq(csr.status + 1))
-        return Counters()
+    def __init__(self, dfi):
+        for name, (ras, cas, we) in self.COMMANDS.items():
+            csr = CSRStatus(32, name=name, description=f"DFI {name} since reset (all phases)")
+            setattr(self, f"_{name}", csr)
+            for phase in dfi.phases:
+                hit = (~phase.cs_n[0] & (phase.ras_n == ras) & (phase.cas_n == cas)
+                       & (phase.we_n == we))
+                self.sync += If(hit, csr.status.eq(csr.status + 1))
 
 
 _SIM_IO = [
@@ -234,16 +228,9 @@ class SimSoC(SoCCore):
         self.comb += platform.request("irq").eq(core.irq)
 
 
-def sim_soc(cfg: AccelConfig, accel_verilog: Path, **kwargs) -> SimSoC:
-    return SimSoC(cfg, accel_verilog, **kwargs)
-
-
 @contextlib.contextmanager
-def quiet_litex(quiet: bool = True):
+def quiet_litex():
     """LiteX logs its whole SoC (regions, hierarchy) at INFO level while it builds."""
-    if not quiet:
-        yield
-        return
     logging.disable(logging.INFO)
     try:
         yield
@@ -251,34 +238,28 @@ def quiet_litex(quiet: bool = True):
         logging.disable(logging.NOTSET)
 
 
-def write_soc(soc, out_dir: Path, name: str = "soc", *, run: bool = False,
-              quiet: bool = False) -> Path:
-    """LiteX's builder: gateware (Verilog, constraints, the toolchain script) and csr.csv under
-    ``out_dir``; ``run`` also runs the board's toolchain. Returns the gateware folder."""
+def write_soc(soc, out_dir: Path, name: str = "soc") -> Path:
+    """LiteX's builder without its toolchain: gateware (Verilog, constraints) and csr.csv
+    under ``out_dir`` (`build_board_soc` runs the tools itself). Returns the gateware
+    folder."""
     from litex.soc.integration.builder import Builder
 
-    with quiet_litex(quiet):
+    with quiet_litex():
         builder = Builder(soc, output_dir=str(out_dir), compile_software=False,
-                          compile_gateware=run, csr_csv=str(Path(out_dir) / "csr.csv"))
-        builder.build(build_name=name, run=run)
+                          compile_gateware=False, csr_csv=str(Path(out_dir) / "csr.csv"))
+        builder.build(build_name=name, run=False)
     return Path(builder.gateware_dir)
 
 
 # SDRAM initialization ---------------------------------------------------------------------------
-
-# LiteDRAM's DFII bits (litedram.init's Python header): control ...
-_DFII = {"DFII_CONTROL_SEL": 0x01, "DFII_CONTROL_CKE": 0x02, "DFII_CONTROL_ODT": 0x04,
-         "DFII_CONTROL_RESET_N": 0x08,
-         # ... and command
-         "DFII_COMMAND_CS": 0x01, "DFII_COMMAND_WE": 0x02, "DFII_COMMAND_CAS": 0x04,
-         "DFII_COMMAND_RAS": 0x08}
-
 
 def sdram_init_steps(soc) -> list[dict]:
     """LiteDRAM's init sequence for ``soc``'s SDRAM (what a LiteX BIOS runs at boot), as
     `firmware.sdram_init` replays it over the bridge: each step a DFII ``control`` or
     ``command`` value with its address/bank, then ``delay`` clock cycles."""
     from litedram.init import get_sdram_phy_init_sequence
+
+    from firmware.sdram_init import DFII_BITS
     sequence, _ = get_sdram_phy_init_sequence(soc.sdram.controller.settings.phy,
                                               soc.sdram.controller.settings.timing)
     steps = []
@@ -286,7 +267,7 @@ def sdram_init_steps(soc) -> list[dict]:
         kind = "control" if "DFII_CONTROL" in cmd else "command"
         value = 0
         for bit in cmd.split("|"):
-            value |= _DFII[bit]
+            value |= DFII_BITS[bit]
         steps.append({"comment": comment, kind: value, "address": address, "bank": bank,
                       "delay": delay})
     return steps
@@ -328,7 +309,7 @@ def build_board_soc(board: str, cfg: AccelConfig, out_dir: Path, *,
     with quiet_litex():
         soc = board_soc(board, cfg, accel, clock_mhz=clock_mhz, baudrate=baudrate,
                         sdram_rate=sdram_rate)
-    write_soc(soc, out_dir, "soc", quiet=True)
+    write_soc(soc, out_dir, "soc")
     # LiteX's own script names absolute paths and plain tool names; build.sh replaces it.
     for stale in ("soc.ys", "build_soc.sh"):
         (gateware / stale).unlink(missing_ok=True)

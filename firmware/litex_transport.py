@@ -125,7 +125,7 @@ class LiteXTransport:
             self._server.terminate()
             self._server.wait(timeout=10)
             self._server = None
-        on_close, self._on_close = getattr(self, "_on_close", None), None
+        on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()
 

@@ -10,9 +10,16 @@ CKE low, so on a board nothing reaches the SDRAM before this has run.
 """
 from __future__ import annotations
 
-# DFII control: the software (no SEL) and hardware (SEL) settings around the sequence.
-CONTROL_SOFTWARE = 0x02 | 0x04 | 0x08       # CKE | ODT | RESET_N
-CONTROL_HARDWARE = 0x01 | CONTROL_SOFTWARE  # SEL: the controller drives the DFI again
+# LiteDRAM's DFII bits (litedram.init's Python header), by the names its init sequences use.
+DFII_BITS = {"DFII_CONTROL_SEL": 0x01, "DFII_CONTROL_CKE": 0x02, "DFII_CONTROL_ODT": 0x04,
+             "DFII_CONTROL_RESET_N": 0x08,
+             "DFII_COMMAND_CS": 0x01, "DFII_COMMAND_WE": 0x02, "DFII_COMMAND_CAS": 0x04,
+             "DFII_COMMAND_RAS": 0x08}
+# DFII control around the sequence: software (no SEL), then hardware (SEL: the controller
+# drives the DFI again).
+CONTROL_SOFTWARE = (DFII_BITS["DFII_CONTROL_CKE"] | DFII_BITS["DFII_CONTROL_ODT"]
+                    | DFII_BITS["DFII_CONTROL_RESET_N"])
+CONTROL_HARDWARE = DFII_BITS["DFII_CONTROL_SEL"] | CONTROL_SOFTWARE
 
 
 def init_sdram(client, steps: list[dict], sleep) -> None:

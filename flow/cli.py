@@ -11,6 +11,7 @@ program run on the functional model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -457,24 +458,15 @@ def run_synthesis(out, cfg, board) -> dict:
     """Out-of-context Yosys + nextpnr build of the accelerator for `board`; a missed clock
     target or a design that does not fit raises, and no build folder is committed: the
     tools' logs and reports are kept in `<out>.synth-failed/` for diagnosis instead."""
-    from boards.synth import REPORT_JSON, SynthError, synthesize
+    from boards.synth import REPORT_JSON, synthesize
 
     from rtl_gen.accelerator import Accelerator
     log.info("synthesizing for %s at %g MHz (Yosys + nextpnr; this takes a while) ...",
              board.name, cfg.clock_mhz)
     synth_dir = out.staging / "synth"
-    try:
+    with tool_run(out, synth_dir, f"synthesis for {board.name}"):
         synthesize(Accelerator(cfg), board, cfg.clock_mhz, synth_dir, top_name="mnet_accel",
                    progress=log.isEnabledFor(logging.INFO))
-    except SynthError as e:
-        kept = failed_synthesis_folder(out.target)
-        if synth_dir.is_dir():
-            shutil.copytree(synth_dir, kept)
-            (kept / SYNTH_FAILED_MARKER).touch()
-        message = str(e).replace(str(synth_dir), str(kept))
-        raise RuntimeError(f"synthesis for {board.name}: {message} (logs and reports kept in "
-                           f"{kept})") from None
-    out.files += [str(p.relative_to(out.staging)) for p in synth_dir.rglob("*") if p.is_file()]
     report = synth_dir / REPORT_JSON
     summary = json.loads(report.read_text())
     summary["build_dir"] = "synth"     # relative to the build folder, not its staging name
@@ -488,30 +480,38 @@ def run_soc(out, cfg, board, args) -> dict:
     """The LiteX SoC for `board` around the accelerator, in `<out>/soc/` (`boards.soc`); a
     failed or slow bitstream keeps its logs in `<out>.synth-failed/` like --synth."""
     from boards.soc import BRIDGE_BAUDRATE, SDRAM_RATE, SOC_CLOCK_MHZ, build_board_soc
-    from boards.synth import SynthError
     clock = args.soc_clock or SOC_CLOCK_MHZ
     log.info("building the SoC for %s at %g MHz%s ...", board.name, clock,
              "" if args.no_bitstream else " (Yosys + nextpnr + ecppack; this takes a while)")
     soc_dir = out.staging / "soc"
-    try:
+    with tool_run(out, soc_dir, f"SoC for {board.name}"):
         summary = build_board_soc(board.name, cfg, soc_dir, clock_mhz=clock,
                                   baudrate=args.soc_baud or BRIDGE_BAUDRATE,
                                   sdram_rate=args.soc_sdram_rate or SDRAM_RATE,
                                   bitstream=not args.no_bitstream,
                                   progress=log.isEnabledFor(logging.INFO))
-    except SynthError as e:
-        kept = failed_synthesis_folder(out.target)
-        if soc_dir.is_dir():
-            shutil.copytree(soc_dir, kept)
-            (kept / SYNTH_FAILED_MARKER).touch()
-        message = str(e).replace(str(soc_dir), str(kept))
-        raise RuntimeError(f"SoC for {board.name}: {message} (logs and reports kept in "
-                           f"{kept})") from None
-    out.files += [str(p.relative_to(out.staging)) for p in soc_dir.rglob("*") if p.is_file()]
     if summary["bitstream"]:
         log.info("SoC: Fmax %.2f MHz (target %g); flash it with %s", summary["fmax_mhz"],
                  clock, "soc/flash.sh (openFPGALoader)")
     return summary
+
+
+@contextlib.contextmanager
+def tool_run(out, folder: Path, what: str):
+    """The FPGA tools writing into ``folder`` of the staged build: their files join the
+    build; a `boards.synth.SynthError` (missed clock, no fit, a tool failing) instead keeps
+    the folder in `<out>.synth-failed/` and becomes one line naming ``what``."""
+    from boards.synth import SynthError
+    try:
+        yield
+    except SynthError as e:
+        kept = failed_synthesis_folder(out.target)
+        if folder.is_dir():
+            shutil.copytree(folder, kept)
+            (kept / SYNTH_FAILED_MARKER).touch()
+        message = str(e).replace(str(folder), str(kept))
+        raise RuntimeError(f"{what}: {message} (logs and reports kept in {kept})") from None
+    out.files += [str(p.relative_to(out.staging)) for p in folder.rglob("*") if p.is_file()]
 
 
 SYNTH_FAILED_MARKER = ".gen-accel-synth-failed"

@@ -401,6 +401,15 @@ class Sequencer(wiring.Component):
                     with m.Else():
                         then()
 
+        def start_when_drained(name, run):
+            """State `name`: once the previous tile's (group's) outputs are all written, swap
+            the weight/record slots (the next ones were loaded into the free one), go to
+            `run`."""
+            with m.State(name):
+                with m.If(self.out_idle):
+                    m.d.sync += slot.eq(~slot)
+                    m.next = run
+
         def walk(port, narrow=None, base=0, outer=1, outer_stride=0, inner=1, inner_step=1):
             """Offer a walk on `port` (with `narrow` for the output writer); returns ready.
             Walks are only offered to idle units, so walks offered together start together."""
@@ -534,10 +543,7 @@ class Sequencer(wiring.Component):
                  goto("CONV_RECORDS"))
             load("CONV_RECORDS", param_addr, PARAM_BYTES * cfg.pw_out, LoadDest.RECORDS,
                  conv_loaded)
-            with m.State("CONV_WAIT"):
-                with m.If(self.out_idle):
-                    m.d.sync += slot.eq(~slot)
-                    m.next = "CONV_RUN"
+            start_when_drained("CONV_WAIT", "CONV_RUN")
             with m.State("CONV_RUN"):
                 ready = [
                     walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=steps,
@@ -573,10 +579,7 @@ class Sequencer(wiring.Component):
             with m.State("DW_TAPS_WAIT"):
                 with m.If(self.weight_idle):
                     m.next = "DW_WAIT"
-            with m.State("DW_WAIT"):
-                with m.If(self.out_idle):
-                    m.d.sync += slot.eq(~slot)
-                    m.next = "DW_TILE"
+            start_when_drained("DW_WAIT", "DW_TILE")
             with m.State("DW_TILE"):
                 m.d.comb += self.tile_valid.eq(1)
                 with m.If(self.tile_ready):
@@ -606,10 +609,7 @@ class Sequencer(wiring.Component):
                      LoadDest.WEIGHTS, goto("ADD_RECORDS"), when=~storing | second_clear)
                 load("ADD_RECORDS", param_addr, max(ADD_RECORD_BYTES, bus), LoadDest.RECORDS,
                      goto("ADD_WAIT"))
-                with m.State("ADD_WAIT"):
-                    with m.If(self.out_idle):
-                        m.d.sync += slot.eq(~slot)
-                        m.next = "ADD_RUN"
+                start_when_drained("ADD_WAIT", "ADD_RUN")
                 with m.State("ADD_RUN"):
                     ready = [
                         walk(self.act_walk, outer=in_pixels, outer_stride=d.in_c, inner=beats,

@@ -32,7 +32,8 @@ CONNECT_POLL_S = 0.5
 class CocotbSession:
     """One cocotb session of a Verilator ``build`` running ``test_module`` in a background
     thread, serving the host's requests over a Unix socket (the socket's path goes to the
-    session as the ``socket`` param, next to ``params``). `call` sends one request (a JSON
+    session as the ``socket`` param, next to ``params``; the bench's side is
+    `sim.cocotb_tests.host_requests`). `call` sends one request (a JSON
     line, then ``payload``) and returns the answer and its bytes; `close` ends the session."""
 
     def __init__(self, build, test_module: str, params: dict, *, prefix: str):

@@ -28,7 +28,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from boards.soc import ACCEL_MODULE, RAM_REGION, REGS_REGION, SDRAM_RATE, SOC_CLOCK_MHZ
+from boards.soc import ACCEL_MODULE, SDRAM_RATE, SOC_CLOCK_MHZ
+from firmware.litex_transport import RAM_REGION, REGS_REGION
 
 SOC_TOP = "soc"
 TEST_MODULE = "sim.cocotb_tests.soc_bridge"
@@ -49,11 +50,11 @@ def accelerator_verilog(cfg) -> Path:
 def soc_sources(cfg, accel: Path, *, clock_mhz: float = SOC_CLOCK_MHZ,
                 sdram_rate: str = SDRAM_RATE):
     """(the SoC's Verilog without its date comments, its csr.csv, its SDRAM init steps)."""
-    from boards.soc import quiet_litex, sdram_init_steps, sim_soc, write_soc
+    from boards.soc import SimSoC, quiet_litex, sdram_init_steps, write_soc
     with tempfile.TemporaryDirectory(prefix="mnet-soc-") as tmp:
         with quiet_litex():
-            soc = sim_soc(cfg, accel, clock_mhz=clock_mhz, sdram_rate=sdram_rate)
-        gateware = write_soc(soc, Path(tmp), SOC_TOP, quiet=True)
+            soc = SimSoC(cfg, accel, clock_mhz=clock_mhz, sdram_rate=sdram_rate)
+        gateware = write_soc(soc, Path(tmp), SOC_TOP)
         text = (gateware / f"{SOC_TOP}.v").read_text()
         csr = (Path(tmp) / "csr.csv").read_text()
     keep = [ln for ln in text.splitlines() if not ln.lstrip().startswith("//")]
@@ -133,11 +134,10 @@ class SoCSim:
 
     def __init__(self, cfg, *, clock_mhz: float = SOC_CLOCK_MHZ, sdram_rate: str = SDRAM_RATE):
         from firmware.litex_transport import LiteXTransport
+        from firmware.sdram_init import init_sdram
         from sim.bridge_transport import CocotbSession
         self.clock_ns = 1e3 / clock_mhz
-        from firmware.sdram_init import init_sdram
         self.build, csr, steps = build_soc(cfg, clock_mhz=clock_mhz, sdram_rate=sdram_rate)
-        self.sdram_rate = sdram_rate
         self.session = CocotbSession(self.build, TEST_MODULE,
                                      {"clock_ns": self.clock_ns, "idle_limit": IDLE_LIMIT},
                                      prefix="soc_bridge")
@@ -145,7 +145,6 @@ class SoCSim:
         self.csr_csv.write_text(csr)
         self.serial = SimSerial(self.session)
         self.comm = _sim_comm(self.serial, self.csr_csv)
-        self.idle_cycles = 0
         self.transport = LiteXTransport.over_client(
             self.comm, regs_base=getattr(self.comm.mems, REGS_REGION).base,
             mem_base=getattr(self.comm.mems, RAM_REGION).base, sleep=self.sleep,
@@ -154,9 +153,7 @@ class SoCSim:
 
     def sleep(self, seconds: float) -> None:
         self.serial.flush()
-        cycles = max(1, round(seconds * 1e9 / self.clock_ns))
-        self.session.call("idle", cycles=cycles)
-        self.idle_cycles += cycles
+        self.session.call("idle", cycles=max(1, round(seconds * 1e9 / self.clock_ns)))
 
     def dram_stats(self) -> dict[str, int]:
         """The SDRAM controller's DFI commands since reset (`boards.soc.DFICommandCounters`)."""

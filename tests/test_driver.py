@@ -123,8 +123,8 @@ class FakeRemoteClient:
 
 def test_litex_transport_packs_words_little_endian_with_unaligned_edges():
     from firmware.litex_transport import BURST_WORDS, LiteXTransport
-    t = LiteXTransport.__new__(LiteXTransport)
-    t.client, t.regs_base, t.mem_base, t._server = FakeRemoteClient(), 0xF000_0000, 0x4000_0000, None
+    t = LiteXTransport.over_client(FakeRemoteClient(), regs_base=0xF000_0000,
+                                   mem_base=0x4000_0000)
     data = bytes(np.random.default_rng(1).integers(0, 256, 4 * BURST_WORDS + 9, np.uint8))
     t.write_mem(0x101, data)                    # unaligned start and end
     assert t.read_mem(0x101, len(data)) == data

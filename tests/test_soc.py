@@ -14,7 +14,8 @@ import csv
 import numpy as np
 import pytest
 
-from boards.soc import ACCEL_MODULE, RAM_REGION, REGS_ORIGIN, REGS_REGION
+from boards.soc import ACCEL_MODULE, REGS_ORIGIN
+from firmware.litex_transport import RAM_REGION, REGS_REGION
 from rtl_gen.config import AccelConfig
 from sim.verilator_runner import verilator_available
 
@@ -33,8 +34,7 @@ def test_board_soc_gateware_has_the_accelerator_on_sdram_and_bridge(tmp_path):
     pins in the LPF, the serial bridge and the SDRAM pins, and no CPU."""
     from boards.soc import board_soc, write_soc
     cfg = AccelConfig(pw_out=2, pw_in=2, dw_lanes=1)
-    gateware = write_soc(board_soc("ulx3s-85f", cfg, tmp_path / "mnet_accel.v"), tmp_path,
-                         quiet=True)
+    gateware = write_soc(board_soc("ulx3s-85f", cfg, tmp_path / "mnet_accel.v"), tmp_path)
     verilog = (gateware / "soc.v").read_text()
     assert f"{ACCEL_MODULE} {ACCEL_MODULE}(" in verilog
     for port in ("m_axi__arvalid", "m_axi__rdata", "m_axi__wstrb", "s_axi__araddr", "irq"):

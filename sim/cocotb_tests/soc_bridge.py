@@ -1,10 +1,10 @@
-"""cocotb side of `sim.soc_sim.SoCSimTransport`: the Verilated SoC (`boards.soc.SimSoC`) and
+"""cocotb side of `sim.soc_sim.SoCSim`: the Verilated SoC (`boards.soc.SimSoC`) and
 the bytes of its UART bridge.
 
 The host speaks LiteX's UARTBone protocol itself (LiteX's own ``CommUART``); this bench only
 moves bytes between the host's socket and the SoC's serial byte streams (``serial_sink_*``:
 host to SoC, ``serial_source_*``: SoC to host), one byte per clock each way at most, as
-``RS232PHYModel`` gives them. Requests (one JSON line each, see `sim.bridge_transport`):
+``RS232PHYModel`` gives them. Requests (`sim.cocotb_tests.host_requests`):
 
 * ``xfer``: send the ``n`` payload bytes, then keep clocking until ``want`` bytes have come
   back (answered with them, and the cycles it took);
@@ -15,21 +15,12 @@ Bytes the SoC sends while nobody waits for them are an error: UARTBone only answ
 """
 from __future__ import annotations
 
-import json
-import socket
-
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
+from sim.cocotb_tests.host_requests import idle_handler, serve_requests
 from sim.verilator_runner import load_params
-
-
-def _read_exact(f, n: int) -> bytes:
-    data = f.read(n)
-    if len(data) != n:
-        raise ConnectionError(f"host sent {len(data)} of {n} bytes")
-    return data
 
 
 async def _xfer(dut, send: bytes, want: int, limit: int) -> tuple[bytes, int]:
@@ -80,31 +71,8 @@ async def serve(dut):
     for _ in range(8):
         await RisingEdge(dut.sys_clk)
 
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.connect(p["socket"])
-    f = conn.makefile("rwb")
-    try:
-        while True:
-            line = f.readline()
-            if not line:
-                break                                   # the host went away
-            req = json.loads(line)
-            op, payload = req["op"], b""
-            if op == "xfer":
-                payload, cycles = await _xfer(dut, _read_exact(f, req["n"]), req["want"],
-                                              p["idle_limit"])
-                answer = {"n": len(payload), "cycles": cycles}
-            elif op == "idle":
-                await Timer(max(1, req["cycles"]) * clock_ns, unit="ns")
-                answer = {}
-            elif op == "close":
-                f.write(b"{}\n")
-                f.flush()
-                break
-            else:
-                answer = {"error": f"unknown operation {op!r}"}
-            f.write(json.dumps(answer).encode() + b"\n" + payload)
-            f.flush()
-    finally:
-        f.close()
-        conn.close()
+    async def xfer(req, read):
+        data, cycles = await _xfer(dut, read(req["n"]), req["want"], p["idle_limit"])
+        return {"n": len(data), "cycles": cycles}, data
+
+    await serve_requests(p["socket"], {"xfer": xfer, "idle": idle_handler(clock_ns)})
