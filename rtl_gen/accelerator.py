@@ -336,15 +336,12 @@ class Accelerator(wiring.Component):
             r = BufferReader(word_bytes=word, depth=depth, ports=len(mems) * banks,
                              chunk_bytes=chunk_bytes if chunk_bytes < word else 0)
             m.submodules[name] = resettable(r)
+            # Every bank but the addressed one of `mems[select]` reads as zero (`select` only
+            # changes between layers, with the readers idle).
             for i, mem in enumerate(mems):
-                words, bank = mem.read_port(m, r.mem_addr, r.mem_en)
+                words = mem.read_port(r.mem_addr, r.mem_en,
+                                      selected=(select == i) if len(mems) > 1 else 1)
                 m.d.comb += [r.mem_data[i * banks + k].eq(w) for k, w in enumerate(words)]
-            # The words come `bram.READ_LATENCY` (2) cycles after the address, with the bank
-            # (a register of `read_port`); `select` as it was a cycle after the address.
-            select_read = Signal.like(select, name=f"{name}_select") if len(mems) > 1 else 0
-            if len(mems) > 1:
-                m.d.sync += select_read.eq(select)
-            m.d.comb += r.mem_select.eq(select_read * banks + bank)
             if sliced:
                 wslice = m.submodules[f"{name}_walk_slice"] = resettable(
                     CommandSlice(r.cmd.payload.shape()))

@@ -17,7 +17,7 @@ Amaranth, and the register is a fabric flip-flop.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib.memory import Memory
 
 READ_LATENCY = 2        # address in cycle t, word in t + 2 (read port, output register)
@@ -46,12 +46,19 @@ class Bank:
         m.d.comb += [port.addr.eq(self.w_addr), port.data.eq(self.w_data),
                      port.en.eq(self.w_en)]
 
-    def read_port(self, addr, en) -> Signal:
-        """A read port at `addr` (read while `en`): the word, `READ_LATENCY` cycles later."""
+    def read_port(self, addr, en, hit=1) -> Signal:
+        """A read port at `addr` (read while `en`): the word, `READ_LATENCY` cycles later,
+        or zero if `hit` was low with the address (the read was for another bank).
+
+        Zero words let a reader pick the addressed bank's word with an OR of all banks'
+        words: a 4-input OR is one LUT4 per bit, so groups of neighbouring banks merge into
+        one word before it crosses the die (see `BufferReader`). The zero is the output
+        register's synchronous reset, a flip-flop's own input."""
         m, k = self._m, self._ports
         self._ports += 1
         word = Signal(8 * self.word_bytes, name=f"{self._name}_r{k}")
+        hit_read = Signal(name=f"{self._name}_r{k}_hit")
         port = self._mem.read_port()
         m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
-        m.d.sync += word.eq(port.data)
+        m.d.sync += [hit_read.eq(hit), word.eq(Mux(hit_read, port.data, 0))]
         return word

@@ -16,6 +16,9 @@ outer_stride=C_out, inner=pw_out/lanes, inner_step=lanes).
 """
 from __future__ import annotations
 
+import functools
+import operator
+
 from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -31,16 +34,11 @@ def walk_layout(max_bytes: int) -> data.StructLayout:
                               "inner": n, "inner_step": n})
 
 
-def mux_tree(values: list, select):
-    """`values[select]` as a balanced tree of 2:1 Muxes on the bits of `select`, one level
-    per bit. (Not an Array index: Yosys 0.70's abc9 fails an assertion, ABC_OPS_REINTEGRATE,
-    on the 85F build with an Array here; and not a chain of compares, which is as deep as
-    the list is long.)"""
-    level = 0
+def or_tree(values: list):
+    """The OR of `values`, as a balanced tree of 4-input ORs (a LUT4 per bit each)."""
     while len(values) > 1:
-        values = [Mux(select[level], values[i + 1], values[i]) if i + 1 < len(values)
-                  else values[i] for i in range(0, len(values), 2)]
-        level += 1
+        values = [functools.reduce(operator.or_, values[i:i + 4])
+                  for i in range(0, len(values), 4)]
     return values[0]
 
 
@@ -55,16 +53,17 @@ class BankedMemory:
 
     As one memory, synthesis cascades a deep buffer's block RAMs in depth and selects their
     outputs with a LUT tree behind the slow block-RAM output. Banked, each bank's word is a
-    port of its own for the `BufferReader`, which selects the bank after the bank's output
-    register (`read_port`).
+    port of its own for the `BufferReader`: every bank but the addressed one reads as zero
+    (`read_port`), so the reader merges the banks' words with ORs.
 
     Construction adds the banks to `m` (`{name}_bank{k}`); `w_addr`, `w_data` and `w_en`
     (one bit per byte) drive the write port.
     """
 
-    def __init__(self, m: Module, name: str, *, word_bytes: int, depth: int):
+    def __init__(self, m: Module, name: str, *, word_bytes: int, depth: int,
+                 bank_words: int = BLOCK_WORDS):
         self.word_bytes, self.depth = word_bytes, depth
-        self.bank_words = min(depth, BLOCK_WORDS)
+        self.bank_words = min(depth, bank_words)
         self.banks = -(-depth // self.bank_words)
         self._shift = exact_log2(self.bank_words) if self.banks > 1 else 0
         self._banks = [Bank(m, f"{name}_bank{k}", word_bytes=word_bytes, depth=self.bank_words)
@@ -77,15 +76,13 @@ class BankedMemory:
             m.d.comb += [bank.w_addr.eq(self.w_addr), bank.w_data.eq(self.w_data),
                          bank.w_en.eq(Mux(hit, self.w_en, 0))]
 
-    def read_port(self, m: Module, addr, en) -> tuple[list, Signal]:
-        """A read port on every bank at `addr`: (each bank's word, `READ_LATENCY` cycles
-        after the address, from a register; the bank of that address, a register valid with
-        the words)."""
-        bank = Signal(range(self.banks))
-        if self.banks > 1:
-            bank_read = Signal(range(self.banks))
-            m.d.sync += [bank_read.eq(addr >> self._shift), bank.eq(bank_read)]
-        return [b.read_port(addr, en) for b in self._banks], bank
+    def read_port(self, addr, en, selected=1) -> list:
+        """A read port on every bank at `addr`: each bank's word, `READ_LATENCY` cycles
+        after the address, from a register, and zero but in the bank holding `addr`, and in
+        every bank unless `selected` (with the address: the reader reads another buffer)."""
+        return [b.read_port(addr, en, hit=selected & ((addr >> self._shift) == k
+                                                      if self.banks > 1 else 1))
+                for k, b in enumerate(self._banks)]
 
 
 def chunk_at(word, addr, nbytes: int):
@@ -150,15 +147,16 @@ class BufferReader(wiring.Component):
     (stream of `read_item_layout`), ``mem_addr``/``mem_en`` (to be wired to a read port of
     each of `ports` memories, e.g. every bank of the two activation buffers, see
     `BankedMemory`), ``mem_data`` (their words, one per memory, `bram.READ_LATENCY` cycles
-    after the address and from registers: each bank's output register), ``mem_select``
-    (which memory's word the items take; valid with the words), ``idle`` (no walk running
-    and no item waiting).
+    after the address and from registers: each bank's output register; zero in every
+    memory but the one read), ``idle`` (no walk running and no item waiting).
 
-    The read ports are always enabled; the words leave the banks from their output
-    registers (`bram.Bank`) and land in a register of the reader, one per memory, before any
-    logic: the block RAMs lie spread over the die, so each gets a route to a flip-flop of its
-    own and a whole cycle for it, and the bank select works on landed words. The landed words
-    are then selected into a queue of `QUEUE` entries, which ``data`` presents at its head.
+    The read ports are always enabled. The words leave the banks from their output
+    registers (`bram.Bank`); each group of `GROUP` neighbouring memories is merged by one
+    OR (a LUT4 per bit, which the placer keeps by its block RAMs) and lands in a register of
+    the reader: the block RAMs lie spread over the die, so each group's word gets a whole
+    cycle for its trip, and a quarter of the memories' words cross it (landing every bank's
+    word filled the 85F's routing). The landed words are ORed into a queue of `QUEUE`
+    entries, which ``data`` presents at its head.
     A read is issued only while the queue has room for it counting the reads in flight
     (`credit`, a register), so back-pressure on ``data`` never reaches the block RAM's clock
     enable or the queue's registers: the consumer's ready only advances the head pointer.
@@ -176,6 +174,7 @@ class BufferReader(wiring.Component):
     # five entries keep one item a clock.
     LATENCY = READ_LATENCY + 2
     QUEUE = LATENCY + 1
+    GROUP = 4       # memories merged before landing: a 4-input OR is one LUT4
 
     def __init__(self, *, word_bytes: int, depth: int, ports: int = 1, chunk_bytes: int = 0):
         if chunk_bytes and (word_bytes % chunk_bytes or chunk_bytes & (chunk_bytes - 1)):
@@ -189,7 +188,6 @@ class BufferReader(wiring.Component):
                                                           chunk_bytes))),
             "mem_addr": Out(range(depth)), "mem_en": Out(1),
             "mem_data": In(data.ArrayLayout(8 * word_bytes, ports)),
-            "mem_select": In(range(ports)),
             "idle": Out(1),
         })
 
@@ -217,14 +215,16 @@ class BufferReader(wiring.Component):
         # landing register.
         read, out_reg, landed = (Signal(layout, reset_less=True) for _ in range(3))
         read_valid, out_valid, landed_valid = Signal(), Signal(), Signal()
-        landed_words = Signal.like(self.mem_data, reset_less=True)
-        landed_select = Signal.like(self.mem_select)
+        words = list(self.mem_data)
+        groups = [or_tree(words[g:g + self.GROUP]) for g in range(0, len(words), self.GROUP)]
+        landed_groups = [Signal(8 * self.word_bytes, name=f"landed{g}", reset_less=True)
+                         for g in range(len(groups))]
         m.d.sync += [read_valid.eq(issue), read.addr.eq(walk.addr),
                      read.first.eq(walk.j == 0), read.last.eq(walk.last_inner),
                      out_valid.eq(read_valid), out_reg.eq(read),
                      landed_valid.eq(out_valid), landed.eq(out_reg),
-                     landed_words.eq(self.mem_data), landed_select.eq(self.mem_select)]
-        word = mux_tree(list(landed_words), landed_select)
+                     *(lg.eq(g) for lg, g in zip(landed_groups, groups))]
+        word = or_tree(landed_groups)
 
         # The queue: a ring of entries, written at `tail`, presented at `head`: a pop only
         # moves `head` (a shift queue's pop would enable every entry's word: 4096 flip-flops

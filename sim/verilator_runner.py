@@ -160,9 +160,13 @@ def build_root() -> Path:
 
 
 def _tool_versions(exe: Path) -> str:
+    """What a build depends on besides its sources: the tools' versions, and where cocotb's
+    VPI library lies (the simulator binary finds it by that absolute path: a build cached
+    for a virtual environment since deleted would not start)."""
     import cocotb
     v = subprocess.run([str(exe), "--version"], check=True, capture_output=True, text=True)
-    return f"{v.stdout.strip()} cocotb {cocotb.__version__}"
+    libs = Path(cocotb.__file__).resolve().parent / "libs"
+    return f"{v.stdout.strip()} cocotb {cocotb.__version__} {libs}"
 
 
 def to_verilog(design, toplevel: str = TOPLEVEL) -> str:

@@ -5,7 +5,7 @@ import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib.memory import Memory
 
-from rtl_gen.buffers import BufferReader
+from rtl_gen.buffers import BankedMemory, BufferReader
 from stream_sim import IDLE_LIMIT, run_sim
 
 WORD, DEPTH = 4, 32
@@ -125,3 +125,76 @@ def test_one_item_a_clock():
     got, expected, cycles, items = simulate(7, ready_prob=1.0, walks=1)
     assert got == expected
     assert cycles == 1 + BufferReader.LATENCY + items
+
+
+class ReaderOnBankedBuffers(Elaboratable):
+    """A BufferReader on every bank of two `BankedMemory` buffers of `banks` banks each, as
+    the accelerator wires its activation reader, reading buffer `select`; the testbench
+    fills both through their write ports first."""
+
+    def __init__(self, banks, select):
+        self.reader = BufferReader(word_bytes=WORD, depth=DEPTH, ports=2 * banks)
+        self.bank_words, self.select = DEPTH // banks, select
+        self.buffers = []
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.reader = r = self.reader
+        self.buffers = [BankedMemory(m, f"buf{i}", word_bytes=WORD, depth=DEPTH,
+                                     bank_words=self.bank_words) for i in range(2)]
+        for i, buf in enumerate(self.buffers):
+            words = buf.read_port(r.mem_addr, r.mem_en, selected=int(i == self.select))
+            m.d.comb += [r.mem_data[i * buf.banks + k].eq(w) for k, w in enumerate(words)]
+        return m
+
+
+@pytest.mark.parametrize("banks, select", [(4, 0), (4, 1), (8, 1), (2, 0)])
+def test_banked_buffers_read_the_selected_bank(banks, select):
+    """Every bank but the addressed one of the selected buffer reads as zero and the reader
+    ORs them (in groups of four, landed, then ORed again): the items are the selected
+    buffer's words, whatever the other buffer and banks hold."""
+    rng = np.random.default_rng([banks, select])
+    contents = [[int(w) for w in rng.integers(0, 2**32, DEPTH, dtype=np.uint64)]
+                for _ in range(2)]
+    dut = ReaderOnBankedBuffers(banks, select)
+    r = dut.reader
+    plan = [random_walk(rng) for _ in range(8)]
+    expected = [item for walk in plan for item in expected_items(walk, contents[select])]
+    got = []
+
+    async def fill_then_read(ctx):
+        for addr in range(DEPTH):
+            for buf, words in zip(dut.buffers, contents):
+                ctx.set(buf.w_addr, addr)
+                ctx.set(buf.w_data, words[addr])
+                ctx.set(buf.w_en, (1 << WORD) - 1)
+            await ctx.tick()
+        for buf in dut.buffers:
+            ctx.set(buf.w_en, 0)
+        ctx.set(r.data.ready, 1)
+        for walk in plan:
+            for field, value in zip(("base", "outer", "outer_stride", "inner", "inner_step"),
+                                    walk):
+                ctx.set(getattr(r.cmd.payload, field), value)
+            ctx.set(r.cmd.valid, 1)
+            while True:
+                _, _, ready, valid, *item = await ctx.tick().sample(
+                    r.cmd.ready, r.data.valid, r.data.payload.word, r.data.payload.addr,
+                    r.data.payload.first, r.data.payload.last)
+                if valid:
+                    got.append(tuple(int(v) for v in item))
+                if ready:
+                    break
+            ctx.set(r.cmd.valid, 0)
+        idle = 0
+        while len(got) < len(expected):
+            _, _, valid, *item = await ctx.tick().sample(
+                r.data.valid, r.data.payload.word, r.data.payload.addr, r.data.payload.first,
+                r.data.payload.last)
+            if valid:
+                got.append(tuple(int(v) for v in item))
+            idle += 1
+            assert idle < IDLE_LIMIT + len(expected)
+
+    run_sim(dut, fill_then_read)
+    assert got == expected
