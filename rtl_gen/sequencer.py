@@ -364,9 +364,15 @@ class Sequencer(wiring.Component):
         # are sums registered every cycle before it, so CHECK only compares.
         second_clear = Signal()
         second_end, prev_end = Signal(cfg.addr_width + 1), Signal(cfg.addr_width + 1)
+        m.d.sync += prev_end.eq(prev_out_addr + self.store_bytes)
         if cfg.with_add:
-            m.d.sync += [second_end.eq(d.weight_addr + d.weight_bytes),
-                         prev_end.eq(prev_out_addr + self.store_bytes)]
+            m.d.sync += second_end.eq(d.weight_addr + d.weight_bytes)
+        # Likewise whether a loaded input lies clear of the store still running, so that it
+        # loads while the store runs (the bands of a tiled layer): `input_end` is a register
+        # of a sum of `in_bytes`, final in CHECK, so the compare waits for VALIDATE.
+        input_clear = Signal()
+        input_end = Signal(len(in_bytes) + 1)
+        m.d.sync += input_end.eq(d.input_addr + in_bytes)
         bad_descriptor = Signal()
         failure = ErrorCode.NONE
         for (c, _), failed in reversed(list(zip(checks, failed_regs))):
@@ -519,16 +525,30 @@ class Sequencer(wiring.Component):
                 with m.If(failure != ErrorCode.NONE):
                     fail(failure)
                 with m.Else():
-                    m.d.sync += self.src.eq(~self.src)
+                    m.d.sync += input_clear.eq(~have_prev | (d.input_addr >= prev_end) |
+                                               (input_end <= prev_out_addr))
                     with m.If(chained):
+                        # The input is the previous layer's output, in the other buffer.
+                        m.d.sync += self.src.eq(~self.src)
                         dispatch()
                     with m.Else():
                         m.next = "LOAD_INPUT"
 
-            # The store still running reads the buffer the input goes to, and may be writing
-            # the very bytes to load.
+            # A loaded input goes to the buffer the previous layer read its input from, free
+            # now, while the previous layer's output may still be stored from the other one:
+            # the load runs beside the store unless the store may be writing the very bytes
+            # to load, and the layer starts (writing its output over the stored one) once the
+            # store is done.
+            def input_loaded():
+                with m.If(storing):
+                    m.next = "INPUT_STORE_WAIT"
+                with m.Else():
+                    dispatch()
+
             load("LOAD_INPUT", d.input_addr, round_up(in_bytes, g.act_word),
-                 LoadDest.ACTIVATIONS, dispatch, when=~storing)
+                 LoadDest.ACTIVATIONS, input_loaded, when=~storing | input_clear)
+            with m.State("INPUT_STORE_WAIT"):
+                after_store(dispatch)
 
             # ---- CONV: per tile of pw_out output channels -----------------------------------
             steps = d.in_c >> exact_log2(cfg.pw_in)

@@ -20,7 +20,9 @@ The model walks the sequencer's states with closed forms for the units behind th
 Overlap rules, as the sequencer implements them:
 
   * a layer's output store runs behind the next layer: it delays only the next store (one
-    write command at a time), an input reload (same buffer) and the end of the run;
+    write command at a time), a layer that loads its input (which loads beside the store,
+    unless its bytes overlap the store's, then starts once the store is done) and the end
+    of the run;
   * a layer whose input is the previous layer's output loads nothing;
   * CONV tile t+1's weights and records load while tile t computes, DWCONV group g+1's
     records and taps while group g computes; tiles and groups run one after the other,
@@ -272,6 +274,14 @@ def _layer_macs(fw: Firmware, d: Descriptor) -> int:
     return 0
 
 
+def _output_bytes(d: Descriptor) -> int:
+    return d.out_h * d.out_w * d.out_c
+
+
+def _overlap(addr_a: int, bytes_a: int, addr_b: int, bytes_b: int) -> bool:
+    return addr_a < addr_b + bytes_b and addr_b < addr_a + bytes_a
+
+
 class _Schedule:
     """The sequencer's timeline, layer by layer; `now` is the cycle the next state starts."""
 
@@ -280,7 +290,8 @@ class _Schedule:
         self.g = Geometry(cfg)
         self.now = 0
         self.store_clear = 0      # from when the write side is free
-        self.prev = None          # the previous layer's descriptor
+        self.prev = None          # the previous layer's descriptor, if it stored its output
+        self.stored = None        # the last layer that stored its output
         self.dma = 0              # this layer's transfer cycles so far
 
     def read(self, addr: int, nbytes: int, when: int | None = None) -> None:
@@ -359,9 +370,8 @@ class _Schedule:
         records, ADD_WAIT, then ADD_RUN; returns as `conv`."""
         bus = self.cfg.bus_bytes
         weight_bytes, record_bytes = round_up(d.weight_bytes, bus), max(ADD_RECORD_BYTES, bus)
-        racing = prev is not None and (
-            d.weight_addr < prev.output_addr + prev.out_h * prev.out_w * prev.out_c and
-            prev.output_addr < d.weight_addr + d.weight_bytes)
+        racing = prev is not None and _overlap(d.weight_addr, d.weight_bytes,
+                                               prev.output_addr, _output_bytes(prev))
         self.read(d.weight_addr, weight_bytes, when=self.store_clear if racing else None)
         self.read(d.param_addr, record_bytes)
         self.now += 1                               # ADD_WAIT
@@ -379,8 +389,14 @@ class _Schedule:
                    in_bytes <= prev.out_h * prev.out_w * prev.out_c)
         input_bytes = 0
         if not chained:
+            # Beside the store still running, unless that may be writing the input's bytes;
+            # the layer itself starts after the store (INPUT_STORE_WAIT).
             input_bytes = round_up(in_bytes, self.g.act_word)
-            self.read(d.input_addr, input_bytes, when=self.store_clear)
+            racing = self.stored is not None and _overlap(
+                d.input_addr, in_bytes, self.stored.output_addr, _output_bytes(self.stored))
+            self.read(d.input_addr, input_bytes, when=self.store_clear if racing else None)
+            if self.store_clear >= self.now:
+                self.now = self.store_clear + 1
         weight_bytes = record_bytes = 0
         if d.opcode == Opcode.CONV:
             weight_bytes, record_bytes, compute = self.conv(d)
@@ -398,7 +414,7 @@ class _Schedule:
             output_bytes, self.prev = 0, None       # no store; nothing chains after it
         else:
             output_bytes = self.store(d)
-            self.prev = d
+            self.prev = self.stored = d
         name = layer_label(d) + (f" ({_role(self.fw, d)})" if _role(self.fw, d) else "")
         band, bands = self.fw.bands[d.layer] if d.layer < len(self.fw.bands) else (0, 1)
         if bands > 1:
