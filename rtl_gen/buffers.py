@@ -235,30 +235,29 @@ class BufferReader(wiring.Component):
         nonempty = Signal()      # held != 0, as a register
         m.d.sync += [held.eq(held + landed_valid - pop),
                      nonempty.eq(landed_valid | Mux(pop, held != 1, held != 0))]
+        # The item entering the queue this cycle (its word merged from the landed groups).
+        entering = Signal(layout)
+        m.d.comb += [entering.eq(landed), entering.word.eq(word)]
+        if self.chunk_bytes:
+            m.d.comb += entering.chunk.eq(chunk_at(word, landed.addr, self.chunk_bytes))
         with m.If(landed_valid):
             for i, entry in enumerate(entries):
                 with m.If(tail == i):
-                    m.d.sync += [entry.eq(landed), entry.word.eq(word)]
-                    if self.chunk_bytes:
-                        m.d.sync += entry.chunk.eq(chunk_at(word, landed.addr,
-                                                            self.chunk_bytes))
+                    m.d.sync += entry.eq(entering)
             m.d.sync += tail.eq(ring_next(tail, n))
         head_next = Mux(pop, ring_next(head, n), head)
         m.d.sync += head.eq(head_next)
-        # The head's first/last flags as registers of their own (its entry's, or the landing
-        # item's when that becomes the head): consumers decide their ready from `last` (the
-        # MAC array's credit check), so it must not come through the head select. Both
-        # outcomes are selected without `pop` (the consumer's ready, late), which picks one
-        # in the last LUT.
-        head_first, head_last = Signal(), Signal()
-        for flag, field in ((head_first, "first"), (head_last, "last")):
-            at = Array(getattr(e, field) for e in entries)
-            landing = getattr(landed, field)
-            if_pop, if_stay = (Mux(landed_valid & (tail == h), landing, at[h])
-                               for h in (ring_next(head, n), head))
-            m.d.sync += flag.eq(Mux(pop, if_pop, if_stay))
-        m.d.comb += [out.valid.eq(nonempty), out.payload.eq(Array(entries)[head]),
-                     out.payload.first.eq(head_first), out.payload.last.eq(head_last)]
+        # The head item is a register of its own (its entry's, or the entering item's when
+        # that becomes the head): consumers see no ring select, only a flip-flop (the
+        # activation reader's word fans out to the MAC array's 128 multipliers, and its
+        # `last` decides the MAC array's ready). Both outcomes are selected without `pop`
+        # (the consumer's ready, late), which picks one in the last LUT.
+        at = Array(entries)
+        head_item = Signal(layout, reset_less=True)
+        if_pop, if_stay = (Mux(landed_valid & (tail == h), entering, at[h])
+                           for h in (ring_next(head, n), head))
+        m.d.sync += head_item.eq(Mux(pop, if_pop, if_stay))
+        m.d.comb += [out.valid.eq(nonempty), out.payload.eq(head_item)]
 
         # `idle` is a register computed from the next cycle's state, so it reads exactly as
         # the state's own decode would, while the consumer's ready (through `pop`) and the
