@@ -33,7 +33,8 @@ from firmware.program import Flags, Opcode
 
 from .add_unit import AddUnit
 from .axi import AXI4LiteSignature, AXI4Signature
-from .buffers import BankedMemory, BufferReader, BufferWriter, chunk_at, ring_next
+from .bram import SlicedMemory
+from .buffers import BufferReader, BufferWriter, chunk_at, ring_next
 from .config import AccelConfig
 from .depthwise import DepthwiseEngine
 from .dma import AxiDMA, dma_command_layout
@@ -325,23 +326,21 @@ class Accelerator(wiring.Component):
                      ctl_softmax.eq(is_softmax), *([ctl_add.eq(is_add)] if with_add else [])]
 
         # ---- buffers ----------------------------------------------------------------------
-        acts = [BankedMemory(m, f"act{i}", word_bytes=g.act_word, depth=g.act_depth)
+        acts = [SlicedMemory(m, f"act{i}", word_bytes=g.act_word, depth=g.act_depth)
                 for i in range(2)]
-        weights = BankedMemory(m, "weights", word_bytes=g.weight_word, depth=g.weight_depth)
+        weights = SlicedMemory(m, "weights", word_bytes=g.weight_word, depth=g.weight_depth)
 
         def reader(name, mems, select, word, depth, walk, sliced=False, chunk_bytes=0):
-            """A BufferReader on its own read port of every bank of each of `mems`, reading
+            """A BufferReader on its own read port of each of `mems`, reading
             `mems[select]`; `sliced`: its walks pass a `CommandSlice`."""
-            banks = mems[0].banks
-            r = BufferReader(word_bytes=word, depth=depth, ports=len(mems) * banks,
+            r = BufferReader(word_bytes=word, depth=depth, ports=len(mems),
                              chunk_bytes=chunk_bytes if chunk_bytes < word else 0)
             m.submodules[name] = resettable(r)
-            # Every bank but the addressed one of `mems[select]` reads as zero (`select` only
-            # changes between layers, with the readers idle).
+            # The memories but `mems[select]` read as zero (`select` only changes between
+            # layers, with the readers idle).
             for i, mem in enumerate(mems):
-                words = mem.read_port(r.mem_addr, r.mem_en,
-                                      selected=(select == i) if len(mems) > 1 else 1)
-                m.d.comb += [r.mem_data[i * banks + k].eq(w) for k, w in enumerate(words)]
+                m.d.comb += r.mem_data[i].eq(mem.read_port(
+                    r.mem_addr, r.mem_en, selected=(select == i) if len(mems) > 1 else 1))
             if sliced:
                 wslice = m.submodules[f"{name}_walk_slice"] = resettable(
                     CommandSlice(r.cmd.payload.shape()))

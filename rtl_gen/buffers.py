@@ -1,7 +1,7 @@
 """On-chip buffer access: address walks that read a memory into a stream or write a stream
 into a memory, plus the sub-word helpers the layer datapaths use to pick their lanes.
 
-Every buffer is a `BankedMemory` of `word_bytes`-byte words. The accelerator
+Every buffer is a `bram.SlicedMemory` of `word_bytes`-byte words. The accelerator
 only ever moves aligned chunks whose size is a power of two no larger than a word (a pixel's
 pw_in channels, a dw_lanes group, a requantized beat, a bus word, one byte), so a chunk never
 straddles two words: a reader delivers the whole word plus the chunk's byte address, and the
@@ -24,7 +24,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from .bram import BLOCK_WORDS, READ_LATENCY, Bank
+from .bram import READ_LATENCY, SlicedMemory
 
 
 def walk_layout(max_bytes: int) -> data.StructLayout:
@@ -45,44 +45,6 @@ def or_tree(values: list):
 def ring_next(pointer, n: int):
     """The ring position after `pointer` in a ring of `n` entries."""
     return Mux(pointer == n - 1, 0, pointer + 1)
-
-
-class BankedMemory:
-    """A buffer of `depth` words built as banks of at most `bram.BLOCK_WORDS` words (a
-    DP16KD's depth at its widest), each a `bram.Bank`, with one byte-granular write port.
-
-    As one memory, synthesis cascades a deep buffer's block RAMs in depth and selects their
-    outputs with a LUT tree behind the slow block-RAM output. Banked, each bank's word is a
-    port of its own for the `BufferReader`: every bank but the addressed one reads as zero
-    (`read_port`), so the reader merges the banks' words with ORs.
-
-    Construction adds the banks to `m` (`{name}_bank{k}`); `w_addr`, `w_data` and `w_en`
-    (one bit per byte) drive the write port.
-    """
-
-    def __init__(self, m: Module, name: str, *, word_bytes: int, depth: int,
-                 bank_words: int = BLOCK_WORDS):
-        self.word_bytes, self.depth = word_bytes, depth
-        self.bank_words = min(depth, bank_words)
-        self.banks = -(-depth // self.bank_words)
-        self._shift = exact_log2(self.bank_words) if self.banks > 1 else 0
-        self._banks = [Bank(m, f"{name}_bank{k}", word_bytes=word_bytes, depth=self.bank_words)
-                       for k in range(self.banks)]
-        self.w_addr = Signal(range(depth), name=f"{name}_w_addr")
-        self.w_data = Signal(8 * word_bytes, name=f"{name}_w_data")
-        self.w_en = Signal(word_bytes, name=f"{name}_w_en")
-        for k, bank in enumerate(self._banks):
-            hit = (self.w_addr >> self._shift) == k if self.banks > 1 else 1
-            m.d.comb += [bank.w_addr.eq(self.w_addr), bank.w_data.eq(self.w_data),
-                         bank.w_en.eq(Mux(hit, self.w_en, 0))]
-
-    def read_port(self, addr, en, selected=1) -> list:
-        """A read port on every bank at `addr`: each bank's word, `READ_LATENCY` cycles
-        after the address, from a register, and zero but in the bank holding `addr`, and in
-        every bank unless `selected` (with the address: the reader reads another buffer)."""
-        return [b.read_port(addr, en, hit=selected & ((addr >> self._shift) == k
-                                                      if self.banks > 1 else 1))
-                for k, b in enumerate(self._banks)]
 
 
 def chunk_at(word, addr, nbytes: int):
@@ -145,18 +107,17 @@ class BufferReader(wiring.Component):
 
     Ports: ``cmd`` (walk, taken only when the previous walk has been issued), ``data``
     (stream of `read_item_layout`), ``mem_addr``/``mem_en`` (to be wired to a read port of
-    each of `ports` memories, e.g. every bank of the two activation buffers, see
-    `BankedMemory`), ``mem_data`` (their words, one per memory, `bram.READ_LATENCY` cycles
-    after the address and from registers: each bank's output register; zero in every
-    memory but the one read), ``idle`` (no walk running and no item waiting).
+    each of `ports` memories, e.g. the two activation buffers, see `bram.SlicedMemory`),
+    ``mem_data`` (their words, one per memory, `bram.READ_LATENCY` cycles after the address
+    and from registers: the memory's output registers; zero in every memory but the one
+    read), ``idle`` (no walk running and no item waiting).
 
-    The read ports are always enabled. The words leave the banks from their output
-    registers (`bram.Bank`); each group of `GROUP` neighbouring memories is merged by one
-    OR (a LUT4 per bit, which the placer keeps by its block RAMs) and lands in a register of
-    the reader: the block RAMs lie spread over the die, so each group's word gets a whole
-    cycle for its trip, and a quarter of the memories' words cross it (landing every bank's
-    word filled the 85F's routing). The landed words are ORed into a queue of `QUEUE`
-    entries, which ``data`` presents at its head.
+    The read ports are always enabled. The words leave the memories from their output
+    registers; each group of `GROUP` memories is merged by one OR (a LUT4 per bit) and lands
+    in a register of the reader before any other logic: the block RAMs lie spread over the
+    die, so the word gets a whole cycle for its trip. The landed words are ORed into a queue
+    of `QUEUE` entries, whose head item is a register of its own.
+
     A read is issued only while the queue has room for it counting the reads in flight
     (`credit`, a register), so back-pressure on ``data`` never reaches the block RAM's clock
     enable or the queue's registers: the consumer's ready only advances the head pointer.

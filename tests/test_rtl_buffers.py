@@ -5,7 +5,8 @@ import pytest
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib.memory import Memory
 
-from rtl_gen.buffers import BankedMemory, BufferReader
+from rtl_gen.bram import SlicedMemory, slice_bits
+from rtl_gen.buffers import BufferReader
 from stream_sim import IDLE_LIMIT, run_sim
 
 WORD, DEPTH = 4, 32
@@ -13,7 +14,7 @@ WORD, DEPTH = 4, 32
 
 class ReaderOnMemory(Elaboratable):
     """A BufferReader wired to the read port of a memory holding `init`, through a register
-    (the block RAM's output register of `bram.Bank`)."""
+    (the block RAM's output register of `bram.SlicedMemory`)."""
 
     def __init__(self, init, chunk_bytes=0):
         self.reader = BufferReader(word_bytes=WORD, depth=DEPTH, chunk_bytes=chunk_bytes)
@@ -29,15 +30,15 @@ class ReaderOnMemory(Elaboratable):
         return m
 
 
-def random_walk(rng):
+def random_walk(rng, depth=DEPTH):
     """A walk inside the buffer: (base, outer, outer_stride, inner, inner_step)."""
     while True:
         inner_step = int(rng.choice([1, 2, 4]))
         inner, outer = (int(v) for v in rng.integers(1, 6, 2))
         stride = int(rng.integers(0, 24))
-        base = int(rng.integers(0, WORD * DEPTH))
+        base = int(rng.integers(0, WORD * depth))
         last = base + (outer - 1) * stride + (inner - 1) * inner_step
-        if last < WORD * DEPTH:
+        if last < WORD * depth:
             return base, outer, stride, inner, inner_step
 
 
@@ -127,48 +128,59 @@ def test_one_item_a_clock():
     assert cycles == 1 + BufferReader.LATENCY + items
 
 
-class ReaderOnBankedBuffers(Elaboratable):
-    """A BufferReader on every bank of two `BankedMemory` buffers of `banks` banks each, as
-    the accelerator wires its activation reader, reading buffer `select`; the testbench
+class ReaderOnTwoBuffers(Elaboratable):
+    """A BufferReader on a read port of each of two `SlicedMemory` buffers of `depth` words,
+    as the accelerator wires its activation reader, reading buffer `select`; the testbench
     fills both through their write ports first."""
 
-    def __init__(self, banks, select):
-        self.reader = BufferReader(word_bytes=WORD, depth=DEPTH, ports=2 * banks)
-        self.bank_words, self.select = DEPTH // banks, select
+    def __init__(self, depth, select):
+        self.reader = BufferReader(word_bytes=WORD, depth=depth, ports=2)
+        self.depth, self.select = depth, select
         self.buffers = []
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.reader = r = self.reader
-        self.buffers = [BankedMemory(m, f"buf{i}", word_bytes=WORD, depth=DEPTH,
-                                     bank_words=self.bank_words) for i in range(2)]
+        self.buffers = [SlicedMemory(m, f"buf{i}", word_bytes=WORD, depth=self.depth)
+                        for i in range(2)]
         for i, buf in enumerate(self.buffers):
-            words = buf.read_port(r.mem_addr, r.mem_en, selected=int(i == self.select))
-            m.d.comb += [r.mem_data[i * buf.banks + k].eq(w) for k, w in enumerate(words)]
+            m.d.comb += r.mem_data[i].eq(buf.read_port(r.mem_addr, r.mem_en,
+                                                       selected=int(i == self.select)))
         return m
 
 
-@pytest.mark.parametrize("banks, select", [(4, 0), (4, 1), (8, 1), (2, 0)])
-def test_banked_buffers_read_the_selected_bank(banks, select):
-    """Every bank but the addressed one of the selected buffer reads as zero and the reader
-    ORs them (in groups of four, landed, then ORed again): the items are the selected
-    buffer's words, whatever the other buffer and banks hold."""
-    rng = np.random.default_rng([banks, select])
-    contents = [[int(w) for w in rng.integers(0, 2**32, DEPTH, dtype=np.uint64)]
+def test_slices_fill_a_block_ram():
+    """A slice is the widest power of two whose entries fit 16 Kbit: 64-bit words 8192 deep
+    in 2-bit slices (32 block RAMs side by side), 512 deep in 32-bit ones."""
+    assert [slice_bits(64, d) for d in (8192, 4096, 2048, 1024, 512, 64)] == [2, 4, 8, 16, 32,
+                                                                              64]
+    assert slice_bits(64, 25088) == 1 and slice_bits(8, 512) == 8
+
+
+@pytest.mark.parametrize("depth, select", [(32, 0), (32, 1), (2048, 1), (8192, 0)])
+def test_two_buffers_read_the_selected_one(depth, select):
+    """The unselected buffer reads as zero and the reader ORs the two: the items are the
+    selected buffer's words, as written with byte enables, in slices of 32, 8 and 2 bits."""
+    rng = np.random.default_rng([depth, select])
+    contents = [[int(w) for w in rng.integers(0, 2**32, depth, dtype=np.uint64)]
                 for _ in range(2)]
-    dut = ReaderOnBankedBuffers(banks, select)
+    dut = ReaderOnTwoBuffers(depth, select)
     r = dut.reader
-    plan = [random_walk(rng) for _ in range(8)]
-    expected = [item for walk in plan for item in expected_items(walk, contents[select])]
+    plan = [random_walk(rng, depth) for _ in range(8)]
+    held = [w ^ 0xFF for w in contents[select]]           # byte 0 left inverted
+    expected = [item for walk in plan for item in expected_items(walk, held)]
     got = []
 
     async def fill_then_read(ctx):
-        for addr in range(DEPTH):
-            for buf, words in zip(dut.buffers, contents):
-                ctx.set(buf.w_addr, addr)
-                ctx.set(buf.w_data, words[addr])
-                ctx.set(buf.w_en, (1 << WORD) - 1)
-            await ctx.tick()
+        # Written whole, then bytes 0 and 2 inverted, then byte 2 restored: each slice obeys
+        # its own byte's enable.
+        for mask, flip in ((0b1111, 0), (0b0101, 0xFFFFFFFF), (0b0100, 0)):
+            for addr in range(depth):
+                for buf, words in zip(dut.buffers, contents):
+                    ctx.set(buf.w_addr, addr)
+                    ctx.set(buf.w_data, words[addr] ^ flip)
+                    ctx.set(buf.w_en, mask)
+                await ctx.tick()
         for buf in dut.buffers:
             ctx.set(buf.w_en, 0)
         ctx.set(r.data.ready, 1)
