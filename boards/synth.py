@@ -302,13 +302,15 @@ def _yosys_failure(log: Path) -> str:
 
 def _yosys(build_dir: Path, top: str, sources: list[str], say, deadline) -> None:
     """``synth_ecp5`` of ``sources`` into ``<top>.json`` and ``<top>.stat.json``. YoWASP's
-    Yosys sometimes exits inside ABC9 without a message on a large netlist (input-dependent:
-    the 85F's 8-lane accelerator alone does, inside a LiteX SoC it does not): then once more
-    with the classic ABC mapper (``-noabc9``), which the report's log notes."""
-    for extra in ("", " -noabc9"):
+    Yosys sometimes exits inside ABC9 without a message on a large flattened netlist
+    (input-dependent: the 85F's 8-lane accelerator alone does, 221k AND gates in one ABC9
+    call; inside a LiteX SoC it does not; Yosys 0.70's synth_ecp5 has no other LUT mapper):
+    then once more without flattening (``-noflatten``: ABC9 maps one module at a time,
+    nextpnr flattens the netlist it reads), which the report's log notes."""
+    for extra in ("", " -noflatten"):
         script = "".join(f"read_verilog {s}\n" for s in sources) + (
             f"synth_ecp5 -top {top}{extra} -json {top}.json\n"
-            f"tee -q -o {top}.stat.json stat -json\n")
+            f"tee -q -o {top}.stat.json stat -json -top {top}\n")
         (build_dir / f"{top}.ys").write_text(script)
         if not _run([tool_path("yosys"), f"{top}.ys"], build_dir / "yosys.log", _YOSYS_PHASES,
                     say, build_dir, deadline):
@@ -316,8 +318,8 @@ def _yosys(build_dir: Path, top: str, sources: list[str], say, deadline) -> None
         why = _yosys_failure(build_dir / "yosys.log")
         if extra or "inside ABC9" not in why:
             raise SynthError(why)
-        (build_dir / "yosys.log").rename(build_dir / "yosys-abc9.log")
-        say("yosys: ABC9 died without a message; again with -noabc9")
+        (build_dir / "yosys.log").rename(build_dir / "yosys-flat.log")
+        say("yosys: ABC9 died without a message on the flat netlist; again with -noflatten")
 
 
 # ---- out-of-context flow ---------------------------------------------------------------------
