@@ -300,26 +300,44 @@ def _yosys_failure(log: Path) -> str:
     return f"yosys failed; see {log}"
 
 
+def _yosys_scripts(top: str, sources: list[str], lean: bool) -> list[str]:
+    """The Yosys runs of a synthesis: one ``synth_ecp5``, or (`lean`) two, the LUT mapping in
+    a process of its own on the netlist stripped of everything only reports need (source
+    attributes, scope cells, internal names), so that ABC9 finds room."""
+    read = "".join(f"read_verilog {s}\n" for s in sources)
+    stat = f"tee -q -o {top}.stat.json stat -json -top {top}\n"
+    if not lean:
+        return [read + f"synth_ecp5 -top {top} -json {top}.json\n" + stat]
+    return [read + f"synth_ecp5 -top {top} -run :map_luts\nwrite_rtlil {top}.premap.il\n",
+            f"read_rtlil {top}.premap.il\ndelete =A:blackbox =A:whitebox\n"
+            "read_verilog -lib -specify +/lattice/cells_sim_ecp5.v +/lattice/cells_bb_ecp5.v\n"
+            f"hierarchy -top {top}\ndelete t:$scopeinfo\nsetattr -unset src\n"
+            "opt_clean -purge\n"
+            f"synth_ecp5 -top {top} -run map_luts: -json {top}.json\n" + stat]
+
+
 def _yosys(build_dir: Path, top: str, sources: list[str], say, deadline) -> None:
     """``synth_ecp5`` of ``sources`` into ``<top>.json`` and ``<top>.stat.json``. YoWASP's
-    Yosys sometimes exits inside ABC9 without a message on a large flattened netlist
-    (input-dependent: the 85F's 8-lane accelerator alone does, 221k AND gates in one ABC9
-    call; inside a LiteX SoC it does not; Yosys 0.70's synth_ecp5 has no other LUT mapper):
-    then once more without flattening (``-noflatten``: ABC9 maps one module at a time,
-    nextpnr flattens the netlist it reads), which the report's log notes."""
-    for extra in ("", " -noflatten"):
-        script = "".join(f"read_verilog {s}\n" for s in sources) + (
-            f"synth_ecp5 -top {top}{extra} -json {top}.json\n"
-            f"tee -q -o {top}.stat.json stat -json -top {top}\n")
-        (build_dir / f"{top}.ys").write_text(script)
-        if not _run([tool_path("yosys"), f"{top}.ys"], build_dir / "yosys.log", _YOSYS_PHASES,
-                    say, build_dir, deadline):
+    Yosys (one WebAssembly process, 4 GiB at most, ABC linked in) sometimes exits inside
+    ABC9 without a message on a large netlist: the 85F's 8-lane accelerator alone does (221k
+    AND gates in one ABC9 call), inside a LiteX SoC it did not. Then once more, lean
+    (`_yosys_scripts`): on that accelerator the lean run maps in 6 minutes. The log of the
+    first run is kept as ``yosys-first.log``."""
+    for lean in (False, True):
+        scripts = _yosys_scripts(top, sources, lean)
+        for k, script in enumerate(scripts):
+            name = f"{top}.ys" if k == len(scripts) - 1 else f"{top}.premap.ys"
+            (build_dir / name).write_text(script)
+            log = build_dir / ("yosys.log" if k == len(scripts) - 1 else "yosys-premap.log")
+            if _run([tool_path("yosys"), name], log, _YOSYS_PHASES, say, build_dir, deadline):
+                why = _yosys_failure(log)
+                if lean or "inside ABC9" not in why:
+                    raise SynthError(why)
+                break
+        else:
             return
-        why = _yosys_failure(build_dir / "yosys.log")
-        if extra or "inside ABC9" not in why:
-            raise SynthError(why)
-        (build_dir / "yosys.log").rename(build_dir / "yosys-flat.log")
-        say("yosys: ABC9 died without a message on the flat netlist; again with -noflatten")
+        (build_dir / "yosys.log").rename(build_dir / "yosys-first.log")
+        say("yosys: ABC9 died without a message; again with the LUT mapping in a lean process")
 
 
 # ---- out-of-context flow ---------------------------------------------------------------------

@@ -246,3 +246,27 @@ def test_yosys_failure_messages(tmp_path):
     log.write_text("1. Executing Verilog-2005 frontend\nERROR: syntax error, unexpected ';'\n")
     assert _yosys_failure(log).startswith("yosys failed: ERROR: syntax error")
     assert _yosys_failure(tmp_path / "missing.log").startswith("yosys failed; see")
+
+
+def test_lean_yosys_runs_map_the_same_netlist(tmp_path):
+    """The retry for an ABC9 that dies on a large netlist (`_yosys_scripts(lean=True)`: the LUT
+    mapping in a process of its own, on a stripped netlist) maps what one run maps."""
+    from amaranth.back import verilog
+
+    from boards.synth import _cell_counts, _yosys_scripts, tool_path
+    dut = Products(3)
+    (tmp_path / "top.v").write_text(verilog.convert(dut, name="top"))
+    cells = {}
+    for lean in (False, True):
+        run = tmp_path / ("lean" if lean else "one")
+        run.mkdir()
+        (run / "top.v").write_text((tmp_path / "top.v").read_text())
+        for k, script in enumerate(_yosys_scripts("top", ["top.v"], lean)):
+            (run / f"s{k}.ys").write_text(script)
+            subprocess.run([tool_path("yosys"), "-q", f"s{k}.ys"], cwd=run, check=True,
+                           capture_output=True, timeout=LIMIT_S)
+        assert (run / "top.json").exists()
+        cells[lean] = {k: v for k, v in _cell_counts(run / "top.stat.json").items()
+                       if not k.startswith("$")}
+    assert cells[True] == cells[False]
+    assert cells[True]["MULT18X18D"] == 3
