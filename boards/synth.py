@@ -316,26 +316,27 @@ def _yosys_scripts(top: str, sources: list[str], lean: bool) -> list[str]:
             f"synth_ecp5 -top {top} -run map_luts: -json {top}.json\n" + stat]
 
 
-def _yosys(build_dir: Path, top: str, sources: list[str], say, deadline) -> None:
+def _yosys(build_dir: Path, top: str, sources: list[str], say, deadline) -> list[str]:
     """``synth_ecp5`` of ``sources`` into ``<top>.json`` and ``<top>.stat.json``. YoWASP's
     Yosys (one WebAssembly process, 4 GiB at most, ABC linked in) sometimes exits inside
     ABC9 without a message on a large netlist: the 85F's 8-lane accelerator alone does (221k
     AND gates in one ABC9 call), inside a LiteX SoC it did not. Then once more, lean
     (`_yosys_scripts`): on that accelerator the lean run maps in 6 minutes. The log of the
-    first run is kept as ``yosys-first.log``."""
+    first run is kept as ``yosys-first.log``. Returns the scripts that made the netlist, in
+    order."""
     for lean in (False, True):
         scripts = _yosys_scripts(top, sources, lean)
-        for k, script in enumerate(scripts):
-            name = f"{top}.ys" if k == len(scripts) - 1 else f"{top}.premap.ys"
+        names = [f"{top}.premap.ys"] * (len(scripts) - 1) + [f"{top}.ys"]
+        for script, name in zip(scripts, names):
             (build_dir / name).write_text(script)
-            log = build_dir / ("yosys.log" if k == len(scripts) - 1 else "yosys-premap.log")
+            log = build_dir / ("yosys.log" if name == f"{top}.ys" else "yosys-premap.log")
             if _run([tool_path("yosys"), name], log, _YOSYS_PHASES, say, build_dir, deadline):
                 why = _yosys_failure(log)
                 if lean or "inside ABC9" not in why:
                     raise SynthError(why)
                 break
         else:
-            return
+            return names
         (build_dir / "yosys.log").rename(build_dir / "yosys-first.log")
         say("yosys: ABC9 died without a message; again with the LUT mapping in a lean process")
 
@@ -458,12 +459,12 @@ def build_verilog_bitstream(build_dir: str | Path, name: str, sources: list[str]
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     say(f"bitstream: {name} for {board.name} ({board.device})")
     t = time.monotonic()
-    _yosys(build_dir, name, sources, say, deadline)
+    scripts = _yosys(build_dir, name, sources, say, deadline)
     seconds["yosys"] = time.monotonic() - t
     cells = _cell_counts(build_dir / f"{name}.stat.json")
     _check_fit(cells, board)
     steps = {
-        "yosys": ["yosys", f"{name}.ys"],
+        **{f"yosys {script}": ["yosys", script] for script in scripts},
         "nextpnr": [f"nextpnr-{board.nextpnr}", *board.nextpnr_args, "--json", f"{name}.json",
                     "--lpf", lpf, "--textcfg", f"{name}.config", "--router", router,
                     "--report", "nextpnr_report.json", "--timing-allow-fail"],
