@@ -4,10 +4,12 @@ and buffer walks, in this order:
 
     FETCH descriptor -> DECODE, DECODED (check word, layer index) -> PIXELS, BYTES (the size
        products, serially) -> CHECK (the rules, registered) -> VALIDATE
-    -> swap the two activation buffers: the previous layer's output buffer becomes the input
-       buffer; when the layer's input is exactly that output (same DDR address, no more
-       bytes), the data is already there and nothing is loaded; otherwise the input is loaded
-       from DDR once the previous output's store has finished (it reads that buffer)
+    -> when the layer's input is exactly the previous layer's output (same DDR address, no
+       more bytes), swap the two activation buffers: the data is already there and nothing
+       is loaded; otherwise load the input from DDR into the buffer the previous layer read
+       (free now), beside the previous output's store unless that may be writing the bytes
+       to load (a registered range compare), and start once the store has finished (the
+       layer writes the buffer it reads)
     -> CONV:    per tile of pw_out outputs: load its weights and channel records into the free
                 slot, wait for the previous tile to drain, switch slots, start the tile
        DWCONV:  load all 9 x C weights; per group of dw_lanes: load its records into the free
@@ -20,8 +22,9 @@ and buffer walks, in this order:
                 stores nothing, and the next layer never takes its input on chip
     -> wait for the previous layer's store, start this layer's store -> next descriptor
 
-What overlaps: a tile's (group's) compute with the next tile's (group's) parameter loads, and a
-layer's output store with everything the next layer does. Starting a tile's walks only once
+What overlaps: a tile's (group's) compute with the next tile's (group's) parameter loads, a
+layer's output store with everything the next layer does when that layer chains, and with its
+input load when it does not. Starting a tile's walks only once
 the previous tile has drained keeps one set of channel records in use at a time, and starts
 every walk on idle units. A program must not read an earlier layer's output region as
 descriptors or parameters (the compiler never does): those reads do not wait for stores.
@@ -258,7 +261,7 @@ class Sequencer(wiring.Component):
         load into the other one.
       desc (in): the descriptor register filled by the loader.
       src (out): the activation buffer the layer reads (and an input load fills); the layer
-        writes the other one.
+        writes the other one. It flips only for a layer that takes its input on chip.
       store_src, store_bytes (out): the buffer the running store reads and its layer's output
         size (bytes past it are stored as zeros).
       act_walk, weight_walk, out_walk, store_walk (out): buffer reader/writer commands.
