@@ -34,14 +34,6 @@ def walk_layout(max_bytes: int) -> data.StructLayout:
                               "inner": n, "inner_step": n})
 
 
-def or_tree(values: list):
-    """The OR of `values`, as a balanced tree of 4-input ORs (a LUT4 per bit each)."""
-    while len(values) > 1:
-        values = [functools.reduce(operator.or_, values[i:i + 4])
-                  for i in range(0, len(values), 4)]
-    return values[0]
-
-
 def ring_next(pointer, n: int):
     """The ring position after `pointer` in a ring of `n` entries."""
     return Mux(pointer == n - 1, 0, pointer + 1)
@@ -113,10 +105,10 @@ class BufferReader(wiring.Component):
     read), ``idle`` (no walk running and no item waiting).
 
     The read ports are always enabled. The words leave the memories from their output
-    registers; each group of `GROUP` memories is merged by one OR (a LUT4 per bit) and lands
-    in a register of the reader before any other logic: the block RAMs lie spread over the
-    die, so the word gets a whole cycle for its trip. The landed words are ORed into a queue
-    of `QUEUE` entries, whose head item is a register of its own.
+    registers, are merged by one OR (a LUT4 per bit for up to four memories) and land in a
+    register of the reader before any other logic: the block RAMs lie spread over the die, so
+    the word gets a whole cycle for its trip. The landed word enters a queue of `QUEUE`
+    entries, whose head item is a register of its own.
 
     A read is issued only while the queue has room for it counting the reads in flight
     (`credit`, a register), so back-pressure on ``data`` never reaches the block RAM's clock
@@ -130,12 +122,11 @@ class BufferReader(wiring.Component):
     whole word behind it.
     """
 
-    # A read issued in cycle t leaves the bank's output register in t + 2, lands in
+    # A read issued in cycle t leaves the memory's output register in t + 2, lands in
     # t + 3, is at the head in t + 4, taken then, and its entry is issued again in t + 5:
     # five entries keep one item a clock.
     LATENCY = READ_LATENCY + 2
     QUEUE = LATENCY + 1
-    GROUP = 4       # memories merged before landing: a 4-input OR is one LUT4
 
     def __init__(self, *, word_bytes: int, depth: int, ports: int = 1, chunk_bytes: int = 0):
         if chunk_bytes and (word_bytes % chunk_bytes or chunk_bytes & (chunk_bytes - 1)):
@@ -176,16 +167,12 @@ class BufferReader(wiring.Component):
         # landing register.
         read, out_reg, landed = (Signal(layout, reset_less=True) for _ in range(3))
         read_valid, out_valid, landed_valid = Signal(), Signal(), Signal()
-        words = list(self.mem_data)
-        groups = [or_tree(words[g:g + self.GROUP]) for g in range(0, len(words), self.GROUP)]
-        landed_groups = [Signal(8 * self.word_bytes, name=f"landed{g}", reset_less=True)
-                         for g in range(len(groups))]
+        word = Signal(8 * self.word_bytes, name="landed_word", reset_less=True)
         m.d.sync += [read_valid.eq(issue), read.addr.eq(walk.addr),
                      read.first.eq(walk.j == 0), read.last.eq(walk.last_inner),
                      out_valid.eq(read_valid), out_reg.eq(read),
                      landed_valid.eq(out_valid), landed.eq(out_reg),
-                     *(lg.eq(g) for lg, g in zip(landed_groups, groups))]
-        word = or_tree(landed_groups)
+                     word.eq(functools.reduce(operator.or_, self.mem_data))]
 
         # The queue: a ring of entries, written at `tail`, presented at `head`: a pop only
         # moves `head` (a shift queue's pop would enable every entry's word: 4096 flip-flops
@@ -196,7 +183,7 @@ class BufferReader(wiring.Component):
         nonempty = Signal()      # held != 0, as a register
         m.d.sync += [held.eq(held + landed_valid - pop),
                      nonempty.eq(landed_valid | Mux(pop, held != 1, held != 0))]
-        # The item entering the queue this cycle (its word merged from the landed groups).
+        # The item entering the queue this cycle.
         entering = Signal(layout)
         m.d.comb += [entering.eq(landed), entering.word.eq(word)]
         if self.chunk_bytes:

@@ -376,6 +376,10 @@ class Sequencer(wiring.Component):
         input_clear = Signal()
         input_end = Signal(len(in_bytes) + 1)
         m.d.sync += input_end.eq(d.input_addr + in_bytes)
+
+        def clear_of_store(start, end):
+            """Whether the DDR bytes [start, end) lie clear of the previous layer's output."""
+            return ~have_prev | (start >= prev_end) | (end <= prev_out_addr)
         bad_descriptor = Signal()
         failure = ErrorCode.NONE
         for (c, _), failed in reversed(list(zip(checks, failed_regs))):
@@ -503,8 +507,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += chained.eq(have_prev & (d.input_addr == prev_out_addr) &
                                        (in_bytes <= self.store_bytes))
                 if cfg.with_add:
-                    m.d.sync += second_clear.eq(~have_prev | (d.weight_addr >= prev_end) |
-                                                (second_end <= prev_out_addr))
+                    m.d.sync += second_clear.eq(clear_of_store(d.weight_addr, second_end))
                 m.next = "VALIDATE"
 
             def dispatch():
@@ -528,8 +531,7 @@ class Sequencer(wiring.Component):
                 with m.If(failure != ErrorCode.NONE):
                     fail(failure)
                 with m.Else():
-                    m.d.sync += input_clear.eq(~have_prev | (d.input_addr >= prev_end) |
-                                               (input_end <= prev_out_addr))
+                    m.d.sync += input_clear.eq(clear_of_store(d.input_addr, input_end))
                     with m.If(chained):
                         # The input is the previous layer's output, in the other buffer.
                         m.d.sync += self.src.eq(~self.src)

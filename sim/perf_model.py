@@ -386,7 +386,7 @@ class _Schedule:
         in_bytes = d.in_h * d.in_w * d.in_c
         prev = self.prev
         chained = (prev is not None and d.input_addr == prev.output_addr and
-                   in_bytes <= prev.out_h * prev.out_w * prev.out_c)
+                   in_bytes <= _output_bytes(prev))
         input_bytes = 0
         if not chained:
             # Beside the store still running, unless that may be writing the input's bytes;
