@@ -19,8 +19,9 @@ from __future__ import annotations
 import functools
 import operator
 
-from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -174,37 +175,49 @@ class BufferReader(wiring.Component):
                      landed_valid.eq(out_valid), landed.eq(out_reg),
                      word.eq(functools.reduce(operator.or_, self.mem_data))]
 
-        # The queue: a ring of entries, written at `tail`, presented at `head`: a pop only
-        # moves `head` (a shift queue's pop would enable every entry's word: 4096 flip-flops
-        # for the weight reader, behind the consumer's ready).
-        entries = [Signal(layout, name=f"entry{i}", reset_less=True) for i in range(n)]
-        head, tail = Signal(range(n)), Signal(range(n))
+        # The queue: a ring of `QUEUE` entries in distributed RAM (ECP5 LUT RAM, TRELLIS_DPR16X4:
+        # written at `tail` on the clock, read at `after_head` without one) and the head item,
+        # a register of its own. Kept as flip-flops, the ring was 5 x 512 bits for the weight
+        # reader spread over the die and its head select (a pointer decoded into every bit's
+        # mux) the slowest path of the 45F; as LUT RAM it is a few dozen PFUs read through
+        # their own address lines, and a pop only moves pointers (a shift queue's pop would
+        # enable every entry). Consumers see only the head register: the activation reader's
+        # word fans out to the MAC array's multipliers and its `last` decides the MAC array's
+        # ready.
+        storage = m.submodules.storage = Memory(shape=layout, depth=n, init=[])
+        write, ahead = storage.write_port(), storage.read_port(domain="comb")
+        tail, after_head = Signal(range(n)), Signal(range(n), init=1)
         held = Signal(range(n + 1))
         nonempty = Signal()      # held != 0, as a register
-        m.d.sync += [held.eq(held + landed_valid - pop),
+        held_next = held + landed_valid - pop
+        m.d.sync += [held.eq(held_next),
                      nonempty.eq(landed_valid | Mux(pop, held != 1, held != 0))]
         # The item entering the queue this cycle.
         entering = Signal(layout)
         m.d.comb += [entering.eq(landed), entering.word.eq(word)]
         if self.chunk_bytes:
             m.d.comb += entering.chunk.eq(chunk_at(word, landed.addr, self.chunk_bytes))
+        m.d.comb += [write.addr.eq(tail), write.data.eq(entering), write.en.eq(landed_valid)]
         with m.If(landed_valid):
-            for i, entry in enumerate(entries):
-                with m.If(tail == i):
-                    m.d.sync += entry.eq(entering)
             m.d.sync += tail.eq(ring_next(tail, n))
-        head_next = Mux(pop, ring_next(head, n), head)
-        m.d.sync += head.eq(head_next)
-        # The head item is a register of its own (its entry's, or the entering item's when
-        # that becomes the head): consumers see no ring select, only a flip-flop (the
-        # activation reader's word fans out to the MAC array's 128 multipliers, and its
-        # `last` decides the MAC array's ready). Both outcomes are selected without `pop`
-        # (the consumer's ready, late), which picks one in the last LUT.
-        at = Array(entries)
+        with m.If(pop):
+            m.d.sync += after_head.eq(ring_next(after_head, n))
+        m.d.comb += ahead.addr.eq(after_head)
+        # The next head item: on a pop the entry after the head, or the entering item when
+        # the head was the only one held; else the entering item into an empty queue. (While
+        # items are held the head register equals the head entry, never overwritten until
+        # popped.) `to_entering` for either outcome is a register computed a cycle ahead
+        # (`out_valid` is next cycle's `landed_valid`), so per bit the late `pop` meets two
+        # flip-flops and the RAM's output in one LUT.
+        next_landed = out_valid
+        enter_on_pop, enter_on_stay = Signal(), Signal()
+        m.d.sync += [enter_on_pop.eq(next_landed & (held_next == 1)),
+                     enter_on_stay.eq(next_landed & (held_next == 0))]
         head_item = Signal(layout, reset_less=True)
-        if_pop, if_stay = (Mux(landed_valid & (tail == h), entering, at[h])
-                           for h in (ring_next(head, n), head))
-        m.d.sync += head_item.eq(Mux(pop, if_pop, if_stay))
+        with m.If(pop):
+            m.d.sync += head_item.eq(Mux(enter_on_pop, entering, ahead.data))
+        with m.Elif(enter_on_stay):
+            m.d.sync += head_item.eq(entering)
         m.d.comb += [out.valid.eq(nonempty), out.payload.eq(head_item)]
 
         # `idle` is a register computed from the next cycle's state, so it reads exactly as
