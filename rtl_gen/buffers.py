@@ -50,8 +50,12 @@ def chunk_at(word, addr, nbytes: int):
 
 class _Walk:
     """The counters of one walk: `load` starts it, `step` moves to the next address;
-    `last_inner` / `last` flag the final inner step and the final address. The flags are
-    registers, updated with the counters, so a walk's handshakes never wait on a comparator."""
+    `last_inner` / `last` flag the final inner step and the final address.
+
+    The flags are registers updated with the counters, so a walk's handshakes never wait on
+    a comparator, except in the cycles between a load and the first step (`fresh`), where they
+    compare the command register: a load takes its command from the sequencer's state decode,
+    and comparing it on its way in was the slowest path into the readers."""
 
     def __init__(self, m: Module, layout: data.StructLayout, name: str):
         self._m = m
@@ -61,25 +65,32 @@ class _Walk:
         self.row = Signal(width + 1, name=f"{name}_row")    # base + i * outer_stride
         self.i = Signal(width, name=f"{name}_i")
         self.j = Signal(width, name=f"{name}_j")
-        self.last_inner = Signal(name=f"{name}_last_inner")    # j == inner - 1
-        self.last_outer = Signal(name=f"{name}_last_outer")    # i == outer - 1
+        self.fresh = Signal(name=f"{name}_fresh")           # loaded, not yet stepped
+        inner_one = Signal(name=f"{name}_inner_one")
+        outer_one = Signal(name=f"{name}_outer_one")
+        m.d.comb += [inner_one.eq(self.cmd.inner == 1), outer_one.eq(self.cmd.outer == 1)]
+        self._last_inner = Signal(name=f"{name}_last_inner_r")
+        self._last_outer = Signal(name=f"{name}_last_outer_r")
+        self.last_inner = Mux(self.fresh, inner_one, self._last_inner)   # j == inner - 1
+        self.last_outer = Mux(self.fresh, outer_one, self._last_outer)   # i == outer - 1
         self.last = self.last_inner & self.last_outer
 
     def load(self, cmd):
         self._m.d.sync += [self.cmd.eq(cmd), self.addr.eq(cmd.base), self.row.eq(cmd.base),
-                           self.i.eq(0), self.j.eq(0),
-                           self.last_inner.eq(cmd.inner == 1), self.last_outer.eq(cmd.outer == 1)]
+                           self.i.eq(0), self.j.eq(0), self.fresh.eq(1)]
 
     def step(self):
         c = self.cmd
+        self._m.d.sync += self.fresh.eq(0)
         with self._m.If(self.last_inner):
             self._m.d.sync += [self.j.eq(0), self.i.eq(self.i + 1),
-                               self.last_inner.eq(c.inner == 1),
-                               self.last_outer.eq(self.i + 2 == c.outer),
+                               self._last_inner.eq(c.inner == 1),
+                               self._last_outer.eq(self.i + 2 == c.outer),
                                self.row.eq(self.row + c.outer_stride),
                                self.addr.eq(self.row + c.outer_stride)]
         with self._m.Else():
-            self._m.d.sync += [self.j.eq(self.j + 1), self.last_inner.eq(self.j + 2 == c.inner),
+            self._m.d.sync += [self.j.eq(self.j + 1), self._last_inner.eq(self.j + 2 == c.inner),
+                               self._last_outer.eq(self.last_outer),
                                self.addr.eq(self.addr + c.inner_step)]
 
 
