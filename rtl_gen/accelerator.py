@@ -326,9 +326,11 @@ class Accelerator(wiring.Component):
                      ctl_softmax.eq(is_softmax), *([ctl_add.eq(is_add)] if with_add else [])]
 
         # ---- buffers ----------------------------------------------------------------------
-        acts = [SlicedMemory(m, f"act{i}", word_bytes=g.act_word, depth=g.act_depth)
+        acts = [SlicedMemory(m, f"act{i}", word_bytes=g.act_word, depth=g.act_depth,
+                             platform=platform)
                 for i in range(2)]
-        weights = SlicedMemory(m, "weights", word_bytes=g.weight_word, depth=g.weight_depth)
+        weights = SlicedMemory(m, "weights", word_bytes=g.weight_word, depth=g.weight_depth,
+                               platform=platform)
 
         def reader(name, mems, select, word, depth, walk, sliced=False, chunk_bytes=0):
             """A BufferReader on its own read port of each of `mems`, reading

@@ -7,21 +7,39 @@ one of 16 block RAMs' words: 64 bits from every block RAM cross the die to a LUT
 the 85F nextpnr never finished routing that (250k arcs, a quarter of them still congested
 after an hour). A DP16KD is as happy 8192 x 2 bits: 32 of them side by side hold the same
 buffer, each word's 2-bit slice in each, and a read is those 32 slices concatenated, 64 wires
-in all. Each slice's bits land in a fabric flip-flop beside its block RAM (the DP16KD drives
-its read data 5.8 ns after the clock, nextpnr's speed grade 6 figure, too late to cross the
-die in the same cycle), and the reader lands the word again before any logic.
+in all.
 
-The DP16KD's own output register (REGMODE OUTREG), which Yosys' memory mapping never sets,
-was tried as that first register (commit 4421950); on the 45F it placed and routed worse (the
-block RAMs' byte enables the slowest path), so the register is a fabric flip-flop.
+A read is registered twice: the block RAM's read (address in cycle t) and an output
+register (the word in t + 2). A DP16KD drives its read data 5.8 ns after the clock
+(nextpnr's speed grade 6 figure); behind a fabric flip-flop that nextpnr placed by the
+reader rather than by the block RAM, that hop was the 45F's slowest path (10.97 ns, 4.8 of
+routing). So on ECP5 (`dsp.targets_ecp5(platform)`, as `boards.synth` converts) the slices
+are DP16KD instances with their own output register (REGMODE OUTREG), which Yosys' memory
+mapping never sets, wired the way Yosys maps an inferred memory
+(share/lattice/brams_map_16kd.v): port A writes, port B reads, the word address on the top
+address lines, 9-bit lanes for 8- to 32-bit slices (32-bit: the 36-bit pseudo dual-port
+mode, DI/DO halves on the A and B pins), byte enables on the low address lines in the 18-
+and 36-bit modes. Elsewhere (Amaranth simulation, Verilator, other FPGAs) a slice is an
+`amaranth.lib.memory.Memory` and a fabric register; `tests/test_cocotb_bram.py` runs both
+builds side by side in Verilator (`sim/dp16kd_model.v` models the primitive's modes used
+here). A read and a write of the same word in the same cycle are not defined (the block
+RAM's ports collide); the accelerator never reads a word in the cycle it is written.
+
+(An earlier round, commit 4421950, read 512 x 36 banks through OUTREG and placed worse: the
+banks' byte enables became the slowest path. Sliced, a block RAM's write enable is one byte's.)
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal
 from amaranth.lib.memory import Memory
+from amaranth.utils import exact_log2
+
+from .dsp import targets_ecp5
 
 READ_LATENCY = 2        # address in cycle t, word in t + 2 (read port, output register)
 BLOCK_BITS = 16384      # a DP16KD's data bits (x1 .. x18 true dual port, x36 simple)
+# DP16KD data width per slice width: 8- to 32-bit slices use 9-bit lanes, one byte each.
+_DATA_WIDTH = {1: 1, 2: 2, 4: 4, 8: 9, 16: 18, 32: 36}
 
 
 def slice_bits(word_bits: int, depth: int) -> int:
@@ -39,10 +57,11 @@ class SlicedMemory:
     byte-granular write port, any number of registered read ports.
 
     Construction adds the slices to `m` (`{name}_s{k}`); `w_addr`, `w_data` and `w_en` (one
-    bit per byte) drive the write port; `read_port` adds a read port.
+    bit per byte) drive the write port; `read_port` adds a read port. `platform`: DP16KD
+    instances with output registers on ECP5 (see the module docstring), else memories.
     """
 
-    def __init__(self, m: Module, name: str, *, word_bytes: int, depth: int):
+    def __init__(self, m: Module, name: str, *, word_bytes: int, depth: int, platform=None):
         self._m, self._name = m, name
         self.word_bytes, self.depth = word_bytes, depth
         word_bits = 8 * word_bytes
@@ -53,6 +72,11 @@ class SlicedMemory:
         self._ports = 0
         self._slices = []
         sb = self.slice_bits
+        # Instances only where one block RAM holds a slice (a memory deeper than 16,384
+        # words is left to Yosys' cascading).
+        self._ecp5 = targets_ecp5(platform) and sb * depth <= BLOCK_BITS
+        if self._ecp5:
+            return
         for k in range(word_bits // sb):
             mem = m.submodules[f"{name}_s{k}"] = Memory(shape=sb, depth=depth, init=[])
             lo = k * sb
@@ -70,17 +94,73 @@ class SlicedMemory:
         """A read port at `addr` (read while `en`): the word, `READ_LATENCY` cycles later,
         from the slices' output registers; zero unless `selected` was high with the address.
 
-        A zero word lets a reader of several buffers pick one with an OR (`BufferReader`).
-        The zero is the output registers' synchronous reset, a flip-flop's own input."""
+        A zero word lets a reader of several buffers pick one with an OR (`BufferReader`),
+        which absorbs the zeroing AND into the same LUT. (Zeroing by the output registers'
+        synchronous reset would save that input, but whether a DP16KD's RST in its OUTREG
+        mode also clears the read latch of the next word is not documented anywhere we
+        could check, so the block RAMs are never reset.)"""
         m, k = self._m, self._ports
         self._ports += 1
         selected_read = Signal(name=f"{self._name}_r{k}_selected")
-        m.d.sync += selected_read.eq(selected)
+        selected_out = Signal(name=f"{self._name}_r{k}_selected_out")
+        m.d.sync += [selected_read.eq(selected), selected_out.eq(selected_read)]
         parts = []
-        for i, mem in enumerate(self._slices):
-            part = Signal(self.slice_bits, name=f"{self._name}_s{i}_r{k}")
-            port = mem.read_port()
+        for i in range(8 * self.word_bytes // self.slice_bits):
+            name = f"{self._name}_s{i}_r{k}"
+            if self._ecp5:
+                parts.append(self._dp16kd(name, i * self.slice_bits, addr, en))
+                continue
+            part = Signal(self.slice_bits, name=name)
+            port = self._slices[i].read_port()
             m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
-            m.d.sync += part.eq(Mux(selected_read, port.data, 0))
+            m.d.sync += part.eq(port.data)
             parts.append(part)
-        return Cat(*parts)
+        return Mux(selected_out, Cat(*parts), 0)
+
+    def _dp16kd(self, name: str, lo: int, r_addr, en) -> Signal:
+        """The slice of bits [lo, lo + slice_bits) for one read port: a DP16KD written on
+        port A, read on port B through its output register."""
+        m, sb = self._m, self.slice_bits
+        width = _DATA_WIDTH[sb]
+        lsb = exact_log2(sb)        # the word address starts at AD[lsb]: 16384 / depth
+        nbytes = max(1, sb // 8)
+        data = self.w_data[lo:lo + sb]
+        if width >= 9:      # one byte per 9-bit lane, its ninth bit unused
+            data = Cat(Cat(data.word_select(b, 8), Const(0, 1)) for b in range(nbytes))
+        di = Signal(36, name=f"{name}_DI")
+        do = Signal(36, name=f"{name}_DO")
+        w_addr = Signal(14 - lsb, name=f"{name}_ADW")
+        addr = Signal(14 - lsb, name=f"{name}_ADR")
+        m.d.comb += [di.eq(data), w_addr.eq(self.w_addr), addr.eq(r_addr)]
+        byte_en = self.w_en[lo // 8:lo // 8 + nbytes]
+        # Below the word address: byte enables in the 18- and 36-bit modes, else zero.
+        low_a = ([byte_en[b] for b in range(nbytes)] if width >= 18 else []) + [Const(0)] * lsb
+        ports = {
+            "i_CLKA": ClockSignal("sync"), "i_CLKB": ClockSignal("sync"),
+            "i_WEA": Const(1) if width >= 18 else byte_en[0], "i_CEA": Const(1),
+            "i_OCEA": Const(1), "i_RSTA": Const(0),
+            "i_WEB": Const(0), "i_CEB": en, "i_OCEB": Const(1), "i_RSTB": Const(0),
+            **{f"i_CS{p}{i}": Const(0) for p in "AB" for i in range(3)},
+            **{f"i_ADA{i}": low_a[i] for i in range(lsb)},
+            **{f"i_ADB{i}": Const(0) for i in range(lsb)},
+            **{f"i_ADA{lsb + i}": w_addr[i] for i in range(14 - lsb)},
+            **{f"i_ADB{lsb + i}": addr[i] for i in range(14 - lsb)},
+            **{f"i_DIA{i}": di[i] for i in range(18)},
+            **{f"i_DIB{i}": di[18 + i] if width == 36 else Const(0) for i in range(18)},
+            **{f"o_DOA{i}": do[i] if width == 36 else Signal(name=f"{name}_DOA{i}")
+               for i in range(18)},
+            **{f"o_DOB{i}": do[18 + i] if width == 36 else do[i] for i in range(18)},
+        }
+        m.submodules[name] = Instance(
+            "DP16KD",
+            p_DATA_WIDTH_A=width, p_DATA_WIDTH_B=width,
+            p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+            p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+            p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+            p_CLKAMUX="CLKA", p_CLKBMUX="CLKB",
+            p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
+            p_GSR="DISABLED",
+            **ports)
+        if width >= 9:
+            return Cat(do.word_select(b, 9)[:8] for b in range(nbytes))
+        return do[:sb]
