@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from .fsm_encoding import one_hot
 from .requant import (INT32_MAX, INT32_MIN, SRDHM_STAGES, multiplier_signature,
-                      rounding_divide_by_pot, rounding_nudge, srdhm_pipeline, wrap32)
+                      rounding_divide_by_pot, srdhm_pipeline, wrap32)
 
 # gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl, Q0.31.
 EXP_CONSTANT_TERM = 1895147668     # exp(-1/8)
@@ -186,6 +186,12 @@ class SoftmaxUnit(wiring.Component):
         headroom = Signal(range(33))
         nudged = Signal(signed(33))
         shifted = Signal(signed(32))
+        # `rounding_nudge(high, out_exponent)` split: its exponent-only parts are registers
+        # computed every cycle (out_exponent holds from RECIP_NORMALIZE to the end, many
+        # cycles before OUT_ROUND), so OUT_ROUND is a 2:1 select into one adder.
+        out_half, out_half_less = Signal(32), Signal(32)
+        half = Const(1 << 31, 32) >> (32 - out_exponent).as_unsigned()
+        m.d.sync += [out_half.eq(half), out_half_less.eq(half - (out_exponent != 0))]
 
         def multiplies(name, ops, after):
             """Chain of (a, b, write-back statements) multiplies: issue, operand load,
@@ -327,7 +333,7 @@ class SoftmaxUnit(wiring.Component):
                     m.next = out_stages[k + 1] if k + 1 < len(out_stages) else "OUT_ROUND"
             with m.State("OUT_ROUND"):
                 # RoundingDivideByPOT(high, out_exponent) as its add, then its shift in OUT_WB.
-                m.d.sync += nudged.eq(high + rounding_nudge(high, out_exponent))
+                m.d.sync += nudged.eq(high + Mux(high < 0, out_half_less, out_half))
                 m.next = "OUT_SHIFT"
             with m.State("OUT_SHIFT"):
                 m.d.sync += shifted.eq(wrap32(nudged >> out_exponent))
