@@ -24,8 +24,9 @@ Buffer words are sized so that every chunk moved is one aligned piece of a word
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, ResetSignal, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, ResetSignal, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -110,11 +111,16 @@ class AccSerializer(wiring.Component):
         result = data.ArrayLayout(signed(32), n)
         # A ring of entries, written at `tail`, read at `head`: a pop only moves `head` (as a
         # shift queue, each pop enabled every entry's ~1000 bits behind the requantizers'
-        # ready: the 45F's critical path), and a push enables one entry from `tail`.
-        queue = [Signal(result, name=f"queue{i}") for i in range(depth)]
+        # ready: the 45F's critical path), and a push writes one entry at `tail`. The ring is
+        # distributed RAM (ECP5 LUT RAM: written on the clock, read without one), as in
+        # `BufferReader`: no per-bit select tree over `depth` entries of pw_out int32s.
+        queue = m.submodules.queue = Memory(shape=result, depth=depth, init=[])
+        write, read = queue.write_port(), queue.read_port(domain="comb")
         head_at, tail_at = Signal(range(depth)), Signal(range(depth))
         head = Signal(result)
-        m.d.comb += head.eq(Array(queue)[head_at])
+        m.d.comb += [head.eq(read.data), read.addr.eq(head_at),
+                     write.addr.eq(tail_at), write.data.eq(self.acc.payload),
+                     write.en.eq(self.acc.valid)]
         held = Signal(range(depth + 1))
         beat = Signal(range(n))
         # A result's beats less one, from the layer's settings (stable while it runs).
@@ -147,9 +153,6 @@ class AccSerializer(wiring.Component):
                      last.eq(next_beat == next_last_beat[:len(beat)]),
                      valid.eq(next_held != 0)]
         with m.If(push):
-            for i, entry in enumerate(queue):
-                with m.If(tail_at == i):
-                    m.d.sync += entry.eq(self.acc.payload)
             m.d.sync += tail_at.eq(ring_next(tail_at, depth))
         with m.If(pop):
             m.d.sync += head_at.eq(ring_next(head_at, depth))
