@@ -25,8 +25,15 @@ builds side by side in Verilator (`sim/dp16kd_model.v` models the primitive's mo
 here). A read and a write of the same word in the same cycle are not defined (the block
 RAM's ports collide); the accelerator never reads a word in the cycle it is written.
 
-(An earlier round, commit 4421950, read 512 x 36 banks through OUTREG and placed worse: the
-banks' byte enables became the slowest path. Sliced, a block RAM's write enable is one byte's.)
+The write port is registered too (`WRITE_LATENCY`): the byte enables come from the layer's
+result stream (a valid through the units' output select and the writer's mask) and fan out
+to every slice across the die; unregistered, that was the slowest path once the reads were
+(84.9 MHz on the 45F; an earlier round, commit 4421950, read 512 x 36 banks through OUTREG
+and met the same path). A word written in cycle t is read correctly from cycle t + 2 on:
+the accelerator reads a buffer's words at least three cycles after writing them (the
+sequencer starts a walk only once the writer or the DMA reports idle or done, a register,
+and the reader's address is registered again), which the bit-exact network tests exercise
+at every layer boundary.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ from amaranth.utils import exact_log2
 from .dsp import targets_ecp5
 
 READ_LATENCY = 2        # address in cycle t, word in t + 2 (read port, output register)
+WRITE_LATENCY = 1       # a write offered in cycle t is in the memory from cycle t + 2 on
 BLOCK_BITS = 16384      # a DP16KD's data bits (x1 .. x18 true dual port, x36 simple)
 # DP16KD data width per slice width: 8- to 32-bit slices use 9-bit lanes, one byte each.
 _DATA_WIDTH = {1: 1, 2: 2, 4: 4, 8: 9, 16: 18, 32: 36}
@@ -69,6 +77,13 @@ class SlicedMemory:
         self.w_addr = Signal(range(depth), name=f"{name}_w_addr")
         self.w_data = Signal(word_bits, name=f"{name}_w_data")
         self.w_en = Signal(word_bytes, name=f"{name}_w_en")
+        # The write port's register (see the module docstring); data and address need no
+        # reset, the enables do.
+        self._w_addr = Signal(range(depth), name=f"{name}_w_addr_r", reset_less=True)
+        self._w_data = Signal(word_bits, name=f"{name}_w_data_r", reset_less=True)
+        self._w_en = Signal(word_bytes, name=f"{name}_w_en_r")
+        m.d.sync += [self._w_addr.eq(self.w_addr), self._w_data.eq(self.w_data),
+                     self._w_en.eq(self.w_en)]
         self._ports = 0
         self._slices = []
         sb = self.slice_bits
@@ -82,11 +97,11 @@ class SlicedMemory:
             lo = k * sb
             if sb <= 8:
                 port = mem.write_port()
-                en = self.w_en[lo // 8]
+                en = self._w_en[lo // 8]
             else:
                 port = mem.write_port(granularity=8)
-                en = self.w_en[lo // 8:(lo + sb) // 8]
-            m.d.comb += [port.addr.eq(self.w_addr), port.data.eq(self.w_data[lo:lo + sb]),
+                en = self._w_en[lo // 8:(lo + sb) // 8]
+            m.d.comb += [port.addr.eq(self._w_addr), port.data.eq(self._w_data[lo:lo + sb]),
                          port.en.eq(en)]
             self._slices.append(mem)
 
@@ -124,15 +139,15 @@ class SlicedMemory:
         width = _DATA_WIDTH[sb]
         lsb = exact_log2(sb)        # the word address starts at AD[lsb]: 16384 / depth
         nbytes = max(1, sb // 8)
-        data = self.w_data[lo:lo + sb]
+        data = self._w_data[lo:lo + sb]
         if width >= 9:      # one byte per 9-bit lane, its ninth bit unused
             data = Cat(Cat(data.word_select(b, 8), Const(0, 1)) for b in range(nbytes))
         di = Signal(36, name=f"{name}_DI")
         do = Signal(36, name=f"{name}_DO")
         w_addr = Signal(14 - lsb, name=f"{name}_ADW")
         addr = Signal(14 - lsb, name=f"{name}_ADR")
-        m.d.comb += [di.eq(data), w_addr.eq(self.w_addr), addr.eq(r_addr)]
-        byte_en = self.w_en[lo // 8:lo // 8 + nbytes]
+        m.d.comb += [di.eq(data), w_addr.eq(self._w_addr), addr.eq(r_addr)]
+        byte_en = self._w_en[lo // 8:lo // 8 + nbytes]
         # Below the word address: byte enables in the 18- and 36-bit modes, else zero.
         low_a = ([byte_en[b] for b in range(nbytes)] if width >= 18 else []) + [Const(0)] * lsb
         ports = {

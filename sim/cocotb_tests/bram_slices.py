@@ -2,10 +2,11 @@
 (simulated with `sim/dp16kd_model.v`) and as Amaranth memories. Top: ``SlicedPair`` in
 ``tests/test_cocotb_bram.py``.
 
-Random byte-masked writes and reads, one of each per cycle (never the same word in the same
-cycle: the block RAM's ports collide there), reads selected at random; every read's word
-must come out of both builds exactly `bram.READ_LATENCY` cycles after its address, equal to
-a Python copy (zero when not selected).
+Random byte-masked writes and reads, one of each per cycle, reads selected at random; every
+read's word must come out of both builds exactly `bram.READ_LATENCY` cycles after its
+address, equal to a Python copy (zero when not selected). A write offered in cycle t reaches
+the block RAM in cycle t + 1 (`bram.WRITE_LATENCY`), so a read never addresses the words
+written in its own cycle or the one before (the block RAM's ports collide there).
 """
 from __future__ import annotations
 
@@ -27,11 +28,15 @@ async def random_writes_and_reads(dut):
     await bench.start(dut)
     pending = []       # (cycle the word is due, address, expected word)
     checked = 0
+    previous_w_addr = None
     for cycle in range(p["cycles"]):
         r_addr = rng.randrange(depth)
+        while r_addr == previous_w_addr:
+            r_addr = rng.randrange(depth)
         w_addr = rng.randrange(depth)
         while w_addr == r_addr:
             w_addr = rng.randrange(depth)
+        previous_w_addr = w_addr
         w_en = rng.getrandbits(word_bytes) if rng.random() < 0.7 else 0
         w_data = rng.getrandbits(8 * word_bytes)
         selected = rng.random() < 0.8
