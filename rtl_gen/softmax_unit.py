@@ -150,20 +150,25 @@ class SoftmaxUnit(wiring.Component):
         taken = Signal(range(self.max_length))
         # A logit (and its exponential) read from their block RAMs into registers, then its
         # difference from the maximum and the range test in a state of their own.
-        read_data, logit, exp_value = Signal(signed(8)), Signal(signed(8)), Signal(signed(32))
+        read_data, logit = Signal(signed(8)), Signal(signed(8))
+        exp_read, exp_value = Signal(signed(32)), Signal(signed(32))
         diff, in_range = Signal(signed(9)), Signal()
         scaled_diff, recip_doubled = Signal(signed(32)), Signal(signed(32))
 
         def read_logit(state, then, *, exp=False):
             # Yosys folds the first register into a block RAM's read port, whose output is
-            # slow (about 6 ns): a second register holds the logit before any logic.
+            # slow (about 6 ns): a second register holds the logit (and the exponential:
+            # read straight into the multiplier's operand select it was the 45F's slowest
+            # path, 10.35 ns) before any logic.
             with m.State(state):
                 m.d.sync += read_data.eq(logit_rd.data)
                 if exp:
-                    m.d.sync += exp_value.eq(exp_rd.data)
+                    m.d.sync += exp_read.eq(exp_rd.data)
                 m.next = state + "_HOLD"
             with m.State(state + "_HOLD"):
                 m.d.sync += logit.eq(read_data)
+                if exp:
+                    m.d.sync += exp_value.eq(exp_read)
                 m.next = state + "_DIFF"
             with m.State(state + "_DIFF"):
                 m.d.sync += diff.eq(logit - maximum)
