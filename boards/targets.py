@@ -85,23 +85,18 @@ def get_board(board: str | Board) -> Board:
 # SoftmaxUnit borrows lane 0's product, and the depthwise taps, the sequencer's size products
 # and the FloatRequantizer's digits are LUT logic (`rtl_gen.lut_mul`).
 MULT18_PER_LANE = 3
-# Coarse logic model, LUT4 slots after place and route (LUT4 + 2 * CCU2C + 2 * DPR16X4):
-# a base plus one term per MAC of the array and one per depthwise tap (its 9x8 LUT
-# multiplier). Fitted on the earlier RTL (base, per MAC) and checked on the current one:
-# 85F default (16x8 MACs, 4 lanes) 34 466 routed for 35 160 estimated, the smallest config
-# CI builds 13 341 for 13 072: within 3%.
-LUT_BASE, LUT_PER_MULT = 11384, 152
-LUT_PER_DW_TAP = 120
-# Per requantizer lane beyond its depthwise taps: the AddUnit (two LUT-built 9x31-bit
-# scalings, rounding shifts), the Requantizer's and MeanUnit's lane logic, the lane-wide
-# muxes. Calibrated on the two designs measured with the AddUnit: the smallest CI config
-# (2x2, 1 lane) routed at 17 294 LUT4 slots (17 472 estimated), the 85F's 16x8 + 8 lanes
-# synthesized to 57 651 LUT4 + 8 494 CCU2C = 74 639 slots (74 680 estimated). A config
-# without the AddUnit (`AccelConfig.with_add` false) is estimated without this term, as the
-# designs before the AddUnit were (85F 16x8 + 4 lanes routed 34 466, 35 160 estimated); no
-# such design with 8 lanes has been synthesized yet, and the AddUnit alone measured ~2 700
-# per lane on the smallest config, so the rest of this term may belong to every lane.
-LUT_PER_ADD_LANE = 4400
+# Coarse logic model, LUT4 slots (LUT4 + 2 * CCU2C + 2 * DPR16X4 of synth_ecp5's statistics):
+# a base plus one term per MAC of the array, one per depthwise tap (a lane's 9x8 LUT
+# multipliers with the Requantizer's, MeanUnit's and serializer's lane logic: lanes are what
+# costs LUTs) and one per lane for the AddUnit (two LUT-built 9x31-bit scalings, rounding
+# shifts). Fitted on four syntheses of the current RTL (the buffers' rings in LUT RAM): the
+# 45F's 8x8 MACs + 2 lanes without the AddUnit 21,173 slots (21,178 estimated), the 85F's
+# 16x8 + 8 lanes 48,845 without it (48,806) and 61,655 with it (61,606), the smallest CI
+# config (2x2, 1 lane, AddUnit) 15,623 (15,608). Before the rings moved to LUT RAM each MAC
+# cost ~150 slots (its share of the weight reader's 5-entry flip-flop ring and select).
+LUT_BASE, LUT_PER_MULT = 9750, 52
+LUT_PER_DW_TAP = 450
+LUT_PER_ADD_LANE = 1600
 # Shares of a device the default configuration may plan for: the LUT model is coarse, and
 # nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).
 LUT_BUDGET, BRAM_BUDGET = 0.8, 0.9
@@ -182,15 +177,14 @@ def default_config(board: str | Board = DEFAULT_BOARD, needs_add: bool = True) -
     (smaller channel padding, `firmware.layout.channel_align`) with pw_out >= pw_in. The DSPs
     bind: MULT18X18D = pw_out*pw_in + 3*dw_lanes (`estimate`; dw_lanes <= pw_out).
 
-    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 4 lanes = 128 + 12 = 140, 91% of them MACs
-      (32x8 needs 280). Its LUTs bind the lanes: eight (152 MULT18X18D, which would halve
-      the depthwise layers' cycles) synthesize to ~74.6k of its 83.6k LUT4 slots with the
-      AddUnit, over the 80% `LUT_BUDGET`. Without the AddUnit: 16x8 MACs + 8 lanes = 152
-      (~39.5k LUT4 slots estimated).
+    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 8 lanes = 128 + 24 = 152, 84% of them MACs
+      (32x8 needs 280), with the AddUnit or without it (~61.6k and ~48.8k of its 83.6k LUT4
+      slots estimated; 80% is `LUT_BUDGET`). Before the buffers' rings moved to LUT RAM the
+      AddUnit's LUTs held the lanes at 4.
     * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 2 lanes = 64 + 6 = 70, 91% MACs
       (8x8 with 4 lanes needs 76).
     * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 1 lane = 16 + 3 = 19 (its 24k LUT4 bind);
-      without the AddUnit 4x4 + 4 lanes = 28 (~18.1k LUT4 slots estimated, 75% of them).
+      without the AddUnit 4x4 + 2 lanes = 22 (~18.7k LUT4 slots estimated).
 
     Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 64 KiB of weights:
     what the firmware's networks are compiled for; the weight buffer's words are a whole

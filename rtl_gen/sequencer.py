@@ -336,6 +336,11 @@ class Sequencer(wiring.Component):
         prev_out_addr = Signal(cfg.addr_width)
         storing = Signal()
 
+        # High in SOFTMAX_PAD and SOFTMAX_PAD_WAIT, as a register set and cleared on the
+        # transitions: it selects the output writer's source, far from the sequencer, and a
+        # state decode there was the 45F's slowest path (98.58 MHz).
+        pad_phase = Signal()
+        m.d.comb += self.pad_phase.eq(pad_phase)
         # A descriptor ends without a store (a MEAN_PARTIAL band) in the cycle this is high.
         ended_unstored = Signal()
         m.d.comb += [self.error_code.eq(code), self.layer_count.eq(completed)]
@@ -683,14 +688,14 @@ class Sequencer(wiring.Component):
                     with m.If(d.out_c == d.real_c):
                         m.next = "STORE"
                     with m.Else():
+                        m.d.sync += pad_phase.eq(1)
                         m.next = "SOFTMAX_PAD"
             with m.State("SOFTMAX_PAD"):
-                m.d.comb += self.pad_phase.eq(1)
                 with m.If(walk(self.out_walk, 1, base=d.real_c, inner=d.out_c - d.real_c)):
                     m.next = "SOFTMAX_PAD_WAIT"
             with m.State("SOFTMAX_PAD_WAIT"):
-                m.d.comb += self.pad_phase.eq(1)
                 with m.If(self.out_idle):
+                    m.d.sync += pad_phase.eq(0)
                     m.next = "STORE"
             with m.State("OUT_WAIT"):
                 with m.If(self.out_idle):
@@ -730,4 +735,6 @@ class Sequencer(wiring.Component):
         # One flip-flop per state, so no handshake or write waits on a state decode.
         one_hot(fsm)
         reset_only_by(m, fsm, "IDLE", self.fsm_reset)
+        with m.If(self.fsm_reset):          # after the FSM: wins over its transitions
+            m.d.sync += pad_phase.eq(0)
         return m

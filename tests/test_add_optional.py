@@ -40,8 +40,8 @@ def test_estimate_leaves_out_the_add_unit():
 
 
 def test_default_config_for_a_network_without_add():
-    """The 85F's LUTs bound its lanes at 4 with the AddUnit; without it the DSPs bind at 8:
-    16x8 MACs + 8 lanes = 152 of 156 MULT18X18D."""
+    """The 85F's DSPs bind its lanes at 8 either way (16x8 MACs + 8 lanes = 152 of 156
+    MULT18X18D); the AddUnit's LUTs fit beside them since the buffers' rings are LUT RAM."""
     board = get_board("ulx3s-85f")
     cfg = default_config(board, needs_add=False)
     assert (cfg.pw_out, cfg.pw_in, cfg.dw_lanes, cfg.with_add) == (16, 8, 8, False)
@@ -49,7 +49,8 @@ def test_default_config_for_a_network_without_add():
     assert est.mult18 == 152 and est.luts <= LUT_BUDGET * board.luts
     assert cfg == replace(AccelConfig(clock_mhz=board.clock_mhz), with_add=False)
     kept = default_config(board)                  # callers that don't say: with the AddUnit
-    assert (kept.pw_out, kept.pw_in, kept.dw_lanes, kept.with_add) == (16, 8, 4, True)
+    assert (kept.pw_out, kept.pw_in, kept.dw_lanes, kept.with_add) == (16, 8, 8, True)
+    assert estimate(kept).luts <= LUT_BUDGET * board.luts
     assert default_config(board, needs_add=True) == kept
 
 
