@@ -234,12 +234,14 @@ class BufferReader(wiring.Component):
         # `idle` is a register computed from the next cycle's state, so it reads exactly as
         # the state's own decode would, while the consumer's ready (through `pop`) and the
         # sequencer's next-state logic that waits on `idle` sit on either side of a flip-flop.
+        # An issue keeps it low anyway, so it needs `running` only where no issue can end the
+        # walk: the walk's last-step flags (a compare, just after a load) stay out of it.
         load = self.cmd.valid & ~running
         running_next = Mux(load, 1, Mux(issue & walk.last, 0, running))
         idle = Signal(init=1)
         empty_next = ~landed_valid & Mux(pop, held == 1, held == 0)
         m.d.sync += [running.eq(running_next),
-                     idle.eq(~running_next & ~issue & ~read_valid & ~out_valid & empty_next)]
+                     idle.eq(~load & ~running & ~issue & ~read_valid & ~out_valid & empty_next)]
         m.d.comb += [
             self.cmd.ready.eq(~running),
             self.mem_en.eq(1),
