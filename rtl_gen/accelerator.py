@@ -414,19 +414,8 @@ class Accelerator(wiring.Component):
         with m.If(arrived & to_weights):
             m.d.comb += weights.w_en.eq(Cat(bit.replicate(bus)
                                             for bit in chunk_enable(g.weight_word)))
-        # The XOR of the descriptor's 32-bit words, folded in as they arrive (the sequencer's
-        # checksum test), from zero at each read command.
-        desc_xor = Signal(32)
-        m.d.comb += seq.desc_xor.eq(desc_xor)
-        beat_xor = desc_xor
-        for k in range(8 * bus // 32):
-            beat_xor = beat_xor ^ word[32 * k:32 * (k + 1)]
         with m.If(arrived & to_desc):
             m.d.sync += desc.as_value().word_select(beat, 8 * bus).eq(word)
-        with m.If(seq.rd_cmd.valid & seq.rd_cmd.ready):
-            m.d.sync += desc_xor.eq(0)
-        with m.Elif(arrived & to_desc):
-            m.d.sync += desc_xor.eq(beat_xor)
         for i, reg in enumerate(record_slots):
             with m.If(arrived & to_records & (seq.slot != i)):
                 m.d.sync += reg.as_value().word_select(beat, 8 * bus).eq(word)

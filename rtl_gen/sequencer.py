@@ -260,8 +260,6 @@ class Sequencer(wiring.Component):
       slot (out): the channel-record (and pointwise weight) slot the engines use; records
         load into the other one.
       desc (in): the descriptor register filled by the loader.
-      desc_xor (in): the XOR of the 32-bit words the loader put in `desc` since the last read
-        command (all 16 after FETCH; the check word makes it CHECK_MAGIC).
       src (out): the activation buffer the layer reads (and an input load fills); the layer
         writes the other one. It flips only for a layer that takes its input on chip.
       store_src, store_bytes (out): the buffer the running store reads and its layer's output
@@ -294,7 +292,6 @@ class Sequencer(wiring.Component):
             "weight_load_word": Out(range(g.weight_depth)),
             "slot": Out(1),
             "desc": In(descriptor_layout()),
-            "desc_xor": In(32),
             "src": Out(1), "store_src": Out(1), "store_bytes": Out(48),
             "act_walk": Out(stream.Signature(walk_layout(g.act_capacity))),
             "weight_walk": Out(stream.Signature(walk_layout(g.weight_capacity))),
@@ -352,6 +349,10 @@ class Sequencer(wiring.Component):
         with m.If(self.wr_done):
             m.d.sync += storing.eq(0)
 
+        words = [d.as_value()[32 * i:32 * (i + 1)] for i in range(16)]
+        expected_check = CHECK_MAGIC
+        for w in words[:15]:
+            expected_check = expected_check ^ w
         # The depthwise sizes are adders in series: registered every cycle, long before CHECK.
         # 20 bits hold 9 x a 16-bit channel count, the widest of them.
         dw_sizes = {}
@@ -465,12 +466,10 @@ class Sequencer(wiring.Component):
 
             load("FETCH", desc_addr, DESCRIPTOR_BYTES, LoadDest.DESCRIPTOR, goto("DECODE"))
 
-            # The check word is right when the XOR of all 16 words is CHECK_MAGIC; the loader
-            # folds the words in as they arrive (`desc_xor`: as a 15-word XOR tree here it
-            # was the 45F's slowest path, 98.07 MHz). Compared in DECODE, acted on in
-            # DECODED, so it never shares a cycle with the FSM's next state.
+            # The checksum is a 15-word XOR tree and a 32-bit compare: registered in DECODE,
+            # acted on in DECODED, so it never shares a cycle with the FSM's next state.
             with m.State("DECODE"):
-                m.d.sync += bad_descriptor.eq((self.desc_xor != CHECK_MAGIC) | (d.layer != layer))
+                m.d.sync += bad_descriptor.eq((d.check != expected_check) | (d.layer != layer))
                 m.next = "DECODED"
 
             with m.State("DECODED"):
