@@ -134,8 +134,8 @@ def estimate(cfg: AccelConfig) -> Estimate:
     lanes: a 64-bit lane takes two 36-bit blocks), the depthwise line buffer (two rows of
     pixels), the MeanUnit sums, the per-layer cycle registers and the SoftmaxUnit's logits and
     exponentials.
-    Both formulas reproduce synth_ecp5 exactly for `default_config("ulx3s-85f")`: 148
-    MULT18X18D, 169 DP16KD. With one reader per activation buffer (read_ports=1) they matched
+    Both formulas reproduce synth_ecp5 exactly for `default_config("ulx3s-85f")`: 152
+    MULT18X18D, 173 DP16KD. With one reader per activation buffer (read_ports=1) they matched
     an earlier accelerator as exactly: AccelConfig() 280 and 106, pw 2x2 with one lane 37 and 24.
     """
     from rtl_gen.sequencer import Geometry, Limits
@@ -189,7 +189,7 @@ def default_config(board: str | Board = DEFAULT_BOARD, needs_add: bool = True) -
     Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 64 KiB of weights:
     what the firmware's networks are compiled for; the weight buffer's words are a whole
     pw_out x pw_in block wide, so 512 of them cost no more block RAMs than 256) and are
-    halved together only while they exceed 90 % of the DP16KDs. 85F: 169 of 208 blocks
+    halved together only while they exceed 90 % of the DP16KDs. 85F: 173 of 208 blocks
     (each activation buffer is stored twice, 64 blocks). 45F: 32 + 32 KiB, 88 of 108 blocks;
     alpha 0.25's 14x14x256 layers then run as two bands of rows each (`firmware.tiling`),
     alpha 1 does not fit (a stride-2 depthwise band needs three 14 KiB input rows).

@@ -217,7 +217,7 @@ class BufferReader(wiring.Component):
         # The next head item: on a pop the entry after the head, or the entering item when
         # the head was the only one held; else the entering item into an empty queue. (While
         # items are held the head register equals the head entry, never overwritten until
-        # popped.) `to_entering` for either outcome is a register computed a cycle ahead
+        # popped.) `enter_on_pop` / `enter_on_stay` are registers computed a cycle ahead
         # (`out_valid` is next cycle's `landed_valid`), so per bit the late `pop` meets two
         # flip-flops and the RAM's output in one LUT.
         next_landed = out_valid

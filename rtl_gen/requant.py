@@ -98,11 +98,16 @@ def rounding_divide_by_pot(x, exponent) -> Value:
     return wrap32((x + nudge) >> exponent)
 
 
+def rounding_half(exponent) -> Value:
+    """Half of 2**exponent (0 for exponent 0), for an unsigned Value exponent: the part of
+    `rounding_nudge` that does not depend on x."""
+    return Const(1 << 31, 32) >> (32 - exponent).as_unsigned()
+
+
 def rounding_nudge(x, exponent) -> Value:
     """What `rounding_divide_by_pot` adds before its shift, for an unsigned Value exponent:
     pipelines that give the add and the shift a cycle each use it directly."""
-    half = Const(1 << 31, 32) >> (32 - exponent).as_unsigned()
-    return half - ((Value.cast(x) < 0) & (exponent != 0))
+    return rounding_half(exponent) - ((Value.cast(x) < 0) & (exponent != 0))
 
 
 def clamp(x, lo, hi) -> Value:

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from .fsm_encoding import one_hot
 from .requant import (INT32_MAX, INT32_MIN, SRDHM_STAGES, multiplier_signature,
-                      rounding_divide_by_pot, srdhm_pipeline, wrap32)
+                      rounding_divide_by_pot, rounding_half, srdhm_pipeline, wrap32)
 
 # gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl, Q0.31.
 EXP_CONSTANT_TERM = 1895147668     # exp(-1/8)
@@ -195,7 +195,7 @@ class SoftmaxUnit(wiring.Component):
         # computed every cycle (out_exponent holds from RECIP_NORMALIZE to the end, many
         # cycles before OUT_ROUND), so OUT_ROUND is a 2:1 select into one adder.
         out_half, out_half_less = Signal(32), Signal(32)
-        half = Const(1 << 31, 32) >> (32 - out_exponent).as_unsigned()
+        half = rounding_half(out_exponent)
         m.d.sync += [out_half.eq(half), out_half_less.eq(half - (out_exponent != 0))]
 
         def multiplies(name, ops, after):
