@@ -16,8 +16,9 @@ an EBR is one DP16KD of 18 Kbit.
 DSP blocks are for MACs: Yosys maps every multiplier of two variable operands onto
 MULT18X18D, so the accelerator writes the products that are not MACs of the pointwise array
 (depthwise taps, the sequencer's size products, the dense layer's requantizer digits) as LUT
-logic (`rtl_gen.lut_mul`); only the Requantizer keeps DSP blocks (three per lane), and the
-SoftmaxUnit borrows its first lane's. The smallest accelerator needs 5 of them, so even a
+logic (`rtl_gen.lut_mul`); only the Requantizer keeps DSP blocks (two per lane, its third
+product in LUTs), and the SoftmaxUnit borrows its first lane's. The smallest accelerator
+needs 4 of them, so even a
 25F (28) takes one (pw 4x4, 1 depthwise lane by `estimate`, its LUTs binding; no routed
 build of it measured yet). An iCE40 UP5K
 (5 280 LUTs, 8 SB_MAC16) is far smaller still, and nextpnr-ice40 has no out-of-context mode.
@@ -80,11 +81,12 @@ def get_board(board: str | Board) -> Board:
 
 # ---- resource model of rtl_gen.accelerator.Accelerator ------------------------------------------
 
-# MULT18X18D per Requantizer lane: its 32x32 product (`requant.srdhm_pipeline`, Karatsuba).
+# MULT18X18D per Requantizer lane: its 32x32 product (`requant.srdhm_pipeline`, Karatsuba,
+# the unsigned 16x16 low product in LUTs).
 # Nothing else outside the MAC array takes one: the MeanUnit shares the Requantizer, the
 # SoftmaxUnit borrows lane 0's product, and the depthwise taps, the sequencer's size products
 # and the FloatRequantizer's digits are LUT logic (`rtl_gen.lut_mul`).
-MULT18_PER_LANE = 3
+MULT18_PER_LANE = 2
 # Coarse logic model, LUT4 slots (LUT4 + 2 * CCU2C + 2 * DPR16X4 of synth_ecp5's statistics):
 # a base plus one term per MAC of the array, one per depthwise tap (a lane's 9x8 LUT
 # multipliers with the Requantizer's, MeanUnit's and serializer's lane logic: lanes are what
@@ -92,7 +94,9 @@ MULT18_PER_LANE = 3
 # shifts). Fitted on four syntheses of the current RTL (the buffers' rings in LUT RAM): the
 # 45F's 8x8 MACs + 2 lanes without the AddUnit 21,173 slots (21,178 estimated), the 85F's
 # 16x8 + 8 lanes 48,845 without it (48,806) and 61,655 with it (61,606), the smallest CI
-# config (2x2, 1 lane, AddUnit) 15,623 (15,608). Before the rings moved to LUT RAM each MAC
+# config (2x2, 1 lane, AddUnit) 15,623 (15,608); those had three DSP blocks per Requantizer
+# lane. With the low product in LUTs (~300 slots a lane) the 45F's 8x8 + 4 lanes synthesizes
+# to 29,494 slots (29,278 estimated), so the fit stands. Before the rings moved to LUT RAM each MAC
 # cost ~150 slots (its share of the weight reader's 5-entry flip-flop ring and select).
 LUT_BASE, LUT_PER_MULT = 9750, 52
 LUT_PER_DW_TAP = 450
@@ -127,15 +131,15 @@ def estimate(cfg: AccelConfig) -> Estimate:
     """Resources of `Accelerator(cfg)` after synth_ecp5, with the default `Limits`.
 
     MULT18X18D: one per int8 product (9x8 bits fit one 18x18): pw_out * pw_in in the MAC array,
-    three per Requantizer lane (`MULT18_PER_LANE`), whose products the MeanUnit and the
+    two per Requantizer lane (`MULT18_PER_LANE`), whose products the MeanUnit and the
     SoftmaxUnit share.
     BRAM: the two activation buffers (byte writes; read by the layer's reader and the store
     reader, so two copies each), the weight buffer (its bus-word write enables counted as byte
     lanes: a 64-bit lane takes two 36-bit blocks), the depthwise line buffer (two rows of
     pixels), the MeanUnit sums, the per-layer cycle registers and the SoftmaxUnit's logits and
     exponentials.
-    Both formulas reproduce synth_ecp5 exactly for `default_config("ulx3s-85f")`: 152
-    MULT18X18D, 173 DP16KD. With one reader per activation buffer (read_ports=1) they matched
+    Both formulas reproduce synth_ecp5 exactly: `default_config("ulx3s-85f")` 173 DP16KD
+    (152 MULT18X18D with three per lane; 144 now), the 45F's 8x8 MACs + 4 lanes 72 and 89. With one reader per activation buffer (read_ports=1) they matched
     an earlier accelerator as exactly: AccelConfig() 280 and 106, pw 2x2 with one lane 37 and 24.
     """
     from rtl_gen.sequencer import Geometry, Limits
@@ -175,16 +179,18 @@ def default_config(board: str | Board = DEFAULT_BOARD, needs_add: bool = True) -
     Pointwise convolutions carry about 95 % of MobileNet's MACs, so the search maximises the
     MAC array (pw_out * pw_in) first, then the depthwise lanes, then prefers the squarer array
     (smaller channel padding, `firmware.layout.channel_align`) with pw_out >= pw_in. The DSPs
-    bind: MULT18X18D = pw_out*pw_in + 3*dw_lanes (`estimate`; dw_lanes <= pw_out).
+    bind: MULT18X18D = pw_out*pw_in + 2*dw_lanes (`estimate`; dw_lanes <= pw_out and at most
+    the bus's bytes).
 
-    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 8 lanes = 128 + 24 = 152, 84% of them MACs
-      (32x8 needs 280), with the AddUnit or without it (~61.6k and ~48.8k of its 83.6k LUT4
-      slots estimated; 80% is `LUT_BUDGET`). Before the buffers' rings moved to LUT RAM the
-      AddUnit's LUTs held the lanes at 4.
-    * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 2 lanes = 64 + 6 = 70, 91% MACs
-      (8x8 with 4 lanes needs 76).
-    * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 1 lane = 16 + 3 = 19 (its 24k LUT4 bind);
-      without the AddUnit 4x4 + 2 lanes = 22 (~18.7k LUT4 slots estimated).
+    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 8 lanes = 128 + 16 = 144, 89% of them MACs
+      (32x8 needs 272; 8 lanes are a 64-bit bus word), with the AddUnit or without it
+      (~61.6k and ~48.8k of its 83.6k LUT4 slots estimated; 80% is `LUT_BUDGET`). Before the
+      buffers' rings moved to LUT RAM the AddUnit's LUTs held the lanes at 4.
+    * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 4 lanes = 64 + 8 = 72, 89% MACs, without the
+      AddUnit (~29.3k of 43.8k LUT4 slots); with it its LUTs hold the lanes at 2 (68).
+      (With three DSP blocks per Requantizer lane the 45F took 2 lanes either way.)
+    * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 1 lane = 16 + 2 = 18 (its 24k LUT4 bind);
+      without the AddUnit 4x4 + 2 lanes = 20 (~18.7k LUT4 slots estimated).
 
     Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 64 KiB of weights:
     what the firmware's networks are compiled for; the weight buffer's words are a whole

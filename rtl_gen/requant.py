@@ -11,6 +11,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .dsp import LATENCY as DSP_LATENCY, registered_product
+from .lut_mul import registered_lut_product
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -36,16 +37,18 @@ def srdhm_of_product(product, overflow) -> Value:
 
 def srdhm_pipeline(m: Module, a, b, enable, name: str, platform=None) -> Signal:
     """A registered SaturatingRoundingDoublingHighMul(a, b) of two signed 32-bit values,
-    `SRDHM_STAGES` = 4 enabled cycles after a and b, on three DSP blocks (Karatsuba).
+    `SRDHM_STAGES` = 4 enabled cycles after a and b, on two DSP blocks (Karatsuba).
 
     With a = ah 2^16 + al and b = bh 2^16 + bl (al, bl the unsigned low halves), a * b =
     hh 2^32 + (ss - hh - ll) 2^16 + ll, where hh = ah bh, ll = al bl and ss = (ah + al)(bh + bl).
-    The half sums lie in [-2^15, 3 2^15), 18-bit signed, so each of the three products fits one
-    MULT18X18D (`dsp.registered_product`, its input and output registers: 2 cycles; the half
-    sums are one adder in front of the input registers). Then the middle term (ss - hh - ll)
-    and the low one plus the rounding constant 2^30; then the high word. No stage is more
-    than two adders deep, short enough for 100+ MHz on an ECP5. Four 16x16 products would
-    need no half sums but a fourth DSP block per lane."""
+    The half sums lie in [-2^15, 3 2^15), 18-bit signed, so hh and ss each fit one MULT18X18D
+    (`dsp.registered_product`, its input and output registers: 2 cycles; the half sums are
+    one adder in front of the input registers). ll, unsigned 16x16, is built in LUTs with the
+    same two registers (`lut_mul.registered_lut_product`, ~300 LUT4 slots): the ECP5's DSP
+    blocks are wanted for the MAC array, and a lane's third block took the 85F's MAC share
+    below 85%. Then the middle term (ss - hh - ll) and the low one plus the rounding
+    constant 2^30; then the high word. No stage is more than two adders deep, short enough
+    for 100+ MHz on an ECP5."""
     a, b = Value.cast(a), Value.cast(b)
 
     def reg(shape, suffix):
@@ -60,7 +63,8 @@ def srdhm_pipeline(m: Module, a, b, enable, name: str, platform=None) -> Signal:
 
     a_lo, a_hi = halves(a)
     b_lo, b_hi = halves(b)
-    hh, ll = product(a_hi, b_hi, "hh"), product(a_lo, b_lo, "ll")
+    hh = product(a_hi, b_hi, "hh")
+    ll = registered_lut_product(m, a[:16], b[:16], name=f"{name}_ll", enable=enable)
     ss = product((a_hi + a_lo)[:18].as_signed(), (b_hi + b_lo)[:18].as_signed(), "ss")
     top, mid, low = reg(signed(34), "top"), reg(signed(35), "mid"), reg(signed(35), "low")
     overflow = [reg(1, f"overflow{s}") for s in range(DSP_LATENCY + 1)]
@@ -144,8 +148,8 @@ class Requantizer(wiring.Component):
     Stages (registered), each at most one adder or one shifter deep for 100+ MHz: 0 the input
     registered, with the shift split into its left and right amounts (the input is a mux of
     the AccSerializer and the MeanUnit: a shifter behind it was the 45F's next path); 1 left
-    shift; 2-3 the 32x32 product as three DSP products (`srdhm_pipeline`: Karatsuba, each
-    block with its input and output registers); 4 the middle term and the SRDHM rounding
+    shift; 2-3 the 32x32 product as three registered products (`srdhm_pipeline`: Karatsuba,
+    two in DSP blocks with their input and output registers, one in LUTs); 4 the middle term and the SRDHM rounding
     constant added to the low one; 5 SRDHM's high word; 6 the RoundingDivideByPOT
     nudge added; 7 its arithmetic shift; 8 zero point and clamp.
     A beat accepted in cycle t is valid on the output in cycle t + LATENCY. The pipeline stalls
@@ -155,8 +159,8 @@ class Requantizer(wiring.Component):
     only while the Requantizer is idle (the SoftmaxUnit, alone in its layer): while `lend`
     is high the product takes `borrower.a` and `borrower.b` instead of the lane's operands
     and `borrower.high` returns their SRDHM SRDHM_STAGES cycles later (the output must be
-    taken every cycle meanwhile, as in the accelerator). That saves the borrower three DSP
-    blocks for a 2:1 mux in front of them.
+    taken every cycle meanwhile, as in the accelerator). That saves the borrower two DSP
+    blocks and a LUT product for a 2:1 mux in front of them.
     """
 
     LATENCY = 5 + SRDHM_STAGES

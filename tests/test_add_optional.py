@@ -40,13 +40,14 @@ def test_estimate_leaves_out_the_add_unit():
 
 
 def test_default_config_for_a_network_without_add():
-    """The 85F's DSPs bind its lanes at 8 either way (16x8 MACs + 8 lanes = 152 of 156
-    MULT18X18D); the AddUnit's LUTs fit beside them since the buffers' rings are LUT RAM."""
+    """The 85F's lanes stop at 8 either way (a lane is a byte of the 64-bit bus; 16x8 MACs +
+    8 lanes = 144 of 156 MULT18X18D); the AddUnit's LUTs fit beside them since the buffers'
+    rings are LUT RAM."""
     board = get_board("ulx3s-85f")
     cfg = default_config(board, needs_add=False)
     assert (cfg.pw_out, cfg.pw_in, cfg.dw_lanes, cfg.with_add) == (16, 8, 8, False)
     est = estimate(cfg)
-    assert est.mult18 == 152 and est.luts <= LUT_BUDGET * board.luts
+    assert est.mult18 == 144 and est.luts <= LUT_BUDGET * board.luts
     assert cfg == replace(AccelConfig(clock_mhz=board.clock_mhz), with_add=False)
     kept = default_config(board)                  # callers that don't say: with the AddUnit
     assert (kept.pw_out, kept.pw_in, kept.dw_lanes, kept.with_add) == (16, 8, 8, True)

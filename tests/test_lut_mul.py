@@ -8,7 +8,8 @@ from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from rtl_gen.lut_mul import lut_product, partial_products, sum_tree
+from rtl_gen.dsp import LATENCY as DSP_LATENCY
+from rtl_gen.lut_mul import lut_product, partial_products, registered_lut_product, sum_tree
 
 
 def _products(a_shape, b_shape, pairs):
@@ -60,3 +61,44 @@ def test_no_multiplier_cell():
     m.d.comb += p.eq(lut_product(a, b))
     text = rtlil.convert(m, ports=[a, b, p])
     assert "$mul" not in text and "$add" in text
+
+
+@pytest.mark.parametrize("widths", [(16, 16), (16, 5), (9, 13)])
+def test_registered_lut_product(widths):
+    """The Requantizer's LUT-built low product: exact, DSP_LATENCY enabled cycles after its
+    operands, frozen while the enable is low, and no $mul for Yosys to map onto a DSP block."""
+    wa, wb = widths
+    rng = np.random.default_rng(wa * 100 + wb)
+    ops = [((1 << wa) - 1, (1 << wb) - 1), (0, (1 << wb) - 1), ((1 << wa) - 1, 0), (1, 1)]
+    ops += [(int(rng.integers(0, 1 << wa)), int(rng.integers(0, 1 << wb))) for _ in range(300)]
+    enables = [int(rng.random() < 0.7) for _ in range(len(ops) + 8)]
+    m = Module()
+    a, b, en = Signal(wa), Signal(wb), Signal()
+    p = registered_lut_product(m, a, b, name="p", enable=en)
+    assert len(p) == wa + wb
+    text = rtlil.convert(m, ports=[a, b, en, p])
+    assert "$mul" not in text
+    got, expected = [], []
+
+    async def bench(ctx):
+        # Model: a pipeline of DSP_LATENCY registers that advance on enable only.
+        pipe, k = [None] * DSP_LATENCY, 0
+        for en_now in enables:
+            x, y = ops[min(k, len(ops) - 1)]
+            ctx.set(a, x)
+            ctx.set(b, y)
+            ctx.set(en, en_now)
+            await ctx.tick()
+            if en_now:
+                pipe = [x * y] + pipe[:-1]
+                k += 1
+                if pipe[-1] is not None:
+                    expected.append(pipe[-1])
+                    got.append(ctx.get(p))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(got) > 100
+    assert got == expected

@@ -126,12 +126,18 @@ def test_bram_blocks(width, depth, byte_writes, read_ports, blocks):
 
 def test_estimate_matches_the_calibration_synthesis():
     # synth_ecp5 of Accelerator(AccelConfig()) for the 85F, 16x8 MACs + 8 depthwise lanes:
-    # 152 MULT18X18D (128 of them the MAC array, 3 per Requantizer lane, whose first the
-    # softmax borrows), 173 DP16KD (softmax of up to 1024 logits), 43,491 LUT4 + 8,613 CCU2C
-    # + 469 DPR16X4 (commit d2951b4).
+    # 144 MULT18X18D (128 of them the MAC array, 2 per Requantizer lane, whose first the
+    # softmax borrows), 173 DP16KD (softmax of up to 1024 logits).
     est = estimate(AccelConfig())
-    assert (est.mult18, est.bram_blocks) == (152, 173)
-    assert 0.95 <= est.luts / (43491 + 2 * 8613 + 2 * 469) <= 1.05
+    assert (est.mult18, est.bram_blocks) == (144, 173)
+    # The 45F's default without the AddUnit (8x8 MACs + 4 lanes), synthesized with the
+    # Requantizer's low products in LUTs: 72 MULT18X18D, 89 DP16KD, 20,622 LUT4 + 4,199
+    # CCU2C + 237 DPR16X4.
+    cfg = default_config("ulx3s-45f", needs_add=False)
+    est = estimate(cfg)
+    assert (cfg.pw_out, cfg.pw_in, cfg.dw_lanes) == (8, 8, 4)
+    assert (est.mult18, est.bram_blocks) == (72, 89)
+    assert 0.95 <= est.luts / (20622 + 2 * 4199 + 2 * 237) <= 1.05
 
 
 @pytest.mark.parametrize("needs_add", [True, False], ids=["with-add", "no-add"])
@@ -161,8 +167,8 @@ def test_default_config_runs_the_seed_network(name, needs_add, net_025):
 
 def test_default_config_explains_a_board_too_small():
     import dataclasses
-    tiny = dataclasses.replace(get_board("ulx3s-25f"), name="tiny-ecp5", mult18=4)
-    with pytest.raises(ConfigError, match="tiny-ecp5.*the smallest needs 5 MULT18X18D"):
+    tiny = dataclasses.replace(get_board("ulx3s-25f"), name="tiny-ecp5", mult18=3)
+    with pytest.raises(ConfigError, match="tiny-ecp5.*the smallest needs 4 MULT18X18D"):
         default_config(tiny)
     with pytest.raises(ValueError, match="known: " + ", ".join(BOARDS)):
         get_board("icebreaker")
