@@ -183,7 +183,7 @@ def default_config(board: str | Board = DEFAULT_BOARD, needs_add: bool = True) -
     the bus's bytes).
 
     * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 8 lanes = 128 + 16 = 144, 89% of them MACs
-      (32x8 needs 272; 8 lanes are a 64-bit bus word), with the AddUnit or without it
+      (32x8 needs 272; 16 lanes 160, and ~81k LUT4 slots), with the AddUnit or without it
       (~61.6k and ~48.8k of its 83.6k LUT4 slots estimated; 80% is `LUT_BUDGET`). Before the
       buffers' rings moved to LUT RAM the AddUnit's LUTs held the lanes at 4.
     * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 4 lanes = 64 + 8 = 72, 89% MACs, without the

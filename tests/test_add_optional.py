@@ -40,8 +40,8 @@ def test_estimate_leaves_out_the_add_unit():
 
 
 def test_default_config_for_a_network_without_add():
-    """The 85F's lanes stop at 8 either way (a lane is a byte of the 64-bit bus; 16x8 MACs +
-    8 lanes = 144 of 156 MULT18X18D); the AddUnit's LUTs fit beside them since the buffers'
+    """The 85F's lanes stop at 8 either way (16x8 MACs + 8 lanes = 144 of 156 MULT18X18D;
+    16 lanes would take 160); the AddUnit's LUTs fit beside them since the buffers'
     rings are LUT RAM."""
     board = get_board("ulx3s-85f")
     cfg = default_config(board, needs_add=False)
