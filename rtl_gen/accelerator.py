@@ -414,11 +414,25 @@ class Accelerator(wiring.Component):
         with m.If(arrived & to_weights):
             m.d.comb += weights.w_en.eq(Cat(bit.replicate(bus)
                                             for bit in chunk_enable(g.weight_word)))
-        with m.If(arrived & to_desc):
-            m.d.sync += desc.as_value().word_select(beat, 8 * bus).eq(word)
+        # The descriptor and the records take a loaded word a cycle after it arrives, from a
+        # register, each bus word of them enabled by a register of its own: the beat decode
+        # into their enables crossed the die twice on the 45F (84.8 MHz). The sequencer
+        # leaves a load's wait state `_READ_DONE` cycles after its last beat and reads
+        # neither before, so the cycle is never seen.
+        held_word = Signal.like(word)
+        m.d.sync += held_word.eq(word)
+
+        def load_words(target, enable, name):
+            words = len(target.as_value()) // (8 * bus)
+            we = Signal(words, name=name)
+            m.d.sync += we.eq(Mux(enable, Cat(beat == k for k in range(words)), 0))
+            for k in range(words):
+                with m.If(we[k]):
+                    m.d.sync += target.as_value().word_select(k, 8 * bus).eq(held_word)
+
+        load_words(desc, arrived & to_desc, "desc_we")
         for i, reg in enumerate(record_slots):
-            with m.If(arrived & to_records & (seq.slot != i)):
-                m.d.sync += reg.as_value().word_select(beat, 8 * bus).eq(word)
+            load_words(reg, arrived & to_records & (seq.slot != i), f"records{i}_we")
 
         # ---- engines ------------------------------------------------------------------------
         pw = PointwiseEngine(cfg, credits=result_queue_depth(cfg))
