@@ -96,7 +96,7 @@ def board_config(board: str, clock_mhz: float, config_path: Path | None = None):
 
 def checked_board_config(board: str, clock_mhz: float, config_path: Path | None = None):
     """`board_config` and `check_config`, or one line naming the --config file's problem."""
-    from rtl_gen.sequencer import check_config
+    from firmware.contract import check_config
     try:
         cfg = board_config(board, clock_mhz, config_path)
         check_config(cfg)
@@ -313,7 +313,7 @@ def build_network(alpha: float) -> dict:
 def compile_for(network: dict, cfg):
     """(firmware, None), or (None, message) when the network does not fit `cfg`."""
     from firmware.compiler import compile_graph
-    from rtl_gen.sequencer import ProgramError, check_fits
+    from firmware.contract import ProgramError, check_fits
     try:
         fw = compile_graph(network["graph"], cfg)
         check_fits(fw, cfg)

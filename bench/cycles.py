@@ -27,7 +27,7 @@ from quantize.model import ModelSpec  # noqa: E402
 from quantize.pipeline import build_int8_model  # noqa: E402
 from quantize.tflite_graph import load_graph  # noqa: E402
 from rtl_gen.config import AccelConfig  # noqa: E402
-from rtl_gen.sequencer import ProgramError  # noqa: E402
+from firmware.contract import ProgramError  # noqa: E402
 from sim.perf_model import DdrTiming, predict  # noqa: E402
 
 ALPHAS = (1.0, 0.25)

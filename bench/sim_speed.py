@@ -36,7 +36,7 @@ from quantize.model import ModelSpec  # noqa: E402
 from quantize.pipeline import build_int8_model, sample_inputs  # noqa: E402
 from quantize.tflite_graph import load_graph  # noqa: E402
 from rtl_gen.config import AccelConfig  # noqa: E402
-from rtl_gen.sequencer import check_fits  # noqa: E402
+from firmware.contract import check_fits  # noqa: E402
 
 TARGET_ALPHA1_S = 120.0
 

@@ -142,7 +142,7 @@ def estimate(cfg: AccelConfig) -> Estimate:
     (152 MULT18X18D with three per lane; 144 now), the 45F's 8x8 MACs + 4 lanes 72 and 89. With one reader per activation buffer (read_ports=1) they matched
     an earlier accelerator as exactly: AccelConfig() 280 and 106, pw 2x2 with one lane 37 and 24.
     """
-    from rtl_gen.sequencer import Geometry, Limits
+    from firmware.contract import Geometry, Limits
 
     g, limits = Geometry(cfg), Limits()
     mult18 = cfg.pw_out * cfg.pw_in + MULT18_PER_LANE * g.lanes
@@ -163,7 +163,7 @@ def estimate(cfg: AccelConfig) -> Estimate:
 
 
 def _valid(cfg: AccelConfig) -> bool:
-    from rtl_gen.sequencer import check_config
+    from firmware.contract import check_config
     try:
         check_config(cfg)
     except ConfigError:

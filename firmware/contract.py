@@ -1,8 +1,11 @@
 """The hardware/firmware contract: what the accelerator's RTL (`rtl_gen`) and the host side
 (`firmware`: compiler, drivers, C header) must agree on, in one module both import and that
 needs no HDL: the register map (offsets, fields, ID and version), the error codes the core
-reports, the fixed capacities of its units (`Limits`) and the on-chip buffer geometry a
-config implies (`Geometry`). The layer program's descriptor format is `firmware.program`.
+reports, the fixed capacities of its units (`Limits`), the on-chip buffer geometry a
+config implies (`Geometry`) and the rules a config (`check_config`) and each descriptor
+(`layer_checks`) must follow, which the sequencer builds into its CHECK state and the host
+runs before a build (`check_fits`). The layer program's descriptor format is
+`firmware.program`.
 """
 from __future__ import annotations
 
@@ -10,8 +13,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
+from types import SimpleNamespace
+
 from firmware.layout import PARAM_BYTES, channel_align
-from rtl_gen.config import AccelConfig
+from firmware.program import Descriptor, Flags, Opcode
+from rtl_gen.config import AccelConfig, ConfigError
 
 # ---- register map --------------------------------------------------------------------------
 
@@ -160,3 +166,158 @@ class Geometry:
         self.record_slots = max(self.records, cfg.bus_bytes // PARAM_BYTES)
         # The MEAN unit counts pixels up to a full activation buffer.
         self.mean_pixels = self.act_capacity // ca
+
+
+# ---- the rules a descriptor must follow ------------------------------------------------------
+# Written once, for Python integers (the host: `check_fits`, `descriptor_error`) and Amaranth
+# values (the sequencer's CHECK state) alike, so hardware and host cannot disagree.
+
+def check_config(cfg: AccelConfig) -> None:
+    """Configurations the accelerator cannot be built for. Every DMA read must start on a
+    bus word: a pointwise tile's weights (pw_out * C bytes) and a tile's or a group's
+    channel records (16 bytes each) must be whole bus words."""
+    ca = channel_align(cfg)
+    if cfg.dw_lanes > cfg.pw_out:
+        raise ConfigError(f"dw_lanes={cfg.dw_lanes} must be <= pw_out={cfg.pw_out} (the "
+                          "requantizer has dw_lanes lanes: a depthwise result is one beat)")
+    if (cfg.pw_out * ca) % cfg.bus_bytes:
+        raise ConfigError(f"bus_bytes={cfg.bus_bytes} must divide pw_out * channel_align = "
+                          f"{cfg.pw_out * ca} (a pointwise tile's weights start on a bus word)")
+    if (PARAM_BYTES * cfg.dw_lanes) % cfg.bus_bytes:
+        raise ConfigError(f"bus_bytes={cfg.bus_bytes} must divide {PARAM_BYTES} * "
+                          "dw_lanes (channel records are loaded per tile)")
+
+
+def _mux(cond, a, b):
+    if isinstance(cond, bool):
+        return a if cond else b
+    from amaranth.hdl import Mux      # only the sequencer passes Amaranth values
+    return Mux(cond, a, b)
+
+
+def _not(x):
+    return x == 0
+
+
+def times9(x):
+    """9 * x as a shift and an add, for Python integers and Amaranth values alike (a `*` by a
+    constant that is not a power of two would cost a DSP block)."""
+    return (x << 3) + x
+
+
+def depthwise_sizes(d) -> dict:
+    """A depthwise layer's padded input height, output height and width and tap bytes, as
+    `layer_checks` compares them (Python integers or Amaranth values: the sequencer registers
+    them while it computes the size products, so no check is more than one compare deep)."""
+    s1 = d.stride == 1
+    padded_h = d.in_h + d.pad_top + d.pad_bottom
+    padded_w = d.in_w + d.pad_left + d.pad_right
+    return {"padded_h": padded_h, "padded_w": padded_w,
+            "dw_out_h": _mux(s1, padded_h - 2, (padded_h - 1) >> 1),
+            "dw_out_w": _mux(s1, padded_w - 2, (padded_w - 1) >> 1),
+            "taps_bytes": times9(d.in_c)}
+
+
+def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
+    """[(ErrorCode, failed)] in priority order for a non-END descriptor `d`.
+
+    `d` has the descriptor fields plus `in_pixels`, `out_pixels`, `in_bytes`, `out_bytes`,
+    `weight_product` (out_c * in_c) and the `depthwise_sizes`. The expressions use only
+    operators that mean the same on Python integers (host check) and Amaranth values (the
+    sequencer's VALIDATE state), so hardware and host cannot disagree.
+    """
+    g = Geometry(cfg)
+    ca, bus = g.channel_align, cfg.bus_bytes
+    op = d.opcode
+    conv, dw = op == Opcode.CONV, op == Opcode.DWCONV
+    mean, softmax, pad = op == Opcode.MEAN, op == Opcode.SOFTMAX, op == Opcode.PAD
+    add = op == Opcode.ADD
+    s1, s2 = d.stride == 1, d.stride == 2
+    im2col = (d.flags & Flags.IM2COL) != 0
+
+    def misaligned(x, n):
+        return (x & (n - 1)) != 0
+
+    # Explicit padding (a band of a tiled feature map has none inside the map).
+    padded_h, padded_w, dw_out_h = d.padded_h, d.padded_w, d.dw_out_h
+
+    zero = ((d.in_h == 0) | (d.in_w == 0) | (d.in_c == 0) |
+            (d.out_h == 0) | (d.out_w == 0) | (d.out_c == 0))
+    unit_out = (d.out_h != 1) | (d.out_w != 1)
+    unsupported = (pad |
+                   (conv & _not(((d.kernel == 1) & s1) | im2col)) |
+                   (dw & ((d.kernel != 3) | _not(s1 | s2))))
+    if not cfg.with_add:        # built without the AddUnit: an ADD is a layer it cannot run
+        unsupported = unsupported | add
+    return [
+        (ErrorCode.BAD_OPCODE, _not(conv | dw | mean | softmax | pad | add)),
+        (ErrorCode.UNSUPPORTED, unsupported),
+        # The engine pads 0 or 1 rows (columns) on each side: SAME, VALID and PyTorch's 1.
+        (ErrorCode.UNSUPPORTED_PADDING,
+         dw & ((d.pad_top > 1) | (d.pad_bottom > 1) | (d.pad_left > 1) | (d.pad_right > 1))),
+        (ErrorCode.BAD_SHAPE,
+         zero | misaligned(d.in_c, ca) | misaligned(d.out_c, ca) |
+         (conv & ((d.out_h != d.in_h) | (d.out_w != d.in_w) |
+                  (d.weight_bytes != d.weight_product))) |
+         (dw & ((d.out_c != d.in_c) | (padded_h < 3) | (padded_w < 3) |
+                (d.out_h != dw_out_h) | (d.out_w != d.dw_out_w) |
+                (d.weight_bytes != d.taps_bytes))) |
+         (mean & ((d.out_c != d.in_c) | unit_out)) |
+         (add & ((d.out_c != d.in_c) | (d.out_h != d.in_h) | (d.out_w != d.in_w) |
+                 (d.weight_bytes != d.in_bytes))) |
+         (softmax & ((d.in_h != 1) | (d.in_w != 1) | unit_out | (d.real_c == 0) |
+                     (d.real_c > d.in_c) | (d.real_c > d.out_c)))),
+        (ErrorCode.TOO_LARGE,
+         (d.in_bytes > g.act_capacity) | (d.out_bytes > g.act_capacity) |
+         (conv & (cfg.pw_out * d.in_c > g.weight_slot)) |
+         (dw & ((d.taps_bytes > g.weight_capacity) |
+                (d.in_h > limits.max_width) | (d.in_w > limits.max_width))) |
+         (mean & ((d.in_c > limits.max_channels) | (d.in_pixels > g.mean_pixels))) |
+         (add & (d.weight_bytes > g.weight_capacity)) |
+         (softmax & (d.real_c > limits.max_classes))),
+        (ErrorCode.BAD_ALIGNMENT,
+         misaligned(d.input_addr, bus) | misaligned(d.output_addr, bus) |
+         ((conv | dw | add) & (misaligned(d.weight_addr, bus) | misaligned(d.param_addr, bus)))),
+    ]
+
+
+def descriptor_error(desc: Descriptor, cfg: AccelConfig, limits: Limits = Limits()):
+    """The `ErrorCode` the sequencer stops with on this descriptor, or None if it runs."""
+    if desc.opcode == Opcode.END:
+        return None
+    d = SimpleNamespace(**vars(desc))
+    d.in_pixels, d.out_pixels = desc.in_h * desc.in_w, desc.out_h * desc.out_w
+    d.in_bytes, d.out_bytes = d.in_pixels * desc.in_c, d.out_pixels * desc.out_c
+    d.weight_product = desc.out_c * desc.in_c
+    vars(d).update(depthwise_sizes(desc))
+    for code, failed in layer_checks(d, cfg, limits):
+        if failed:
+            return code
+    return None
+
+
+class ProgramError(ValueError):
+    """A compiled program the accelerator would refuse; the message names the layer."""
+
+
+def check_fits(firmware, cfg: AccelConfig | None = None, limits: Limits = Limits()) -> None:
+    """Raise `ProgramError` naming the first layer the accelerator built for `cfg` (default:
+    the firmware's own) would stop on, e.g. a MEAN input larger than an activation buffer
+    (CONV and DWCONV layers that large are compiled as bands of rows, `firmware.tiling`)."""
+    cfg = cfg or firmware.cfg
+    check_config(cfg)
+    g = Geometry(cfg)
+    for d in firmware.descriptors:
+        code = descriptor_error(d, cfg, limits)
+        if code == ErrorCode.UNSUPPORTED and d.opcode == Opcode.ADD:
+            raise ProgramError(f"layer {d.layer} (ADD): the accelerator was built without the "
+                               "ADD unit (config with_add=false), so it would stop with "
+                               "UNSUPPORTED")
+        if code is not None:
+            sizes = (f"input {d.in_h}x{d.in_w}x{d.in_c} = {d.in_h * d.in_w * d.in_c} B, output "
+                     f"{d.out_h}x{d.out_w}x{d.out_c} = {d.out_h * d.out_w * d.out_c} B, "
+                     f"activation buffers {g.act_capacity} B, weight buffer "
+                     f"{g.weight_capacity} B = 2 pointwise tile slots of {g.weight_slot} B")
+            kind = Opcode(d.opcode).name if d.opcode in set(Opcode) else f"opcode {d.opcode}"
+            raise ProgramError(f"layer {d.layer} ({kind}): the accelerator "
+                               f"would stop with {code.name} ({sizes})")

@@ -1,6 +1,6 @@
 """Whether a compiled program runs on the accelerator, answered in the model's terms.
 
-`rtl_gen.sequencer.check_fits` names the first descriptor the sequencer would stop on, by
+`firmware.contract.check_fits` names the first descriptor the sequencer would stop on, by
 its hardware step and padded channel counts. A user needs the layer of their model and the
 reason in its terms, and every blocker at once, to decide what to change (the model or the
 config): `model_blockers` gives one line per blocked layer, `check_model_fits` raises them.
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from quantize.tflite_graph import Graph, Op
 from rtl_gen.config import AccelConfig
-from firmware.contract import ErrorCode, Geometry, Limits
-from rtl_gen.sequencer import ProgramError, descriptor_error
+from firmware.contract import ErrorCode, Geometry, Limits, ProgramError, descriptor_error
 
 from .compiler import Firmware
 from .program import Opcode

@@ -22,7 +22,7 @@ import math
 
 from rtl_gen.config import AccelConfig
 from firmware.contract import Geometry
-from rtl_gen.sequencer import ProgramError
+from firmware.contract import ProgramError
 
 from .program import Descriptor, Flags, Opcode
 
@@ -65,7 +65,7 @@ def split_layer(d: Descriptor, capacity: int, cfg: AccelConfig,
                 name: str | None = None) -> list[Descriptor]:
     """`d` as bands whose inputs and outputs each fit `capacity` bytes; [d] if it fits whole.
     CONV and DWCONV split into bands of rows, MEAN into bands of pixels (`split_mean`); other
-    layers are never split (`rtl_gen.sequencer.check_fits` rejects them if too large). `name`
+    layers are never split (`firmware.contract.check_fits` rejects them if too large). `name`
     names the layer in errors (default: its opcode and descriptor index)."""
     name = name or f"layer {d.layer} ({Opcode(d.opcode).name})"
     in_row, out_row = d.in_w * d.in_c, d.out_w * d.out_c

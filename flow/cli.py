@@ -105,7 +105,7 @@ def load_config(path: Path | None):
     """The AccelConfig of a --config file (default: the built-in one), or UsageError naming
     the file and the problem."""
     from rtl_gen.config import AccelConfig, ConfigError
-    from rtl_gen.sequencer import check_config
+    from firmware.contract import check_config
     if path is None:
         return AccelConfig()
     try:
@@ -651,7 +651,7 @@ def run_reporting_errors(args) -> int:
 # module is loaded, and importing a module just to catch its errors would slow down the
 # answer to a bad argument.
 BAD_INPUT_ERRORS = {"flow.build_dir": "OutputError", "rtl_gen.config": "ConfigError",
-                    "rtl_gen.sequencer": "ProgramError", "flow.preflight": "TooLargeToBuild",
+                    "firmware.contract": "ProgramError", "flow.preflight": "TooLargeToBuild",
                     "quantize.tflite_graph": "UnsupportedModelError"}
 
 

@@ -51,7 +51,8 @@ from rtl_gen.float_requant import FloatRequantizer
 from rtl_gen.pointwise import PointwiseEngine
 from rtl_gen.requant import Requantizer
 from rtl_gen.softmax_unit import SoftmaxUnit
-from rtl_gen.sequencer import DECODE_CYCLES, Geometry, check_fits
+from firmware.contract import Geometry, check_fits
+from rtl_gen.sequencer import DECODE_CYCLES
 
 # From the cycle the sequencer's DMA command is accepted to its first AR (AW) handshake
 # (the accelerator's command slice, the burst splitter's two register stages, then the AR
@@ -433,7 +434,7 @@ class _Schedule:
 def predict(fw: Firmware, cfg: AccelConfig | None = None,
             ddr: DdrTiming = DdrTiming()) -> Prediction:
     """Per-layer and total cycles of `fw` on the accelerator built for `cfg` (default: the
-    config it was compiled for). Raises `rtl_gen.sequencer.ProgramError` for a program the
+    config it was compiled for). Raises `firmware.contract.ProgramError` for a program the
     accelerator would stop on."""
     cfg = cfg or fw.cfg
     check_fits(fw, cfg)
