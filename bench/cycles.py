@@ -65,7 +65,7 @@ def report(graph, cfg: AccelConfig, ddr: DdrTiming):
     units = cfg.macs_per_cycle
     print(f"  {'layer':>5} {'op':11} {'in -> out':>27} {'MACs':>11} {'ideal':>9} "
           f"{'predicted':>9} {'ratio':>6} {'compute':>9} {'DMA':>8} {'DDR bytes':>9}")
-    by_op = {}
+    by_op, dw_by_stride = {}, {}
     for layer, d in zip(prediction.layers, fw.descriptors):
         ideal = layer.macs / units
         shapes = f"{d.in_h}x{d.in_w}x{d.in_c} -> {d.out_h}x{d.out_w}x{d.out_c}"
@@ -75,6 +75,10 @@ def report(graph, cfg: AccelConfig, ddr: DdrTiming):
         totals = by_op.setdefault(Opcode(d.opcode).name, [0, 0])
         totals[0] += layer.macs
         totals[1] += layer.cycles
+        if d.opcode == Opcode.DWCONV and layer.macs:
+            dw = dw_by_stride.setdefault(d.stride, [0, 0])
+            dw[0] += layer.macs
+            dw[1] += layer.compute
     ideal = prediction.macs / units
     print(f"  total: {prediction.macs:,} MACs on {units} MAC units: ideal {ideal:,.0f} cycles, "
           f"predicted {prediction.total:,} cycles, ratio {prediction.total / ideal:.3f} "
@@ -82,6 +86,11 @@ def report(graph, cfg: AccelConfig, ddr: DdrTiming):
     print("  by op: " + "; ".join(
         f"{op} {100 * cycles / prediction.total:.1f}% of the cycles, {cycles:,} for an ideal "
         f"{macs / units:,.0f}" for op, (macs, cycles) in by_op.items()))
+    # The DepthwiseEngine against its own peak: dw_lanes channels x 9 taps a cycle.
+    engine = 9 * cfg.dw_lanes
+    print("  depthwise engine (compute cycles / (MACs / (lanes x 9))): " + "; ".join(
+        f"stride {s}: {cycles:,} for {macs / engine:,.0f}, {cycles * engine / macs:.2f}x"
+        for s, (macs, cycles) in sorted(dw_by_stride.items())))
     return prediction.total / ideal
 
 
