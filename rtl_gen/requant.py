@@ -159,7 +159,9 @@ class Requantizer(wiring.Component):
     only while the Requantizer is idle (the SoftmaxUnit, alone in its layer): while `lend`
     is high the product takes `borrower.a` and `borrower.b` instead of the lane's operands
     and `borrower.high` returns their SRDHM SRDHM_STAGES cycles later (the output must be
-    taken every cycle meanwhile, as in the accelerator). That saves the borrower two DSP
+    taken every cycle meanwhile, as in the accelerator). `lend` acts a cycle late (it is
+    registered beside the lane), so it must rise at least a cycle before the borrower's
+    first operands and fall after its last result, with no beat in flight either time. That saves the borrower two DSP
     blocks and a LUT product for a 2:1 mux in front of them.
     """
 
@@ -210,8 +212,13 @@ class Requantizer(wiring.Component):
             # A right shift of up to 32 travels with the data to the rounding stages.
             right = [reg(range(33), f"right{s}_") for s in range(SRDHM_STAGES + 2)]
             if k == 0 and self.lend_multiplier:
-                high = srdhm_pipeline(m, Mux(self.lend, self.borrower.a, a),
-                                      Mux(self.lend, self.borrower.b, mult), advance,
+                # The operand select from a register beside the lane: `lend` comes from
+                # the accelerator's layer decode, across the die (the 45F's critical path
+                # ran from it through the select into the LUT-built low product).
+                lend = Signal(name="lend_r")
+                m.d.sync += lend.eq(self.lend)
+                high = srdhm_pipeline(m, Mux(lend, self.borrower.a, a),
+                                      Mux(lend, self.borrower.b, mult), advance,
                                       f"srdhm{k}", platform)
                 m.d.comb += self.borrower.high.eq(high)
             else:
