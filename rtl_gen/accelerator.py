@@ -148,10 +148,16 @@ class AccSerializer(wiring.Component):
         pop = valid & take & last
         m.d.sync += self.release.eq(pop)
         next_beat = Mux(valid & take, Mux(last, 0, beat + 1), beat)
-        next_held = held + push - pop
+        # held + push - pop as a select among held + 1, held - 1 and held (adders on the
+        # register alone), `valid` likewise from `held != 1` kept as a register: push (an
+        # engine's valid) and pop (the requantizers' ready) meet only the selects (an adder
+        # and a compare behind them were the 45F's path at 89.3 MHz).
+        held_not_one = Signal(init=1)
+        next_held = Mux(push, Mux(pop, held, held + 1), Mux(pop, held - 1, held))
         m.d.sync += [beat.eq(next_beat), held.eq(next_held),
                      last.eq(next_beat == next_last_beat[:len(beat)]),
-                     valid.eq(next_held != 0)]
+                     valid.eq(Mux(push, ~pop | valid, Mux(pop, held_not_one, valid))),
+                     held_not_one.eq(next_held != 1)]
         with m.If(push):
             m.d.sync += tail_at.eq(ring_next(tail_at, depth))
         with m.If(pop):
@@ -544,7 +550,17 @@ class Accelerator(wiring.Component):
         m.d.comb += [mean.to_requant.ready.eq(rq.i_stream.ready),
                      *([add.to_requant.ready.eq(rq.i_stream.ready)] if with_add else []),
                      ser.fixed.ready.eq(rq.i_stream.ready)]
-        wiring.connect(m, ser.float, frq.i_stream)
+        # The FloatRequantizer's ready as a register of the serializer's side, set when the
+        # unit finishes a value and cleared when it takes one, exactly as its own `idle`:
+        # its ready crossed the die into the serializer's pop (the 45F's path at 89.3 MHz).
+        float_ready = Signal(init=1)
+        with m.If(ser.float.valid & float_ready):
+            m.d.sync += float_ready.eq(0)
+        with m.If(frq.finishing | local_rst):        # the unit's reset makes it idle too
+            m.d.sync += float_ready.eq(1)
+        m.d.comb += [frq.i_stream.valid.eq(ser.float.valid),
+                     frq.i_stream.payload.eq(ser.float.payload),
+                     ser.float.ready.eq(float_ready)]
         wiring.connect(m, softmax.multiplier, rq.borrower)
         m.d.comb += rq.lend.eq(is_softmax)
         for unit in (rq, frq):

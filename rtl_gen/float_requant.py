@@ -74,6 +74,9 @@ class FloatRequantizer(wiring.Component):
             "output_zp": In(signed(8)),
             "act_min": In(signed(8)),
             "act_max": In(signed(8)),
+            # High in the cycle the unit returns to IDLE (i_stream.ready rises in the next
+            # one): a producer placed far away can keep a copy of ready as its own register.
+            "finishing": Out(1),
         })
 
     def elaborate(self, platform):
@@ -189,5 +192,6 @@ class FloatRequantizer(wiring.Component):
                         o.valid.eq(1),
                         idle.eq(1),
                     ]
+                    m.d.comb += self.finishing.eq(1)
                     m.next = "IDLE"
         return m
