@@ -139,8 +139,8 @@ def estimate(cfg: AccelConfig) -> Estimate:
     pixels), the MeanUnit sums, the per-layer cycle registers and the SoftmaxUnit's logits and
     exponentials.
     Both formulas reproduce synth_ecp5 exactly: `default_config("ulx3s-85f")` 173 DP16KD
-    (152 MULT18X18D with three per lane; 144 now), the 45F's 8x8 MACs + 4 lanes 72 and 89. With one reader per activation buffer (read_ports=1) they matched
-    an earlier accelerator as exactly: AccelConfig() 280 and 106, pw 2x2 with one lane 37 and 24.
+    (152 MULT18X18D with three per lane; 144 now), the 45F's 8x8 MACs + 4 lanes 72 and 89.
+    With one reader per activation buffer (read_ports=1) they matched an earlier accelerator as exactly: AccelConfig() 280 and 106, pw 2x2 with one lane 37 and 24.
     """
     from firmware.contract import Geometry, Limits
 

@@ -149,9 +149,9 @@ class Requantizer(wiring.Component):
     registered, with the shift split into its left and right amounts (the input is a mux of
     the AccSerializer and the MeanUnit: a shifter behind it was the 45F's next path); 1 left
     shift; 2-3 the 32x32 product as three registered products (`srdhm_pipeline`: Karatsuba,
-    two in DSP blocks with their input and output registers, one in LUTs); 4 the middle term and the SRDHM rounding
-    constant added to the low one; 5 SRDHM's high word; 6 the RoundingDivideByPOT
-    nudge added; 7 its arithmetic shift; 8 zero point and clamp.
+    two in DSP blocks with their input and output registers, one in LUTs); 4 the middle term
+    and the SRDHM rounding constant added to the low one; 5 SRDHM's high word; 6 the
+    RoundingDivideByPOT nudge added; 7 its arithmetic shift; 8 zero point and clamp.
     A beat accepted in cycle t is valid on the output in cycle t + LATENCY. The pipeline stalls
     as a whole when the output is not taken.
 
@@ -161,8 +161,8 @@ class Requantizer(wiring.Component):
     and `borrower.high` returns their SRDHM SRDHM_STAGES cycles later (the output must be
     taken every cycle meanwhile, as in the accelerator). `lend` acts a cycle late (it is
     registered beside the lane), so it must rise at least a cycle before the borrower's
-    first operands and fall after its last result, with no beat in flight either time. That saves the borrower two DSP
-    blocks and a LUT product for a 2:1 mux in front of them.
+    first operands and fall after its last result, with no beat in flight either time.
+    That saves the borrower two DSP blocks and a LUT product for a 2:1 mux in front of them.
     """
 
     LATENCY = 5 + SRDHM_STAGES
