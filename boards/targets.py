@@ -96,8 +96,9 @@ MULT18_PER_LANE = 2
 # 16x8 + 8 lanes 48,845 without it (48,806) and 61,655 with it (61,606), the smallest CI
 # config (2x2, 1 lane, AddUnit) 15,623 (15,608); those had three DSP blocks per Requantizer
 # lane. With the low product in LUTs (~300 slots a lane) the 45F's 8x8 + 4 lanes synthesizes
-# to 29,494 slots (29,278 estimated), so the fit stands. Before the rings moved to LUT RAM each MAC
-# cost ~150 slots (its share of the weight reader's 5-entry flip-flop ring and select).
+# to 29,494 slots (29,278 estimated), so the fit stands. Before the rings moved to LUT RAM
+# each MAC cost ~150 slots (its share of the weight reader's 5-entry flip-flop ring and
+# select).
 LUT_BASE, LUT_PER_MULT = 9750, 52
 LUT_PER_DW_TAP = 450
 LUT_PER_ADD_LANE = 1600
@@ -140,7 +141,8 @@ def estimate(cfg: AccelConfig) -> Estimate:
     exponentials.
     Both formulas reproduce synth_ecp5 exactly: `default_config("ulx3s-85f")` 173 DP16KD
     (152 MULT18X18D with three per lane; 144 now), the 45F's 8x8 MACs + 4 lanes 72 and 89.
-    With one reader per activation buffer (read_ports=1) they matched an earlier accelerator as exactly: AccelConfig() 280 and 106, pw 2x2 with one lane 37 and 24.
+    With one reader per activation buffer (read_ports=1) they matched an earlier accelerator
+    as exactly: AccelConfig() 280 and 106, pw 2x2 with one lane 37 and 24.
     """
     from firmware.contract import Geometry, Limits
 

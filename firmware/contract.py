@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import NamedTuple
-
 from types import SimpleNamespace
+from typing import NamedTuple
 
 from firmware.layout import PARAM_BYTES, channel_align
 from firmware.program import Descriptor, Flags, Opcode

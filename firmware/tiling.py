@@ -21,8 +21,7 @@ import dataclasses
 import math
 
 from rtl_gen.config import AccelConfig
-from firmware.contract import Geometry
-from firmware.contract import ProgramError
+from firmware.contract import Geometry, ProgramError
 
 from .program import Descriptor, Flags, Opcode
 

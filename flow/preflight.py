@@ -19,8 +19,7 @@ from firmware.tiling import split_layer
 from quantize.model import BLOCKS, STEM_CHANNELS, ModelSpec
 
 from rtl_gen.config import AccelConfig
-from firmware.contract import ErrorCode, Geometry
-from firmware.contract import ProgramError, descriptor_error
+from firmware.contract import ErrorCode, Geometry, ProgramError, descriptor_error
 
 # Peak memory of building an untrained seed network (Keras model, BatchNorm calibration on a
 # batch of 32 images through a probe per layer, TFLite conversion on 200 calibration images),

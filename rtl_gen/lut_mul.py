@@ -11,7 +11,7 @@ sums between adder levels; `lut_product` sums them in one combinational tree.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Mux, Value
+from amaranth.hdl import Cat, Const, Mux, Signal, Value
 
 
 def partial_products(a, b) -> list[Value]:
@@ -51,7 +51,6 @@ def lut_product(a, b, width: int | None = None) -> Value:
     return bits.as_signed() if signed_result else bits.as_unsigned()
 
 
-
 def registered_lut_product(m, a, b, *, name: str, enable=None, digit_bits: int = 4):
     """a * b of two unsigned Values in LUTs, registered like `dsp.registered_product`: the
     product two enabled cycles after a and b, no stage more than two adders deep.
@@ -61,7 +60,6 @@ def registered_lut_product(m, a, b, *, name: str, enable=None, digit_bits: int =
     digit products (two more levels for four digits) into the product register. For a 16x16
     product that is about 150 CCU2C and 110 flip-flops: a DSP block's worth of work where
     the blocks are wanted for MACs."""
-    from amaranth.hdl import Const, Signal
     a, b = Value.cast(a), Value.cast(b)
     if a.shape().signed or b.shape().signed:
         raise ValueError(f"{name}: registered_lut_product takes unsigned operands")

@@ -63,8 +63,8 @@ class SoftmaxUnit(wiring.Component):
     It runs once per inference on ~10 values, so area wins over speed: every gemmlowp
     SaturatingRoundingDoublingHighMul goes through one pipelined 32x32 multiplier
     (`requant.srdhm_pipeline`: two DSP blocks and a LUT product; with `own_multiplier=False`
-    it borrows the Requantizer's, through the `multiplier` port), each multiply taking MULTIPLY_STATES = 7
-    states of a micro-sequenced FSM (issue: which operands, as one-hot source selects;
+    it borrows the Requantizer's, through the `multiplier` port), each multiply taking
+    MULTIPLY_STATES = 7 states of a micro-sequenced FSM (issue: which operands, as one-hot source selects;
     operand load; four pipeline states; write-back from the registered high word). The
     operands are a select of registers by registers, not by the FSM's ~20 issue states. No
     state is more than one adder (or one compare) deep, and the state register is one-hot
