@@ -218,17 +218,17 @@ class BufferReader(wiring.Component):
         # the head was the only one held; else the entering item into an empty queue. (While
         # items are held the head register equals the head entry, never overwritten until
         # popped.) `enter_on_pop` / `enter_on_stay` are registers computed a cycle ahead
-        # (`out_valid` is next cycle's `landed_valid`), so per bit the late `pop` meets two
-        # flip-flops and the RAM's output in one LUT.
+        # (`out_valid` is next cycle's `landed_valid`). `enter_on_stay` means the queue is
+        # empty, so no pop can come with it: the data select is those two flip-flops alone
+        # and the late `pop` only reaches the head register's clock enables, not a LUT in
+        # front of every bit (it did, beside the LUT RAM, on the 45F's slowest path).
         next_landed = out_valid
         enter_on_pop, enter_on_stay = Signal(), Signal()
         m.d.sync += [enter_on_pop.eq(next_landed & (held_next == 1)),
                      enter_on_stay.eq(next_landed & (held_next == 0))]
         head_item = Signal(layout, reset_less=True)
-        with m.If(pop):
-            m.d.sync += head_item.eq(Mux(enter_on_pop, entering, ahead.data))
-        with m.Elif(enter_on_stay):
-            m.d.sync += head_item.eq(entering)
+        with m.If(pop | enter_on_stay):
+            m.d.sync += head_item.eq(Mux(enter_on_pop | enter_on_stay, entering, ahead.data))
         m.d.comb += [out.valid.eq(nonempty), out.payload.eq(head_item)]
 
         # `idle` is a register computed from the next cycle's state, so it reads exactly as

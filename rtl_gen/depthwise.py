@@ -34,6 +34,8 @@ drain the pipeline before the next group's weights may be loaded (`tile_cycles`)
 """
 from __future__ import annotations
 
+from itertools import product
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -41,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from .config import AccelConfig
-from .lut_mul import partial_products, sum_tree
+from .lut_mul import offset_rows, sum_tree, weighted_sum
 from .pointwise import ACC_SHAPE, StallPipe
 
 TAPS = 9
@@ -95,8 +97,9 @@ class DepthwiseEngine(wiring.Component):
     `acc` (int32 accumulators, wrapping modulo 2**32). `acc.valid` rises `latency` = 7
     cycles after the grid position that completes the output's window is consumed.
     Pipeline: position counters and line-buffer read; 3x3 window shift and line-buffer
-    write; masked differences x - zp; two halves of each product's partial-product rows
-    (LUT multipliers); products; row sums; bias plus total into the output register. It
+    write; masked differences x - zp; two halves of each product's offset rows (LUT
+    multipliers, `lut_mul.offset_rows`); products; row sums; offset-corrected bias plus
+    total into the output register. It
     advances as a whole and freezes only while an output waits on `acc.ready`.
     """
 
@@ -186,23 +189,37 @@ class DepthwiseEngine(wiring.Component):
                              shape=signed(9), name=f"s3_d{i}{j}_{k}")
                   for k in range(lanes)] for j in range(3)] for i in range(3)]
 
-        # Stages 4 and 5: the products (9 x 8 -> 17 bits signed) in LUTs (`lut_mul`: the DSP
-        # blocks belong to the MAC array), their partial-product rows summed in two halves,
-        # then the halves added.
+        # Stages 4 and 5: the products (9 x 8 bits signed) in LUTs (`lut_mul`: the DSP blocks
+        # belong to the MAC array) as `offset_rows`: eight unsigned 9-bit rows per product,
+        # summed in two halves of four, then the halves added. Every row is the product's
+        # share plus a constant; the constants depend only on the weights' sign bits and are
+        # taken out once per lane, with the bias (`bias_adj`).
         s4_valid = pipe.stage(s3_valid, name="s4_valid")
-        halves = [[[[pipe.stage(sum_tree(rows), name=f"s4_h{i}{j}_{k}_{h}")
-                     for h, rows in enumerate(_halves(partial_products(
-                         diff[i][j][k], tile.weights[3 * i + j][k])))]
-                    for k in range(lanes)] for j in range(3)] for i in range(3)]
+        halves = [[[None] * lanes for _ in range(3)] for _ in range(3)]
+        for i, j, k in product(range(3), range(3), range(lanes)):
+            rows, sign_shift, constant = offset_rows(diff[i][j][k], tile.weights[3 * i + j][k])
+            terms = [(row, shift, (1 << len(row)) - 1) for shift, row in enumerate(rows)]
+            halves[i][j][k] = [
+                (pipe.stage(value, name=f"s4_h{i}{j}_{k}_{h}"), shift, top)
+                for h, (value, shift, top) in enumerate(
+                    weighted_sum(half) for half in _halves(terms))]
         s5_valid = pipe.stage(s4_valid, name="s5_valid")
-        prod = [[[pipe.stage((halves[i][j][k][0] + halves[i][j][k][1])[:17].as_signed(),
-                             name=f"s5_p{i}{j}_{k}")
+        prod = [[[pipe.stage(weighted_sum(halves[i][j][k])[0], name=f"s5_p{i}{j}_{k}")
                   for k in range(lanes)] for j in range(3)] for i in range(3)]
 
         # Stage 6: row sums.
         s6_valid = pipe.stage(s5_valid, name="s6_valid")
         rows = [[pipe.stage(prod[i][0][k] + prod[i][1][k] + prod[i][2][k], name=f"s6_r{i}_{k}")
                  for k in range(lanes)] for i in range(3)]
+
+        # The bias with the nine products' offsets: registered from the group's parameters,
+        # so it settles two cycles after a group is loaded, long before its first output.
+        sign_offset = [Signal(ACC_SHAPE, name=f"sign_offset_{k}") for k in range(lanes)]
+        bias_adj = [Signal(ACC_SHAPE, name=f"bias_adj_{k}") for k in range(lanes)]
+        for k in range(lanes):
+            negative = sum_tree([tile.weights[t][k][7] for t in range(TAPS)])
+            m.d.sync += [sign_offset[k].eq((negative << sign_shift) + TAPS * constant),
+                         bias_adj[k].eq(tile.bias[k] + sign_offset[k])]
 
         # Output register.
         out_valid = Signal()
@@ -216,7 +233,7 @@ class DepthwiseEngine(wiring.Component):
             m.d.sync += out_valid.eq(0)
         with m.If(en & s6_valid):
             m.d.sync += out_valid.eq(1)
-            m.d.sync += [out[k].eq(tile.bias[k] + rows[0][k] + rows[1][k] + rows[2][k])
+            m.d.sync += [out[k].eq(bias_adj[k] + (rows[0][k] + rows[1][k] + rows[2][k]))
                          for k in range(lanes)]
 
         # A new group's weights may only be loaded once nothing of the previous one is in flight.

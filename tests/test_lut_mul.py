@@ -9,7 +9,8 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from rtl_gen.dsp import LATENCY as DSP_LATENCY
-from rtl_gen.lut_mul import lut_product, partial_products, registered_lut_product, sum_tree
+from rtl_gen.lut_mul import (lut_product, offset_rows, partial_products, registered_lut_product,
+                             sum_tree, weighted_sum)
 
 
 def _products(a_shape, b_shape, pairs):
@@ -102,3 +103,38 @@ def test_registered_lut_product(widths):
     sim.run()
     assert len(got) > 100
     assert got == expected
+
+
+@pytest.mark.parametrize("a_width,b_width", [(9, 8), (5, 4), (4, 3)])
+def test_offset_rows_exhaustive(a_width, b_width):
+    """The depthwise taps' narrow products: the unsigned offset rows, summed by
+    `weighted_sum` in two halves and then together (as the DepthwiseEngine's stages 4 and 5
+    do), plus the sign-dependent offset equal a * b for every pair of signed operands,
+    a = 0 (a masked tap) included; every row is exactly a_width bits wide."""
+    m = Module()
+    a, b = Signal(signed(a_width)), Signal(signed(b_width))
+    rows, sign_shift, constant = offset_rows(a, b)
+    assert [len(r) for r in rows] == [a_width] * b_width
+    terms = [(r, i, (1 << a_width) - 1) for i, r in enumerate(rows)]
+    halves = [weighted_sum(terms[:b_width // 2]), weighted_sum(terms[b_width // 2:])]
+    value, shift, top = weighted_sum(halves)
+    assert shift == 0 and top < 1 << len(value)
+    total = Signal(len(value))
+    m.d.comb += total.eq(value)
+    text = rtlil.convert(m, ports=[a, b, total])
+    assert "$mul" not in text
+    failures = []
+
+    async def bench(ctx):
+        for x in range(-(1 << (a_width - 1)), 1 << (a_width - 1)):
+            for y in range(-(1 << (b_width - 1)), 1 << (b_width - 1)):
+                ctx.set(a, x)
+                ctx.set(b, y)
+                got = ctx.get(total) + ((y < 0) << sign_shift) + constant
+                if got != x * y:
+                    failures.append((x, y, got))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not failures, failures[:5]
