@@ -96,11 +96,12 @@ MULT18_PER_LANE = 2
 # 16x8 + 8 lanes 48,845 without it (48,806) and 61,655 with it (61,606), the smallest CI
 # config (2x2, 1 lane, AddUnit) 15,623 (15,608); those had three DSP blocks per Requantizer
 # lane. With the low product in LUTs (~300 slots a lane) the 45F's 8x8 + 4 lanes synthesizes
-# to 29,494 slots (29,278 estimated), so the fit stands. Before the rings moved to LUT RAM
-# each MAC cost ~150 slots (its share of the weight reader's 5-entry flip-flop ring and
-# select).
+# to 29,494 slots (29,278 estimated), so the fit stands. The depthwise taps as offset rows
+# (`lut_mul.offset_rows`, ~30 slots a tap fewer) bring that build to 28,287 (28,198
+# estimated). Before the rings moved to LUT RAM each MAC cost ~150 slots (its share of the
+# weight reader's 5-entry flip-flop ring and select).
 LUT_BASE, LUT_PER_MULT = 9750, 52
-LUT_PER_DW_TAP = 450
+LUT_PER_DW_TAP = 420
 LUT_PER_ADD_LANE = 1600
 # Shares of a device the default configuration may plan for: the LUT model is coarse, and
 # nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).

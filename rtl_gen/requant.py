@@ -83,6 +83,11 @@ def srdhm_pipeline(m: Module, a, b, enable, name: str, platform=None) -> Signal:
 
 
 SRDHM_STAGES = DSP_LATENCY + 2
+# A borrowed multiply (`Requantizer.borrower`) takes one cycle more: the borrower's operands
+# are registered beside the lending lane before its select, so the borrower can sit anywhere
+# on the die (the SoftmaxUnit's operand registers, placed across the 45F from lane 0, were
+# its slowest path, straight into the LUT-built low product).
+BORROW_STAGES = SRDHM_STAGES + 1
 
 
 def rounding_divide_by_pot(x, exponent) -> Value:
@@ -127,7 +132,7 @@ LANE_LAYOUT = data.StructLayout({
 
 def multiplier_signature() -> wiring.Signature:
     """A borrowed SaturatingRoundingDoublingHighMul, seen from the borrower: operands out,
-    their SRDHM (`srdhm_pipeline`) back SRDHM_STAGES cycles later."""
+    their SRDHM (`srdhm_pipeline`) back BORROW_STAGES cycles later."""
     return wiring.Signature({"a": Out(signed(32)), "b": Out(signed(32)),
                              "high": In(signed(32))})
 
@@ -158,10 +163,10 @@ class Requantizer(wiring.Component):
     With `lend_multiplier`, lane 0's 32x32 product can be lent to a unit that multiplies
     only while the Requantizer is idle (the SoftmaxUnit, alone in its layer): while `lend`
     is high the product takes `borrower.a` and `borrower.b` instead of the lane's operands
-    and `borrower.high` returns their SRDHM SRDHM_STAGES cycles later (the output must be
-    taken every cycle meanwhile, as in the accelerator). `lend` acts a cycle late (it is
-    registered beside the lane), so it must rise at least a cycle before the borrower's
-    first operands and fall after its last result, with no beat in flight either time.
+    and `borrower.high` returns their SRDHM BORROW_STAGES cycles later (the output must be
+    taken every cycle meanwhile, as in the accelerator). The operands and `lend` are
+    registered beside the lane, so `lend` must rise no later than the borrower's first
+    operands and fall after its last result, with no beat in flight either time.
     That saves the borrower two DSP blocks and a LUT product for a 2:1 mux in front of them.
     """
 
@@ -216,10 +221,11 @@ class Requantizer(wiring.Component):
                 # the accelerator's layer decode, across the die (the 45F's critical path
                 # ran from it through the select into the LUT-built low product).
                 lend = Signal(name="lend_r")
-                m.d.sync += lend.eq(self.lend)
-                high = srdhm_pipeline(m, Mux(lend, self.borrower.a, a),
-                                      Mux(lend, self.borrower.b, mult), advance,
-                                      f"srdhm{k}", platform)
+                borrowed_a, borrowed_b = Signal(signed(32)), Signal(signed(32))
+                m.d.sync += [lend.eq(self.lend), borrowed_a.eq(self.borrower.a),
+                             borrowed_b.eq(self.borrower.b)]
+                high = srdhm_pipeline(m, Mux(lend, borrowed_a, a), Mux(lend, borrowed_b, mult),
+                                      advance, f"srdhm{k}", platform)
                 m.d.comb += self.borrower.high.eq(high)
             else:
                 high = srdhm_pipeline(m, a, mult, advance, f"srdhm{k}", platform)
