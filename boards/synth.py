@@ -345,11 +345,15 @@ def _yosys(build_dir: Path, top: str, sources: list[str], say, deadline) -> list
 
 def synthesize(component, board: str | Board = DEFAULT_BOARD, clock_mhz: float | None = None,
                build_dir: str | Path = "build/synth", top_name: str = "top", *,
-               router: str = "router1", progress: bool = True,
-               timeout_s: float | None = None) -> SynthReport:
+               router: str = "router1", placer_density: float | None = None,
+               progress: bool = True, timeout_s: float | None = None) -> SynthReport:
     """Synthesize, place and route `component` (an Amaranth elaboratable whose ports are its
     interface, e.g. a `wiring.Component`) out of context for `board`, with its `clk` port
     constrained to `clock_mhz` (default: the board's clock target).
+
+    `placer_density` caps the placer's cell density per bin (nextpnr's HeAP
+    `--placer-heap-beta`, 0..1): below its default it spreads the cells, which trades
+    wire length for routing room on a device whose LUT use is low but congested.
 
     Returns the `SynthReport`; raises `FitError` if the design does not fit the device,
     `TimingError` (after writing the reports) if it misses the clock, `SynthError` if a tool
@@ -389,6 +393,8 @@ def synthesize(component, board: str | Board = DEFAULT_BOARD, clock_mhz: float |
            "--json", f"{top_name}.json", "--out-of-context",
            "--lpf", "clock.lpf", "--lpf-allow-unconstrained",
            "--report", "nextpnr_report.json", "--timing-allow-fail", "--router", router]
+    if placer_density is not None:
+        cmd += ["--placer-heap-beta", f"{placer_density:g}"]
     if _run(cmd, build_dir / "nextpnr.log", _NEXTPNR_PHASES, say, build_dir, deadline):
         _nextpnr_failed(build_dir / "nextpnr.log", board)
     seconds["nextpnr"] = time.monotonic() - t
@@ -525,8 +531,13 @@ def main(argv=None) -> int:
     ap.add_argument("--router", choices=("router1", "router2"), default="router1",
                     help="nextpnr's router (default %(default)s; router2 negotiates "
                          "congestion, for designs that fill the device)")
+    ap.add_argument("--placer-density", type=float, metavar="BETA",
+                    help="nextpnr's --placer-heap-beta: the placer's maximum cell density "
+                         "(0..1; lower spreads the design for routing room)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     args = ap.parse_args(argv)
+    if args.placer_density is not None and not 0 < args.placer_density <= 1:
+        ap.error(f"--placer-density must be in (0, 1], got {args.placer_density:g}")
 
     factory = _load_factory(args.component)
     clock = args.clock_mhz
@@ -540,7 +551,8 @@ def main(argv=None) -> int:
         component = factory()
     try:
         report = synthesize(component, args.board, clock, args.out, args.top,
-                            router=args.router, progress=not args.quiet,
+                            router=args.router, placer_density=args.placer_density,
+                            progress=not args.quiet,
                             timeout_s=args.timeout)
     except TimingError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -57,7 +57,8 @@ class Products(wiring.Component):
 def test_requantizer_out_of_context_via_cli(tmp_path):
     board = get_board("ulx3s-85f")
     rc = main(["--board", board.name, "--component", "rtl_gen.requant:Requantizer",
-               "--clock-mhz", "20", "--out", str(tmp_path), "--quiet", "--timeout", str(LIMIT_S)])
+               "--clock-mhz", "20", "--out", str(tmp_path), "--quiet", "--timeout", str(LIMIT_S),
+               "--placer-density", "0.8"])
     assert rc == 0
     report = json.loads((tmp_path / REPORT_JSON).read_text())
     assert (tmp_path / REPORT_MD).read_text().startswith("# top on ulx3s-85f")
@@ -74,6 +75,14 @@ def test_requantizer_out_of_context_via_cli(tmp_path):
     assert use["bram"]["available"] == board.bram_blocks
     assert report["target_mhz"] == 20 and 20 <= report["fmax_mhz"] < 1000
     assert report["timing_met"] and report["clock"] == "clk"
+
+
+def test_placer_density_out_of_range_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path), "--placer-density", "1.5"])
+    assert e.value.code == 2
+    assert "--placer-density must be in (0, 1], got 1.5" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_impossible_clock_raises_timing_error(tmp_path):
