@@ -27,7 +27,11 @@ ACCUMULATION_INTEGER_BITS = 12     # Q12.19 sum of exponentials
 # A multiply: issue (which operands), operand load, the SRDHM pipeline, write-back;
 # exp_on_negative_values takes 6 plus one per barrel multiplier, the reciprocal a first guess
 # and three Newton-Raphson steps of two.
-MULTIPLY_STATES = 1 + 1 + BORROW_STAGES + 1
+# The multiplier's stages as the FSM sees them: the borrowed (or own) multiply, then its high
+# word registered on arrival, so that the write-back's logic never waits on a word that
+# crossed the die from the lending lane (the 45F's slowest path did).
+PIPELINE_STAGES = BORROW_STAGES + 1
+MULTIPLY_STATES = 1 + 1 + PIPELINE_STAGES + 1
 EXP_MULTIPLIES = 6 + len(EXP_BARREL)
 RECIP_MULTIPLIES = 1 + 3 * 2
 # Write-back states beyond one per multiply, where a result is more than one adder deep:
@@ -64,19 +68,19 @@ class SoftmaxUnit(wiring.Component):
     SaturatingRoundingDoublingHighMul goes through one pipelined 32x32 multiplier
     (`requant.srdhm_pipeline`: two DSP blocks and a LUT product; with `own_multiplier=False`
     it borrows the Requantizer's, through the `multiplier` port), each multiply taking
-    MULTIPLY_STATES = 8 states of a micro-sequenced FSM (issue: which operands, as one-hot
-    source selects; operand load; five pipeline states, the first the lending lane's operand
-    register; write-back from the registered high word). The operands are a select of
+    MULTIPLY_STATES = 9 states of a micro-sequenced FSM (issue: which operands, as one-hot
+    source selects; operand load; six pipeline states, the first the lending lane's operand
+    register, the last the high word registered back here; write-back from that register). The operands are a select of
     registers by registers, not by the FSM's ~20 issue states. No state is more than one
     adder (or one compare) deep, and the state register is one-hot (`fsm_encoding`), so a
     write-back's select is a flip-flop rather than a decode of ~140 states: 100+ MHz on an
     ECP5.
 
     Phases and cycles (n = length): load n + 1 cycles (one logit per clock into a register,
-    the maximum tracked on the fly behind it), exponentials 113 per logit, reciprocal of the
-    sum 61, output 15 per logit when the consumer is ready (each pass reads a logit into
-    registers first). That is 129 n + 62 cycles (`vector_cycles`), e.g. 1352 for 10 logits
-    (it runs once per inference).
+    the maximum tracked on the fly behind it), exponentials 126 per logit, reciprocal of the
+    sum 68, output 16 per logit when the consumer is ready (each pass reads a logit into
+    registers first). That is 143 n + 69 cycles (`vector_cycles`), e.g. 1499 for 10 logits
+    (it runs once per inference: 0.06% of alpha 0.25's cycles on the 85F).
 
     input_multiplier, input_left_shift and diff_min come from `reference.softmax_params`
     (PreprocessSoftmaxScaling, CalculateInputRadius) and must hold during a vector; `length`
@@ -138,17 +142,19 @@ class SoftmaxUnit(wiring.Component):
 
         # The one multiplier: an issue state registers which operands (`choose`), the next
         # cycle loads them, then the pipelined SaturatingRoundingDoublingHighMul
-        # (`BORROW_STAGES` states, running every cycle: an operand register, then
-        # `srdhm_pipeline`, as the Requantizer lends it), then the write-back state, which
-        # reads the registered high word.
+        # (`PIPELINE_STAGES` states, running every cycle: an operand register, then
+        # `srdhm_pipeline`, as the Requantizer lends it, then the high word registered here),
+        # then the write-back state, which reads that register.
         mul_a, mul_b = Signal(signed(32)), Signal(signed(32))
         if self.own_multiplier:
             own_a, own_b = Signal(signed(32)), Signal(signed(32))
             m.d.sync += [own_a.eq(mul_a), own_b.eq(mul_b)]
-            high = srdhm_pipeline(m, own_a, own_b, 1, "srdhm", platform)
+            product_high = srdhm_pipeline(m, own_a, own_b, 1, "srdhm", platform)
         else:
-            high = self.multiplier.high
+            product_high = self.multiplier.high
             m.d.comb += [self.multiplier.a.eq(mul_a), self.multiplier.b.eq(mul_b)]
+        high = Signal(signed(32))
+        m.d.sync += high.eq(product_high)
         maximum = Signal(signed(8))
         held, held_valid, load_done = Signal(signed(8)), Signal(), Signal()
         taken = Signal(range(self.max_length))
@@ -204,11 +210,11 @@ class SoftmaxUnit(wiring.Component):
 
         def multiplies(name, ops, after):
             """Chain of (a, b, write-back statements) multiplies: issue, operand load,
-            BORROW_STAGES multiply states and write-back."""
+            PIPELINE_STAGES multiply states and write-back."""
             names = [f"{name}_{n}" for n in range(len(ops))] + [after]
             for n, (a, b, writeback) in enumerate(ops):
                 # The operand load, then the pipeline.
-                stages = [f"{names[n]}_MUL{k}" for k in range(1 + BORROW_STAGES)]
+                stages = [f"{names[n]}_MUL{k}" for k in range(1 + PIPELINE_STAGES)]
                 with m.State(names[n]):
                     m.d.sync += choose(a, b)
                     m.next = stages[0]
@@ -333,7 +339,7 @@ class SoftmaxUnit(wiring.Component):
             multiplies("RECIP", recip_ops, after="OUT_READ")
             read_logit("OUT_READ", "OUT", exp=True)
 
-            out_stages = [f"OUT_MUL{k}" for k in range(1 + BORROW_STAGES)]
+            out_stages = [f"OUT_MUL{k}" for k in range(1 + PIPELINE_STAGES)]
             with m.State("OUT"):
                 m.d.sync += choose(recip_doubled, exp_value)
                 m.next = out_stages[0]
