@@ -98,11 +98,14 @@ MULT18_PER_LANE = 2
 # lane. With the low product in LUTs (~300 slots a lane) the 45F's 8x8 + 4 lanes synthesizes
 # to 29,494 slots (29,278 estimated), so the fit stands. The depthwise taps as offset rows
 # (`lut_mul.offset_rows`, ~30 slots a tap fewer) bring that build to 28,287 (28,198
-# estimated). Before the rings moved to LUT RAM each MAC cost ~150 slots (its share of the
-# weight reader's 5-entry flip-flop ring and select).
+# estimated); with the AddUnit it is 36,990 (84% of the 45F: 8,703 slots for the AddUnit's
+# 4 lanes, more than the 85F's 1,600 a lane suggested), so the AddUnit's lanes are costed at
+# that build's 2,150 (36,798 estimated), erring towards configs that route. Before the rings
+# moved to LUT RAM each MAC cost ~150 slots (its share of the weight reader's 5-entry
+# flip-flop ring and select).
 LUT_BASE, LUT_PER_MULT = 9750, 52
 LUT_PER_DW_TAP = 420
-LUT_PER_ADD_LANE = 1600
+LUT_PER_ADD_LANE = 2150
 # Shares of a device the default configuration may plan for: the LUT model is coarse, and
 # nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).
 LUT_BUDGET, BRAM_BUDGET = 0.8, 0.9
@@ -187,13 +190,14 @@ def default_config(board: str | Board = DEFAULT_BOARD, needs_add: bool = True) -
 
     * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 8 lanes = 128 + 16 = 144, 89% of them MACs
       (32x8 needs 272; 16 lanes 160, and ~81k LUT4 slots), with the AddUnit or without it
-      (~61.6k and ~48.8k of its 83.6k LUT4 slots estimated; 80% is `LUT_BUDGET`). Before the
+      (~63.8k and ~46.6k of its 83.6k LUT4 slots estimated; 80% is `LUT_BUDGET`). Before the
       buffers' rings moved to LUT RAM the AddUnit's LUTs held the lanes at 4.
     * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 4 lanes = 64 + 8 = 72, 89% MACs, without the
-      AddUnit (~29.3k of 43.8k LUT4 slots); with it its LUTs hold the lanes at 2 (68).
+      AddUnit (~28.2k of 43.8k LUT4 slots); with it its LUTs hold the lanes at 2 (68; 4 lanes
+      synthesize to 37.0k, 84%).
       (With three DSP blocks per Requantizer lane the 45F took 2 lanes either way.)
     * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 1 lane = 16 + 2 = 18 (its 24k LUT4 bind);
-      without the AddUnit 4x4 + 2 lanes = 20 (~18.7k LUT4 slots estimated).
+      without the AddUnit 4x4 + 2 lanes = 20 (~18.1k LUT4 slots estimated).
 
     Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 64 KiB of weights:
     what the firmware's networks are compiled for; the weight buffer's words are a whole
