@@ -239,12 +239,22 @@ class DepthwiseEngine(wiring.Component):
         # A new group's weights may only be loaded once nothing of the previous one is in flight.
         # Every grid position is tracked to the end of the pipeline, emitting or not, so a group
         # always takes `tile_cycles` whatever its padding.
+        # `drained` is a register, computed from the next cycle's flags, so that the load's
+        # fan-out (every parameter and weight flip-flop, the walk's counters) starts at a
+        # flip-flop rather than at the end of the pipeline's valid chain (on the 45F that
+        # chain, the load and the counters' resets crossed the die twice).
         live = [s2.valid]
         for n in range(3, 7):
             live.append(pipe.stage(live[-1], name=f"s{n}_live"))
-        drained = ~busy & ~s1.valid & ~Cat(live).any()
+        drained = Signal(init=1)
+        load = self.tile.valid & drained
+        finishing = advance & last_col & last_row
+        busy_next = Mux(load, 1, busy & ~finishing)
+        valid_next = [Mux(en, before, now)
+                      for before, now in zip([advance, s1.valid] + live[:-1], [s1.valid] + live)]
+        m.d.sync += drained.eq(~busy_next & ~Cat(*valid_next).any())
         m.d.comb += self.tile.ready.eq(drained)
-        with m.If(self.tile.valid & drained):
+        with m.If(load):
             m.d.sync += [tile.eq(self.tile.payload), busy.eq(1), row.eq(0), col.eq(0),
                          last_row.eq(0), last_col.eq(0)]     # height, width >= 1
         return m
