@@ -46,6 +46,11 @@ class Board:
     mult18: int
     bram_blocks: int
     clock_mhz: float            # accelerator clock target (see `default_config`)
+    # Most depthwise lanes nextpnr routes on the device (None: the DSPs and LUTs decide). The
+    # 85F's 8-lane DepthwiseEngine (72 LUT multipliers off one window) never finished
+    # routing (router1, router2, spread placement), at 64% of its LUTs; 4 lanes routed
+    # (boards/TIMING.md).
+    max_dw_lanes: int | None = None
 
     BRAM_BLOCK_BITS = 18 * 1024
 
@@ -54,16 +59,18 @@ class Board:
         return self.bram_blocks * self.BRAM_BLOCK_BITS
 
 
-def _ulx3s(size: str, platform: type, luts: int, mult18: int, bram_blocks: int) -> Board:
+def _ulx3s(size: str, platform: type, luts: int, mult18: int, bram_blocks: int,
+           max_dw_lanes: int | None = None) -> Board:
     # ULX3S: CABGA381 package, speed grade 6 (amaranth-boards: package "BG381", speed "6").
     args = (f"--{size}k", "--package", "CABGA381", "--speed", "6")
     return Board(name=f"ulx3s-{size}f", platform=platform, device=platform.device,
                  nextpnr="ecp5", nextpnr_args=args,
-                 luts=luts, ffs=luts, mult18=mult18, bram_blocks=bram_blocks, clock_mhz=30.0)
+                 luts=luts, ffs=luts, mult18=mult18, bram_blocks=bram_blocks, clock_mhz=30.0,
+                 max_dw_lanes=max_dw_lanes)
 
 
 BOARDS = {b.name: b for b in (
-    _ulx3s("85", ULX3S_85F_Platform, luts=83640, mult18=156, bram_blocks=208),
+    _ulx3s("85", ULX3S_85F_Platform, luts=83640, mult18=156, bram_blocks=208, max_dw_lanes=4),
     _ulx3s("45", ULX3S_45F_Platform, luts=43848, mult18=72, bram_blocks=108),
     _ulx3s("25", ULX3S_25F_Platform, luts=24288, mult18=28, bram_blocks=56),
 )}
@@ -188,10 +195,11 @@ def default_config(board: str | Board = DEFAULT_BOARD, needs_add: bool = True) -
     bind: MULT18X18D = pw_out*pw_in + 2*dw_lanes (`estimate`; dw_lanes <= pw_out and at most
     the bus's bytes).
 
-    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 8 lanes = 128 + 16 = 144, 89% of them MACs
-      (32x8 needs 272; 16 lanes 160, and ~81k LUT4 slots), with the AddUnit or without it
-      (~63.8k and ~46.6k of its 83.6k LUT4 slots estimated; 80% is `LUT_BUDGET`). Before the
-      buffers' rings moved to LUT RAM the AddUnit's LUTs held the lanes at 4.
+    * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 4 lanes = 128 + 8 = 136, 94% of them MACs
+      (32x8 needs 272), with the AddUnit or without it. Its DSPs and LUTs would take 8 lanes
+      (144 blocks; ~63.8k and ~46.6k of its 83.6k LUT4 slots estimated, 80% being
+      `LUT_BUDGET`), but that DepthwiseEngine does not route (`Board.max_dw_lanes`); 4 lanes
+      routed at 83 MHz. (`AccelConfig()`, the simulations' default, keeps 8 lanes.)
     * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 4 lanes = 64 + 8 = 72, 89% MACs, without the
       AddUnit (~28.2k of 43.8k LUT4 slots); with it its LUTs hold the lanes at 2 (68; 4 lanes
       synthesize to 37.0k, 84%).
@@ -223,6 +231,8 @@ def default_config(board: str | Board = DEFAULT_BOARD, needs_add: bool = True) -
         est = estimate(cfg)
         fewest_mult18 = min(est.mult18, fewest_mult18 or est.mult18)
         if est.mult18 > board.mult18 or est.luts > LUT_BUDGET * board.luts:
+            continue
+        if board.max_dw_lanes is not None and lanes > board.max_dw_lanes:
             continue
         cfg = _shrink_buffers(cfg, board)
         key = (pw_out * pw_in, lanes, -max(pw_out, pw_in), pw_out >= pw_in, bus)

@@ -40,19 +40,23 @@ def test_estimate_leaves_out_the_add_unit():
 
 
 def test_default_config_for_a_network_without_add():
-    """The 85F's lanes stop at 8 either way (16x8 MACs + 8 lanes = 144 of 156 MULT18X18D;
-    16 lanes would take 160); the AddUnit's LUTs fit beside them since the buffers'
-    rings are LUT RAM."""
+    """The 85F's lanes stop at 4 either way: its DSPs and LUTs would take 8 (16x8 MACs + 8
+    lanes = 144 of 156 MULT18X18D, the AddUnit's LUTs beside them), but 8 lanes do not
+    route (`Board.max_dw_lanes`); 16x8 + 4 lanes = 136, 94% of them MACs."""
     board = get_board("ulx3s-85f")
+    assert board.max_dw_lanes == 4
     cfg = default_config(board, needs_add=False)
-    assert (cfg.pw_out, cfg.pw_in, cfg.dw_lanes, cfg.with_add) == (16, 8, 8, False)
+    assert (cfg.pw_out, cfg.pw_in, cfg.dw_lanes, cfg.with_add) == (16, 8, 4, False)
     est = estimate(cfg)
-    assert est.mult18 == 144 and est.luts <= LUT_BUDGET * board.luts
-    assert cfg == replace(AccelConfig(clock_mhz=board.clock_mhz), with_add=False)
+    assert est.mult18 == 136 and est.luts <= LUT_BUDGET * board.luts
+    assert cfg == replace(AccelConfig(clock_mhz=board.clock_mhz), with_add=False, dw_lanes=4)
     kept = default_config(board)                  # callers that don't say: with the AddUnit
-    assert (kept.pw_out, kept.pw_in, kept.dw_lanes, kept.with_add) == (16, 8, 8, True)
+    assert (kept.pw_out, kept.pw_in, kept.dw_lanes, kept.with_add) == (16, 8, 4, True)
     assert estimate(kept).luts <= LUT_BUDGET * board.luts
     assert default_config(board, needs_add=True) == kept
+    # Without the routing cap the DSPs and LUTs would take 8 lanes.
+    uncapped = default_config(replace(board, max_dw_lanes=None))
+    assert uncapped.dw_lanes == 8 and estimate(uncapped).mult18 == 144
 
 
 @pytest.fixture(scope="module")

@@ -122,9 +122,10 @@ def test_config_text_and_label():
     assert bb.board_label("ulx3s-45f") == "ULX3S 45F (LFE5U-45F-6)"
     cfg = bb.board_config("ulx3s-45f", 77.0)
     assert cfg.clock_mhz == 77.0 and cfg.macs_per_cycle >= 1
-    # The seed networks have no ADD layer: the 85F's LUTs then buy 8 depthwise lanes.
+    # The seed networks have no ADD layer: the 85F's config without the AddUnit, its lanes
+    # at the 4 that route (`Board.max_dw_lanes`).
     cfg = bb.board_config("ulx3s-85f", 100.0)
-    assert not cfg.with_add and (cfg.pw_out, cfg.pw_in, cfg.dw_lanes) == (16, 8, 8)
+    assert not cfg.with_add and (cfg.pw_out, cfg.pw_in, cfg.dw_lanes) == (16, 8, 4)
 
 
 def test_config_recorded_before_a_field_existed_has_its_default():
