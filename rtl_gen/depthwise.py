@@ -99,8 +99,8 @@ class DepthwiseEngine(wiring.Component):
     Pipeline: position counters and line-buffer read; 3x3 window shift and line-buffer
     write; masked differences x - zp; two halves of each product's offset rows (LUT
     multipliers, `lut_mul.offset_rows`); products; row sums; offset-corrected bias plus
-    total into the output register. It
-    advances as a whole and freezes only while an output waits on `acc.ready`.
+    total into the output register. It advances as a whole and freezes only while an
+    output waits on `acc.ready`.
     """
 
     latency = 7
