@@ -43,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from .config import AccelConfig
-from .lut_mul import offset_rows, sum_tree, weighted_sum
+from .lut_mul import offset_rows, rows_offset, sum_tree, weighted_sum
 from .pointwise import ACC_SHAPE, StallPipe
 
 TAPS = 9
@@ -197,7 +197,7 @@ class DepthwiseEngine(wiring.Component):
         s4_valid = pipe.stage(s3_valid, name="s4_valid")
         halves = [[[None] * lanes for _ in range(3)] for _ in range(3)]
         for i, j, k in product(range(3), range(3), range(lanes)):
-            rows, sign_shift, constant = offset_rows(diff[i][j][k], tile.weights[3 * i + j][k])
+            rows, _, _ = offset_rows(diff[i][j][k], tile.weights[3 * i + j][k])
             terms = [(row, shift, (1 << len(row)) - 1) for shift, row in enumerate(rows)]
             halves[i][j][k] = [
                 (pipe.stage(value, name=f"s4_h{i}{j}_{k}_{h}"), shift, top)
@@ -216,8 +216,9 @@ class DepthwiseEngine(wiring.Component):
         # so it settles two cycles after a group is loaded, long before its first output.
         sign_offset = [Signal(ACC_SHAPE, name=f"sign_offset_{k}") for k in range(lanes)]
         bias_adj = [Signal(ACC_SHAPE, name=f"bias_adj_{k}") for k in range(lanes)]
+        sign_shift, constant = rows_offset(len(diff[0][0][0]), len(tile.weights[0][0]))
         for k in range(lanes):
-            negative = sum_tree([tile.weights[t][k][7] for t in range(TAPS)])
+            negative = sum_tree([tile.weights[t][k][-1] for t in range(TAPS)])
             m.d.sync += [sign_offset[k].eq((negative << sign_shift) + TAPS * constant),
                          bias_adj[k].eq(tile.bias[k] + sign_offset[k])]
 

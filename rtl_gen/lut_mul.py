@@ -102,7 +102,13 @@ def offset_rows(a, b) -> tuple[list[Value], int, int]:
         src = ~a if i == n - 1 else a
         bit = b[i]
         rows.append(Cat(src[:la - 1] & bit.replicate(la - 1), ~(src[la - 1] & bit)))
-    return rows, n - 1, -(((1 << n) - 1) << (la - 1))
+    return rows, *rows_offset(la, n)
+
+
+def rows_offset(a_width: int, b_width: int) -> tuple[int, int]:
+    """(sign_shift, constant) of `offset_rows` for operands of these widths: the same for
+    every product of that shape, so a sum of many needs it once."""
+    return b_width - 1, -(((1 << b_width) - 1) << (a_width - 1))
 
 
 def weighted_sum(terms: list[tuple[Value, int, int]]) -> tuple[Value, int, int]:
