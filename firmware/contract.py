@@ -217,13 +217,21 @@ def depthwise_sizes(d) -> dict:
             "taps_bytes": times9(d.in_c)}
 
 
-def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
+def _same(x):
+    return x
+
+
+def layer_checks(d, cfg: AccelConfig, limits: Limits, stage=_same) -> list:
     """[(ErrorCode, failed)] in priority order for a non-END descriptor `d`.
 
     `d` has the descriptor fields plus `in_pixels`, `out_pixels`, `in_bytes`, `out_bytes`,
     `weight_product` (out_c * in_c) and the `depthwise_sizes`. The expressions use only
     operators that mean the same on Python integers (host check) and Amaranth values (the
-    sequencer's VALIDATE state), so hardware and host cannot disagree.
+    sequencer's CHECK state), so hardware and host cannot disagree.
+
+    Each check is an OR of terms, each term a few compares of one kind of layer; `stage`
+    wraps every term. The host leaves it the identity; the sequencer passes a register, so
+    that a check is a compare deep in one cycle and an OR of terms in the next.
     """
     g = Geometry(cfg)
     ca, bus = g.channel_align, cfg.bus_bytes
@@ -248,35 +256,45 @@ def layer_checks(d, cfg: AccelConfig, limits: Limits) -> list:
                    (dw & ((d.kernel != 3) | _not(s1 | s2))))
     if not cfg.with_add:        # built without the AddUnit: an ADD is a layer it cannot run
         unsupported = unsupported | add
+    def any_of(*terms):
+        """The OR of `terms`, each staged."""
+        result = False
+        for term in terms:
+            result = result | stage(term)
+        return result
+
     return [
-        (ErrorCode.BAD_OPCODE, _not(conv | dw | mean | softmax | pad | add)),
-        (ErrorCode.UNSUPPORTED, unsupported),
+        (ErrorCode.BAD_OPCODE, any_of(_not(conv | dw | mean | softmax | pad | add))),
+        (ErrorCode.UNSUPPORTED, any_of(unsupported)),
         # The engine pads 0 or 1 rows (columns) on each side: SAME, VALID and PyTorch's 1.
-        (ErrorCode.UNSUPPORTED_PADDING,
-         dw & ((d.pad_top > 1) | (d.pad_bottom > 1) | (d.pad_left > 1) | (d.pad_right > 1))),
-        (ErrorCode.BAD_SHAPE,
-         zero | misaligned(d.in_c, ca) | misaligned(d.out_c, ca) |
-         (conv & ((d.out_h != d.in_h) | (d.out_w != d.in_w) |
-                  (d.weight_bytes != d.weight_product))) |
-         (dw & ((d.out_c != d.in_c) | (padded_h < 3) | (padded_w < 3) |
-                (d.out_h != dw_out_h) | (d.out_w != d.dw_out_w) |
-                (d.weight_bytes != d.taps_bytes))) |
-         (mean & ((d.out_c != d.in_c) | unit_out)) |
-         (add & ((d.out_c != d.in_c) | (d.out_h != d.in_h) | (d.out_w != d.in_w) |
-                 (d.weight_bytes != d.in_bytes))) |
-         (softmax & ((d.in_h != 1) | (d.in_w != 1) | unit_out | (d.real_c == 0) |
-                     (d.real_c > d.in_c) | (d.real_c > d.out_c)))),
-        (ErrorCode.TOO_LARGE,
-         (d.in_bytes > g.act_capacity) | (d.out_bytes > g.act_capacity) |
-         (conv & (cfg.pw_out * d.in_c > g.weight_slot)) |
-         (dw & ((d.taps_bytes > g.weight_capacity) |
-                (d.in_h > limits.max_width) | (d.in_w > limits.max_width))) |
-         (mean & ((d.in_c > limits.max_channels) | (d.in_pixels > g.mean_pixels))) |
-         (add & (d.weight_bytes > g.weight_capacity)) |
-         (softmax & (d.real_c > limits.max_classes))),
-        (ErrorCode.BAD_ALIGNMENT,
-         misaligned(d.input_addr, bus) | misaligned(d.output_addr, bus) |
-         ((conv | dw | add) & (misaligned(d.weight_addr, bus) | misaligned(d.param_addr, bus)))),
+        (ErrorCode.UNSUPPORTED_PADDING, any_of(
+            dw & ((d.pad_top > 1) | (d.pad_bottom > 1) | (d.pad_left > 1) |
+                  (d.pad_right > 1)))),
+        (ErrorCode.BAD_SHAPE, any_of(
+            zero | misaligned(d.in_c, ca) | misaligned(d.out_c, ca),
+            conv & ((d.out_h != d.in_h) | (d.out_w != d.in_w) |
+                    (d.weight_bytes != d.weight_product)),
+            dw & ((d.out_c != d.in_c) | (padded_h < 3) | (padded_w < 3) |
+                  (d.out_h != dw_out_h) | (d.out_w != d.dw_out_w) |
+                  (d.weight_bytes != d.taps_bytes)),
+            mean & ((d.out_c != d.in_c) | unit_out),
+            add & ((d.out_c != d.in_c) | (d.out_h != d.in_h) | (d.out_w != d.in_w) |
+                   (d.weight_bytes != d.in_bytes)),
+            softmax & ((d.in_h != 1) | (d.in_w != 1) | unit_out | (d.real_c == 0) |
+                       (d.real_c > d.in_c) | (d.real_c > d.out_c)))),
+        (ErrorCode.TOO_LARGE, any_of(
+            d.in_bytes > g.act_capacity,
+            d.out_bytes > g.act_capacity,
+            conv & (cfg.pw_out * d.in_c > g.weight_slot),
+            dw & ((d.taps_bytes > g.weight_capacity) |
+                  (d.in_h > limits.max_width) | (d.in_w > limits.max_width)),
+            mean & ((d.in_c > limits.max_channels) | (d.in_pixels > g.mean_pixels)),
+            add & (d.weight_bytes > g.weight_capacity),
+            softmax & (d.real_c > limits.max_classes))),
+        (ErrorCode.BAD_ALIGNMENT, any_of(
+            misaligned(d.input_addr, bus) | misaligned(d.output_addr, bus),
+            (conv | dw | add) & (misaligned(d.weight_addr, bus) |
+                                 misaligned(d.param_addr, bus)))),
     ]
 
 

@@ -3,7 +3,7 @@ it, and runs each layer through the datapath of `rtl_gen.accelerator` by issuing
 and buffer walks, in this order:
 
     FETCH descriptor -> DECODE, DECODED (check word, layer index) -> PIXELS, BYTES (the size
-       products, serially) -> CHECK (the rules, registered) -> VALIDATE
+       products, serially) -> COMPARE, CHECK (the rules, registered) -> VALIDATE
     -> when the layer's input is exactly the previous layer's output (same DDR address, no
        more bytes), swap the two activation buffers: the data is already there and nothing
        is loaded; otherwise load the input from DDR into the buffer the previous layer read
@@ -84,10 +84,10 @@ def descriptor_layout() -> data.FlexibleLayout:
 
 # The sequencer's size products are built serially, one bit of the 16-bit descriptor field
 # per cycle (two rounds: pixel counts, then bytes), in LUTs: the DSP blocks belong to the
-# MAC array. DECODE (the checksum registered), DECODED, the two rounds, CHECK and
-# VALIDATE take this many cycles (`sim.perf_model`).
+# MAC array. DECODE (the checksum registered), DECODED, the two rounds, COMPARE, CHECK
+# and VALIDATE take this many cycles (`sim.perf_model`).
 PRODUCT_BITS = 16
-DECODE_CYCLES = 4 + 2 * PRODUCT_BITS
+DECODE_CYCLES = 5 + 2 * PRODUCT_BITS
 
 
 class _Derived:
@@ -214,14 +214,30 @@ class Sequencer(wiring.Component):
         for name, value in depthwise_sizes(d).items():
             dw_sizes[name] = Signal(range(1 << 20), name=name)
             m.d.sync += dw_sizes[name].eq(value)
+        # Each term of a check (a few compares of one kind of layer) is registered every
+        # cycle: its inputs are final from COMPARE on, so the terms are in CHECK, which ORs
+        # them into the checks (a carry chain and an OR tree in one cycle was the 45F's
+        # slowest path, 95.75 MHz).
+        terms = []
+
+        def stage(term):
+            reg = Signal(name=f"check_term{len(terms)}")
+            m.d.sync += reg.eq(term)
+            terms.append(reg)
+            return reg
         checks = layer_checks(_Derived(d, in_pixels=in_pixels, out_pixels=out_pixels,
                                        in_bytes=in_bytes, out_bytes=out_bytes,
                                        weight_product=weight_product, **dw_sizes),
-                              cfg, self.limits)
+                              cfg, self.limits, stage=stage)
         # The checks and the chaining test are registered in CHECK and combined in VALIDATE:
         # each is a tree of wide comparisons, too deep to share a cycle with the priority.
         failed_regs = [Signal(name=f"failed_{c.name.lower()}") for c, _ in checks]
         chained = Signal()
+        # Its compares, registered every cycle like the check terms: the previous layer's
+        # output (`store_bytes`, `prev_out_addr`) is fixed from its store's start on.
+        same_input = Signal()
+        m.d.sync += same_input.eq((d.input_addr == prev_out_addr) &
+                                  (in_bytes <= self.store_bytes))
         # Whether an ADD's second input lies clear of the store still running (the only
         # region a load may race), registered in CHECK like `chained`; the two regions' ends
         # are sums registered every cycle before it, so CHECK only compares.
@@ -360,12 +376,14 @@ class Sequencer(wiring.Component):
                 serial_products([(in_bytes, in_pixels, multiplier_bits[0]),
                                  (out_bytes, out_pixels, multiplier_bits[1])])
                 with m.If(bit == PRODUCT_BITS - 1):
-                    m.next = "CHECK"
+                    m.next = "COMPARE"
+
+            with m.State("COMPARE"):
+                m.next = "CHECK"
 
             with m.State("CHECK"):
                 m.d.sync += [reg.eq(failed) for reg, (_, failed) in zip(failed_regs, checks)]
-                m.d.sync += chained.eq(have_prev & (d.input_addr == prev_out_addr) &
-                                       (in_bytes <= self.store_bytes))
+                m.d.sync += chained.eq(have_prev & same_input)
                 if cfg.with_add:
                     m.d.sync += second_clear.eq(clear_of_store(d.weight_addr, second_end))
                 m.next = "VALIDATE"
