@@ -26,11 +26,21 @@ padding row below and one padding column to the right (never more is needed at t
 bottom/right); the padding positions consume no input. The window ending at grid position
 (r, c) covers rows r-2..r and columns c-2..c, and belongs to an output exactly when its top
 left corner is (oy*s - p_top, ox*s - p_left) and its last row (column) is at most
-height - 1 + pad_bottom (width - 1 + pad_right). Taps outside the image are masked to zero rather than stored as
-padding, so stale line-buffer contents from a previous group never matter.
+height - 1 + pad_bottom (width - 1 + pad_right). Taps outside the image are replaced by the
+zero point rather than stored as padding, so stale line-buffer contents from a previous group
+never matter.
 
-Cycles per group, with the streams never stalling: (H+1)*(W+1) grid positions plus 7 to
-drain the pipeline before the next group's weights may be loaded (`tile_cycles`).
+The products are table lookups, not multipliers: x * w with x + 128 = 16 * hi + lo (two
+nibbles) is (w * hi) * 16 + w * lo - 128 * w, and every tap keeps w * n for the 16 values of
+a nibble in two 16-entry tables of distributed RAM (ECP5 LUT RAM: a few slices a tap, where a
+LUT multiplier was ~200 LUT4s and a DSP block belongs to the MAC array). The tables are
+filled after a group loads, one entry a cycle; the data-independent -(zp + 128) * sum(w) is
+folded into the bias meanwhile. A tap outside the image looks up the zero point (the value
+TFLite pads with), so its share cancels in that correction.
+
+Cycles per group, with the streams never stalling: 16 to fill the tables, (H+1)*(W+1) grid
+positions, and 7 to drain the pipeline before the next group's weights may be loaded
+(`tile_cycles`).
 """
 from __future__ import annotations
 
@@ -43,10 +53,15 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from .config import AccelConfig
-from .lut_mul import offset_rows, rows_offset, sum_tree, weighted_sum
+from .lut_mul import sum_tree
 from .pointwise import ACC_SHAPE, StallPipe
 
 TAPS = 9
+# A tap's product table: w * n for every 4-bit n (|w * n| <= 128 * 15 < 2**11), one
+# distributed-RAM block deep (ECP5 TRELLIS_DPR16X4), filled in FILL_CYCLES per group.
+TABLE_DEPTH = 16
+TABLE_SHAPE = signed(12)
+FILL_CYCLES = TABLE_DEPTH
 
 # What travels down the pipeline with a grid position: whether the window ending there is an
 # output, and which of its tap rows (r-2, r-1, r) and columns (c-2, c-1, c) lie in the image.
@@ -79,8 +94,10 @@ def tile_layout(cfg: AccelConfig, max_width: int) -> data.StructLayout:
     })
 
 
-def _halves(rows: list) -> tuple[list, list]:
-    return rows[:len(rows) // 2], rows[len(rows) // 2:]
+def _shifted_sum(low, high):
+    """(high << 4) + low of two signed table entries, as 17 bits: low's last four bits pass
+    straight through, so the adder is only as wide as the bits that overlap."""
+    return Cat(low[:4], low[4:].as_signed() + high).as_signed()
 
 
 def _window_ends_output(pos, pad_before, stride2):
@@ -97,10 +114,9 @@ class DepthwiseEngine(wiring.Component):
     `acc` (int32 accumulators, wrapping modulo 2**32). `acc.valid` rises `latency` = 7
     cycles after the grid position that completes the output's window is consumed.
     Pipeline: position counters and line-buffer read; 3x3 window shift and line-buffer
-    write; masked differences x - zp; two halves of each product's offset rows (LUT
-    multipliers, `lut_mul.offset_rows`); products; row sums; offset-corrected bias plus
-    total into the output register. It advances as a whole and freezes only while an
-    output waits on `acc.ready`.
+    write; the taps' table indices x + 128 (the zero point's outside the image); the two
+    nibbles' table reads; products; row sums; corrected bias plus total into the output
+    register. It advances as a whole and freezes only while an output waits on `acc.ready`.
     """
 
     latency = 7
@@ -116,7 +132,7 @@ class DepthwiseEngine(wiring.Component):
     @classmethod
     def tile_cycles(cls, height: int, width: int) -> int:
         """Cycles between the starts of consecutive groups when no stream stalls."""
-        return (height + 1) * (width + 1) + cls.latency
+        return FILL_CYCLES + (height + 1) * (width + 1) + cls.latency
 
     def elaborate(self, platform):
         m = Module()
@@ -144,8 +160,6 @@ class DepthwiseEngine(wiring.Component):
             with m.If(last_col):
                 m.d.sync += [col.eq(0), last_col.eq(0), row.eq(row + 1),
                              last_row.eq(row + 1 == height)]
-                with m.If(last_row):
-                    m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += [col.eq(col + 1), last_col.eq(col + 1 == width)]
 
@@ -183,28 +197,37 @@ class DepthwiseEngine(wiring.Component):
                              win[i][2].eq(newest)]
         s2 = pipe.stage(s1, name="s2")
 
-        # Stage 3: the in-image taps' differences x - zp (9 bits signed), zero outside.
+        # Stage 3: each tap's table index, x + 128 as an unsigned byte; a tap outside the
+        # image reads the zero point's (the padding value), so its share cancels in `bias_adj`.
         s3_valid = pipe.stage(s2.valid & s2.emit, name="s3_valid")
-        diff = [[[pipe.stage(Mux(s2.rows[i] & s2.cols[j], win[i][j][k] - tile.input_zp, 0),
-                             shape=signed(9), name=f"s3_d{i}{j}_{k}")
-                  for k in range(lanes)] for j in range(3)] for i in range(3)]
+        zp_index = tile.input_zp.as_unsigned() ^ 0x80
+        index = [[[pipe.stage(Mux(s2.rows[i] & s2.cols[j],
+                                  win[i][j][k].as_unsigned() ^ 0x80, zp_index),
+                              shape=unsigned(8), name=f"s3_u{i}{j}_{k}")
+                   for k in range(lanes)] for j in range(3)] for i in range(3)]
 
-        # Stages 4 and 5: the products (9 x 8 bits signed) in LUTs (`lut_mul`: the DSP blocks
-        # belong to the MAC array) as `offset_rows`: eight unsigned 9-bit rows per product,
-        # summed in two halves of four, then the halves added. Every row is the product's
-        # share plus a constant; the constants depend only on the weights' sign bits and are
-        # taken out once per lane, with the bias (`bias_adj`).
+        # Stage 4: each tap's two table reads, w * (low nibble) and w * (high nibble) (the
+        # DSP blocks belong to the MAC array: these products are LUT RAM). Stage 5: the
+        # product (x + 128) * w = (high << 4) + low.
+        fill_addr = Signal(range(TABLE_DEPTH))
+        filling = Signal()
+        fill_acc = [[Signal(TABLE_SHAPE, name=f"fill_{t}_{k}") for k in range(lanes)]
+                    for t in range(TAPS)]
         s4_valid = pipe.stage(s3_valid, name="s4_valid")
-        halves = [[[None] * lanes for _ in range(3)] for _ in range(3)]
+        nibbles = [[[None] * lanes for _ in range(3)] for _ in range(3)]
         for i, j, k in product(range(3), range(3), range(lanes)):
-            rows, _, _ = offset_rows(diff[i][j][k], tile.weights[3 * i + j][k])
-            terms = [(row, shift, (1 << len(row)) - 1) for shift, row in enumerate(rows)]
-            halves[i][j][k] = [
-                (pipe.stage(value, name=f"s4_h{i}{j}_{k}_{h}"), shift, top)
-                for h, (value, shift, top) in enumerate(
-                    weighted_sum(half) for half in _halves(terms))]
+            reads = []
+            for half in range(2):
+                table = Memory(shape=TABLE_SHAPE, depth=TABLE_DEPTH, init=[])
+                m.submodules[f"table{i}{j}_{k}_{half}"] = table
+                write, read = table.write_port(), table.read_port(domain="comb")
+                m.d.comb += [write.addr.eq(fill_addr), write.data.eq(fill_acc[3 * i + j][k]),
+                             write.en.eq(filling),
+                             read.addr.eq(index[i][j][k][4 * half:4 * half + 4])]
+                reads.append(pipe.stage(read.data, name=f"s4_t{i}{j}_{k}_{half}"))
+            nibbles[i][j][k] = reads
         s5_valid = pipe.stage(s4_valid, name="s5_valid")
-        prod = [[[pipe.stage(weighted_sum(halves[i][j][k])[0], name=f"s5_p{i}{j}_{k}")
+        prod = [[[pipe.stage(_shifted_sum(*nibbles[i][j][k]), name=f"s5_p{i}{j}_{k}")
                   for k in range(lanes)] for j in range(3)] for i in range(3)]
 
         # Stage 6: row sums.
@@ -212,15 +235,31 @@ class DepthwiseEngine(wiring.Component):
         rows = [[pipe.stage(prod[i][0][k] + prod[i][1][k] + prod[i][2][k], name=f"s6_r{i}_{k}")
                  for k in range(lanes)] for i in range(3)]
 
-        # The bias with the nine products' offsets: registered from the group's parameters,
-        # so it settles two cycles after a group is loaded, long before its first output.
-        sign_offset = [Signal(ACC_SHAPE, name=f"sign_offset_{k}") for k in range(lanes)]
+        # Filling the tables: after a group loads, FILL_CYCLES cycles write entry n = n * w of
+        # every tap's two tables (an accumulator adding w per cycle) before the walk starts.
+        # Meanwhile the bias takes out what the +128 offset added: bias - (zp + 128) * sum(w),
+        # the product shifted in serially, one bit of zp + 128 a cycle.
+        fill_last = Signal()
+        start_walk = filling & fill_last
+        with m.If(filling):
+            m.d.sync += [fill_addr.eq(fill_addr + 1), fill_last.eq(fill_addr == TABLE_DEPTH - 2)]
+            m.d.sync += [fill_acc[t][k].eq(fill_acc[t][k] + tile.weights[t][k])
+                         for t in range(TAPS) for k in range(lanes)]
+        weight_sum = [Signal(signed(12), name=f"weight_sum_{k}") for k in range(lanes)]
+        offset = [Signal(signed(21), name=f"offset_{k}") for k in range(lanes)]
         bias_adj = [Signal(ACC_SHAPE, name=f"bias_adj_{k}") for k in range(lanes)]
-        sign_shift, constant = rows_offset(len(diff[0][0][0]), len(tile.weights[0][0]))
-        for k in range(lanes):
-            negative = sum_tree([tile.weights[t][k][-1] for t in range(TAPS)])
-            m.d.sync += [sign_offset[k].eq((negative << sign_shift) + TAPS * constant),
-                         bias_adj[k].eq(tile.bias[k] + sign_offset[k])]
+        zp_bits = Signal(8)
+        m.d.sync += [weight_sum[k].eq(sum_tree([tile.weights[t][k] for t in range(TAPS)]))
+                     for k in range(lanes)]
+        with m.If(filling):
+            with m.If(fill_addr == 0):
+                m.d.sync += [zp_bits.eq(zp_index)] + [o.eq(0) for o in offset]
+            with m.Elif(fill_addr <= 8):
+                m.d.sync += zp_bits.eq(zp_bits << 1)
+                m.d.sync += [offset[k].eq((offset[k] << 1) + Mux(zp_bits[7], weight_sum[k], 0))
+                             for k in range(lanes)]
+            with m.Elif(fill_addr == 9):
+                m.d.sync += [bias_adj[k].eq(tile.bias[k] - offset[k]) for k in range(lanes)]
 
         # Output register.
         out_valid = Signal()
@@ -250,12 +289,15 @@ class DepthwiseEngine(wiring.Component):
         drained = Signal(init=1)
         load = self.tile.valid & drained
         finishing = advance & last_col & last_row
-        busy_next = Mux(load, 1, busy & ~finishing)
+        busy_next = Mux(start_walk, 1, busy & ~finishing)
+        filling_next = Mux(load, 1, filling & ~start_walk)
         valid_next = [Mux(en, before, now)
                       for before, now in zip([advance, s1.valid] + live[:-1], [s1.valid] + live)]
-        m.d.sync += drained.eq(~busy_next & ~Cat(*valid_next).any())
+        m.d.sync += [drained.eq(~busy_next & ~filling_next & ~Cat(*valid_next).any()),
+                     busy.eq(busy_next), filling.eq(filling_next)]
         m.d.comb += self.tile.ready.eq(drained)
         with m.If(load):
-            m.d.sync += [tile.eq(self.tile.payload), busy.eq(1), row.eq(0), col.eq(0),
-                         last_row.eq(0), last_col.eq(0)]     # height, width >= 1
+            m.d.sync += [tile.eq(self.tile.payload), fill_addr.eq(0), fill_last.eq(0),
+                         row.eq(0), col.eq(0), last_row.eq(0), last_col.eq(0)]
+            m.d.sync += [acc.eq(0) for taps in fill_acc for acc in taps]
         return m
