@@ -53,7 +53,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from .config import AccelConfig
-from .lut_mul import sum_tree
+from .lut_mul import nibble_sum, sum_tree
 from .pointwise import ACC_SHAPE, StallPipe
 
 TAPS = 9
@@ -92,12 +92,6 @@ def tile_layout(cfg: AccelConfig, max_width: int) -> data.StructLayout:
         "weights": data.ArrayLayout(pixel_layout(cfg), TAPS),
         "bias": acc_layout(cfg),
     })
-
-
-def _shifted_sum(low, high):
-    """(high << 4) + low of two signed table entries, as 17 bits: low's last four bits pass
-    straight through, so the adder is only as wide as the bits that overlap."""
-    return Cat(low[:4], low[4:].as_signed() + high).as_signed()
 
 
 def _window_ends_output(pos, pad_before, stride2):
@@ -227,7 +221,7 @@ class DepthwiseEngine(wiring.Component):
                 reads.append(pipe.stage(read.data, name=f"s4_t{i}{j}_{k}_{half}"))
             nibbles[i][j][k] = reads
         s5_valid = pipe.stage(s4_valid, name="s5_valid")
-        prod = [[[pipe.stage(_shifted_sum(*nibbles[i][j][k]), name=f"s5_p{i}{j}_{k}")
+        prod = [[[pipe.stage(nibble_sum(*nibbles[i][j][k]), name=f"s5_p{i}{j}_{k}")
                   for k in range(lanes)] for j in range(3)] for i in range(3)]
 
         # Stage 6: row sums.

@@ -7,15 +7,13 @@ dense layer's requantizer digits) are written here as sums of shifted partial pr
 sees only adders and muxes.
 
 `partial_products` gives the rows of a product so that a pipeline can register the partial
-sums between adder levels; `lut_product` sums them in one combinational tree.
-`offset_rows` and `weighted_sum` are the narrow form for many small signed products summed
-together (the depthwise taps): unsigned rows only as wide as the multiplicand, and a
-data-independent offset that the caller adds once, at the end, to the whole sum.
+sums between adder levels; `lut_product` sums them in one combinational tree. The depthwise
+taps are not multipliers at all but table lookups (`depthwise`); `nibble_sum` joins a tap's
+two nibble products.
 """
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
-from amaranth.utils import bits_for
 
 
 def partial_products(a, b) -> list[Value]:
@@ -81,56 +79,9 @@ def registered_lut_product(m, a, b, *, name: str, enable=None, digit_bits: int =
     return product
 
 
-def offset_rows(a, b) -> tuple[list[Value], int, int]:
-    """(rows, sign_shift, constant) with a * b == sum(rows[i] << i) + offset for signed a
-    and b, where offset = ((b < 0) << sign_shift) + constant.
-
-    Sign extension is what makes `partial_products` wide: every row carries its sign to the
-    product's full width, and a signed b's last row is negated by an adder of that width.
-    Here each row is a's bits ANDed with a bit of b (the last row with a's complement,
-    -a = ~a + 1), its sign bit inverted: row = r + 2^(len(a)-1) as an unsigned value of
-    len(a) bits. The offset takes the inverted signs' 2^(len(a)-1) per row back out and adds
-    the complement's +1; it depends only on b's sign bit, so with a masked to zero the rows
-    and offset still sum to zero, and a caller summing many products adds their offsets once.
-    """
-    a, b = Value.cast(a), Value.cast(b)
-    if not (a.shape().signed and b.shape().signed):
-        raise ValueError("offset_rows takes signed operands")
-    la, n = len(a), len(b)
-    rows = []
-    for i in range(n):
-        src = ~a if i == n - 1 else a
-        bit = b[i]
-        rows.append(Cat(src[:la - 1] & bit.replicate(la - 1), ~(src[la - 1] & bit)))
-    return rows, *rows_offset(la, n)
-
-
-def rows_offset(a_width: int, b_width: int) -> tuple[int, int]:
-    """(sign_shift, constant) of `offset_rows` for operands of these widths: the same for
-    every product of that shape, so a sum of many needs it once."""
-    return b_width - 1, -(((1 << b_width) - 1) << (a_width - 1))
-
-
-def weighted_sum(terms: list[tuple[Value, int, int]]) -> tuple[Value, int, int]:
-    """Sum of unsigned (value, shift, max) terms, value << shift each, as one (value, shift,
-    max). Pairs are added with their lower term's extra low bits passed straight through and
-    each sum cut to the bits its maximum needs, so every adder is only as wide as the bits
-    that overlap: the carry chains of a tree of `offset_rows` are about half those of
-    `partial_products`. Terms are in increasing shift order."""
-    terms = list(terms)
-    while len(terms) > 1:
-        paired = []
-        for k in range(0, len(terms), 2):
-            if k + 1 == len(terms):
-                paired.append(terms[k])
-                continue
-            (lo, s_lo, m_lo), (hi, s_hi, m_hi) = terms[k], terms[k + 1]
-            d = s_hi - s_lo
-            total = m_lo + (m_hi << d)
-            if len(lo) <= d:
-                value = Cat(lo, Const(0, d - len(lo)), hi)
-            else:
-                value = Cat(lo[:d], lo[d:] + hi)
-            paired.append((value[:bits_for(total)], s_lo, total))
-        terms = paired
-    return terms[0]
+def nibble_sum(low, high) -> Value:
+    """(high << 4) + low of two signed Values, exact: low's last four bits pass straight
+    through, so the adder is only as wide as the bits that overlap. With low = w * (u & 15)
+    and high = w * (u >> 4) (a table lookup each, `depthwise`) it is u * w."""
+    low, high = Value.cast(low), Value.cast(high)
+    return Cat(low[:4], low[4:].as_signed() + high).as_signed()

@@ -9,8 +9,8 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from rtl_gen.dsp import LATENCY as DSP_LATENCY
-from rtl_gen.lut_mul import (lut_product, offset_rows, partial_products, registered_lut_product,
-                             sum_tree, weighted_sum)
+from rtl_gen.lut_mul import (lut_product, nibble_sum, partial_products, registered_lut_product,
+                             sum_tree)
 
 
 def _products(a_shape, b_shape, pairs):
@@ -105,34 +105,25 @@ def test_registered_lut_product(widths):
     assert got == expected
 
 
-@pytest.mark.parametrize("a_width,b_width", [(9, 8), (5, 4), (4, 3)])
-def test_offset_rows_exhaustive(a_width, b_width):
-    """The depthwise taps' narrow products: the unsigned offset rows, summed by
-    `weighted_sum` in two halves and then together (as the DepthwiseEngine's stages 4 and 5
-    do), plus the sign-dependent offset equal a * b for every pair of signed operands,
-    a = 0 (a masked tap) included; every row is exactly a_width bits wide."""
+def test_nibble_sum_exhaustive():
+    """The depthwise taps' products: for every int8 x and w, the two nibble tables' entries
+    w * (u & 15) and w * (u >> 4) of u = x + 128, joined by `nibble_sum`, are (x + 128) * w
+    (the engine takes 128 * w back out with the bias), with no multiplier in the netlist."""
     m = Module()
-    a, b = Signal(signed(a_width)), Signal(signed(b_width))
-    rows, sign_shift, constant = offset_rows(a, b)
-    assert [len(r) for r in rows] == [a_width] * b_width
-    terms = [(r, i, (1 << a_width) - 1) for i, r in enumerate(rows)]
-    halves = [weighted_sum(terms[:b_width // 2]), weighted_sum(terms[b_width // 2:])]
-    value, shift, top = weighted_sum(halves)
-    assert shift == 0 and top < 1 << len(value)
-    total = Signal(len(value))
-    m.d.comb += total.eq(value)
-    text = rtlil.convert(m, ports=[a, b, total])
-    assert "$mul" not in text
+    low, high = Signal(signed(12)), Signal(signed(12))
+    total = Signal(signed(17))
+    m.d.comb += total.eq(nibble_sum(low, high))
+    assert "$mul" not in rtlil.convert(m, ports=[low, high, total])
     failures = []
 
     async def bench(ctx):
-        for x in range(-(1 << (a_width - 1)), 1 << (a_width - 1)):
-            for y in range(-(1 << (b_width - 1)), 1 << (b_width - 1)):
-                ctx.set(a, x)
-                ctx.set(b, y)
-                got = ctx.get(total) + ((y < 0) << sign_shift) + constant
-                if got != x * y:
-                    failures.append((x, y, got))
+        for x in range(-128, 128):
+            u = x + 128
+            for w in range(-128, 128):
+                ctx.set(low, w * (u & 15))
+                ctx.set(high, w * (u >> 4))
+                if ctx.get(total) - 128 * w != x * w:
+                    failures.append((x, w, ctx.get(total)))
 
     sim = Simulator(m)
     sim.add_testbench(bench)
