@@ -38,9 +38,10 @@ filled after a group loads, one entry a cycle; the data-independent -(zp + 128) 
 folded into the bias meanwhile. A tap outside the image looks up the zero point (the value
 TFLite pads with), so its share cancels in that correction.
 
-Cycles per group, with the streams never stalling: 16 to fill the tables, (H+1)*(W+1) grid
-positions, and 7 to drain the pipeline before the next group's weights may be loaded
-(`tile_cycles`).
+Cycles per group, with the streams never stalling: one to load it, max(0, 10 - W) of the
+tables' fill before the walk may start (the rest overlaps the walk's first rows, which only
+prime the line buffer), (H+1)*(W+1) grid positions, and 7 to drain the pipeline before the
+next group's weights may be loaded (`tile_cycles`).
 """
 from __future__ import annotations
 
@@ -61,7 +62,11 @@ TAPS = 9
 # distributed-RAM block deep (ECP5 TRELLIS_DPR16X4), filled in FILL_CYCLES per group.
 TABLE_DEPTH = 16
 TABLE_SHAPE = signed(12)
-FILL_CYCLES = TABLE_DEPTH
+# The walk may start this many cycles minus the width into the fill: no window before grid
+# position width + 2 (row 1, column 1) is an output, and a position's tables are read three
+# cycles after it is consumed, so starting at fill cycle 10 - width (the load's cycle being
+# -1) puts the first possible read after entry 15's write.
+WALK_LEAD = 10
 
 # What travels down the pipeline with a grid position: whether the window ending there is an
 # output, and which of its tap rows (r-2, r-1, r) and columns (c-2, c-1, c) lie in the image.
@@ -123,10 +128,22 @@ class DepthwiseEngine(wiring.Component):
             "acc": Out(stream.Signature(acc_layout(cfg))),
         })
 
+    @staticmethod
+    def walk_delay(width: int) -> int:
+        """Cycles of the table fill before the walk starts (see `WALK_LEAD`)."""
+        return max(0, WALK_LEAD - width)
+
+    @classmethod
+    def walk_start(cls, width: int) -> int:
+        """Cycles from a group's load (the `tile` handshake) to the first cycle its walk may
+        consume a pixel: the fill's first cycle, `walk_delay`, the walk's start."""
+        return 2 + cls.walk_delay(width)
+
     @classmethod
     def tile_cycles(cls, height: int, width: int) -> int:
-        """Cycles between the starts of consecutive groups when no stream stalls."""
-        return FILL_CYCLES + (height + 1) * (width + 1) + cls.latency
+        """Cycles between the starts of consecutive groups when no stream stalls: up to the
+        walk's start, the grid and the pipeline's drain (the fill always ends before it)."""
+        return cls.walk_start(width) - 1 + (height + 1) * (width + 1) + cls.latency
 
     def elaborate(self, platform):
         m = Module()
@@ -229,12 +246,15 @@ class DepthwiseEngine(wiring.Component):
         rows = [[pipe.stage(prod[i][0][k] + prod[i][1][k] + prod[i][2][k], name=f"s6_r{i}_{k}")
                  for k in range(lanes)] for i in range(3)]
 
-        # Filling the tables: after a group loads, FILL_CYCLES cycles write entry n = n * w of
-        # every tap's two tables (an accumulator adding w per cycle) before the walk starts.
-        # Meanwhile the bias takes out what the +128 offset added: bias - (zp + 128) * sum(w),
-        # the product shifted in serially, one bit of zp + 128 a cycle.
+        # Filling the tables: after a group loads, TABLE_DEPTH cycles write entry n = n * w of
+        # every tap's two tables (an accumulator adding w per cycle). The walk starts
+        # `walk_delay` cycles into the fill, so that the first window that can be an output
+        # reads its tables after the last entry is written. Meanwhile the bias takes out what
+        # the +128 offset added: bias - (zp + 128) * sum(w), shifted in serially, one bit of
+        # zp + 128 a cycle, ready long before the first output.
         fill_last = Signal()
-        start_walk = filling & fill_last
+        walk_at = Signal(range(TABLE_DEPTH))
+        start_walk = filling & (fill_addr == walk_at)
         with m.If(filling):
             m.d.sync += [fill_addr.eq(fill_addr + 1), fill_last.eq(fill_addr == TABLE_DEPTH - 2)]
             m.d.sync += [fill_acc[t][k].eq(fill_acc[t][k] + tile.weights[t][k])
@@ -284,14 +304,16 @@ class DepthwiseEngine(wiring.Component):
         load = self.tile.valid & drained
         finishing = advance & last_col & last_row
         busy_next = Mux(start_walk, 1, busy & ~finishing)
-        filling_next = Mux(load, 1, filling & ~start_walk)
+        filling_next = Mux(load, 1, filling & ~fill_last)
         valid_next = [Mux(en, before, now)
                       for before, now in zip([advance, s1.valid] + live[:-1], [s1.valid] + live)]
         m.d.sync += [drained.eq(~busy_next & ~filling_next & ~Cat(*valid_next).any()),
                      busy.eq(busy_next), filling.eq(filling_next)]
         m.d.comb += self.tile.ready.eq(drained)
         with m.If(load):
+            width = self.tile.payload.width
             m.d.sync += [tile.eq(self.tile.payload), fill_addr.eq(0), fill_last.eq(0),
+                         walk_at.eq(Mux(width >= WALK_LEAD, 0, WALK_LEAD - width)),
                          row.eq(0), col.eq(0), last_row.eq(0), last_col.eq(0)]
             m.d.sync += [acc.eq(0) for taps in fill_acc for acc in taps]
         return m

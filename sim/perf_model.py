@@ -186,9 +186,13 @@ def conv_tile_cycles(d: Descriptor, cfg: AccelConfig) -> int:
 
 def dw_group_cycles(d: Descriptor, cfg: AccelConfig) -> int:
     """DW_RUN to the state after the group's last output write, loads not counted. A
-    depthwise result is one requantizer beat, so the engine never waits on it."""
-    return (_WALK_START + DepthwiseEngine.tile_cycles(d.in_h, d.in_w) + _SERIALIZER
-            + Requantizer.LATENCY + _WRITER_IDLE)
+    depthwise result is one requantizer beat, so the engine never waits on it. The walk
+    starts when the first pixel arrives or, on a narrow map, when the engine's table fill
+    lets it (the group was loaded in the cycle before DW_RUN)."""
+    engine = DepthwiseEngine
+    start = max(_WALK_START, engine.walk_start(d.in_w) - 1)
+    grid_and_drain = engine.tile_cycles(d.in_h, d.in_w) - (engine.walk_start(d.in_w) - 1)
+    return start + grid_and_drain + _SERIALIZER + Requantizer.LATENCY + _WRITER_IDLE
 
 
 def dw_trailing_positions(d: Descriptor) -> int:
