@@ -208,9 +208,18 @@ class SoftmaxUnit(wiring.Component):
         half = rounding_half(out_exponent)
         m.d.sync += [out_half.eq(half), out_half_less.eq(half - (out_exponent != 0))]
 
+        # The barrel multiplies' write-back, t = high if the remainder's next bit is set, is
+        # not decoded from the FSM's state: `barrel_wb`, a register set in the multiply's last
+        # pipeline state, and the lowest bit of `barrel_bits`, shifted down after each, are
+        # its whole enable (the state decode into t's select ran across the die on the 45F,
+        # 99.03 MHz).
+        BARREL = "barrel"
+        barrel_wb = Signal()
+        m.d.sync += barrel_wb.eq(0)
+
         def multiplies(name, ops, after):
             """Chain of (a, b, write-back statements) multiplies: issue, operand load,
-            PIPELINE_STAGES multiply states and write-back."""
+            PIPELINE_STAGES multiply states and write-back (`BARREL`: the barrel step's)."""
             names = [f"{name}_{n}" for n in range(len(ops))] + [after]
             for n, (a, b, writeback) in enumerate(ops):
                 # The operand load, then the pipeline.
@@ -221,8 +230,12 @@ class SoftmaxUnit(wiring.Component):
                 for k, stage in enumerate(stages):
                     with m.State(stage):
                         m.next = stages[k + 1] if k + 1 < len(stages) else names[n] + "_WB0"
+                        if writeback is BARREL and k + 1 == len(stages):
+                            m.d.sync += barrel_wb.eq(1)
                 # A write-back is a list of statements, or a tuple of such lists for
                 # successive states (a result too many adders deep for one cycle).
+                if writeback is BARREL:
+                    writeback = []
                 steps = writeback if isinstance(writeback, tuple) else (writeback,)
                 wb_names = [f"{names[n]}_WB{k}" for k in range(len(steps))] + [names[n + 1]]
                 for k, statements in enumerate(steps):
@@ -248,7 +261,7 @@ class SoftmaxUnit(wiring.Component):
                                 [u.eq(rounding_divide_by_pot(u, 1))],
                                 [t.eq(wrap32(x + u))])),
             (EXP_CONSTANT_TERM, t, [t.eq(wrap32(EXP_CONSTANT_TERM + high))]),
-        ] + [(t, c, [t.eq(Mux(barrel_bits[k], high, t))]) for k, c in enumerate(EXP_BARREL)]
+        ] + [(t, c, BARREL) for c in EXP_BARREL]
 
         # one_over_one_plus_x_for_x_in_0_1: a first guess and three Newton-Raphson steps.
         recip_ops = [(half_denominator, RECIP_NEG_32_OVER_17,
@@ -369,5 +382,9 @@ class SoftmaxUnit(wiring.Component):
                         m.next = "LOAD"
                     with m.Else():
                         m.next = "OUT_READ"
+        with m.If(barrel_wb):
+            m.d.sync += barrel_bits.eq(barrel_bits >> 1)
+            with m.If(barrel_bits[0]):
+                m.d.sync += t.eq(high)
         one_hot(fsm)
         return m
