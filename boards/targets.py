@@ -95,23 +95,20 @@ def get_board(board: str | Board) -> Board:
 # and the FloatRequantizer's digits are LUT logic (`rtl_gen.lut_mul`).
 MULT18_PER_LANE = 2
 # Coarse logic model, LUT4 slots (LUT4 + 2 * CCU2C + 2 * DPR16X4 of synth_ecp5's statistics):
-# a base plus one term per MAC of the array, one per depthwise tap (a lane's 9x8 LUT
-# multipliers with the Requantizer's, MeanUnit's and serializer's lane logic: lanes are what
-# costs LUTs) and one per lane for the AddUnit (two LUT-built 9x31-bit scalings, rounding
-# shifts). Fitted on four syntheses of the current RTL (the buffers' rings in LUT RAM): the
-# 45F's 8x8 MACs + 2 lanes without the AddUnit 21,173 slots (21,178 estimated), the 85F's
-# 16x8 + 8 lanes 48,845 without it (48,806) and 61,655 with it (61,606), the smallest CI
-# config (2x2, 1 lane, AddUnit) 15,623 (15,608); those had three DSP blocks per Requantizer
-# lane. With the low product in LUTs (~300 slots a lane) the 45F's 8x8 + 4 lanes synthesizes
-# to 29,494 slots (29,278 estimated), so the fit stands. The depthwise taps as offset rows
-# (`lut_mul.offset_rows`, ~30 slots a tap fewer) bring that build to 28,287 (28,198
-# estimated); with the AddUnit it is 36,990 (84% of the 45F: 8,703 slots for the AddUnit's
-# 4 lanes, more than the 85F's 1,600 a lane suggested), so the AddUnit's lanes are costed at
-# that build's 2,150 (36,798 estimated), erring towards configs that route. Before the rings
-# moved to LUT RAM each MAC cost ~150 slots (its share of the weight reader's 5-entry
-# flip-flop ring and select).
+# a base plus one term per MAC of the array, one per depthwise tap (a lane's share of the
+# DepthwiseEngine with the Requantizer's, MeanUnit's and serializer's lane logic: lanes are
+# what costs LUTs) and one per lane for the AddUnit (two LUT-built 9x31-bit scalings,
+# rounding shifts). The base and the MAC term were fitted on four syntheses with LUT
+# multipliers for taps (the 45F's 8x8 MACs + 2 lanes without the AddUnit 21,173 slots, the
+# 85F's 16x8 + 8 lanes 48,845 without it and 61,655 with it, the smallest CI config 15,623);
+# the tap term on the two of the current RTL, whose taps are table lookups in LUT RAM
+# (`depthwise`): the 45F's 8x8 + 4 lanes 25,292 slots (25,318 estimated) and the 85F's
+# 16x8 + 8 lanes 40,892 (40,886), both without the AddUnit (420 a tap as LUT multipliers).
+# The AddUnit's lanes are costed at a 45F build with it at 4 lanes (8,703 slots more than
+# without), erring towards configs that route. Before the rings moved to LUT RAM each MAC
+# cost ~150 slots (its share of the weight reader's 5-entry flip-flop ring and select).
 LUT_BASE, LUT_PER_MULT = 9750, 52
-LUT_PER_DW_TAP = 420
+LUT_PER_DW_TAP = 340
 LUT_PER_ADD_LANE = 2150
 # Shares of a device the default configuration may plan for: the LUT model is coarse, and
 # nextpnr needs slack to route; the DSP and BRAM counts are exact (see `estimate`).
@@ -201,11 +198,10 @@ def default_config(board: str | Board = DEFAULT_BOARD, needs_add: bool = True) -
       `LUT_BUDGET`), but that DepthwiseEngine does not route (`Board.max_dw_lanes`); 4 lanes
       routed at 83 MHz. (`AccelConfig()`, the simulations' default, keeps 8 lanes.)
     * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 4 lanes = 64 + 8 = 72, 89% MACs, without the
-      AddUnit (~28.2k of 43.8k LUT4 slots); with it its LUTs hold the lanes at 2 (68; 4 lanes
-      synthesize to 37.0k, 84%).
-      (With three DSP blocks per Requantizer lane the 45F took 2 lanes either way.)
+      AddUnit (25.3k of 43.8k LUT4 slots synthesized) or with it (~33.9k estimated, 77%;
+      with the taps as LUT multipliers the AddUnit's LUTs held it at 2 lanes).
     * ULX3S 25F, 28 MULT18X18D: 4x4 MACs + 1 lane = 16 + 2 = 18 (its 24k LUT4 bind);
-      without the AddUnit 4x4 + 2 lanes = 20 (~18.1k LUT4 slots estimated).
+      without the AddUnit 4x4 + 2 lanes = 20 (~16.7k LUT4 slots estimated).
 
     Buffers keep the AccelConfig defaults (64 KiB per activation buffer, 64 KiB of weights:
     what the firmware's networks are compiled for; the weight buffer's words are a whole

@@ -2,7 +2,7 @@
 fixed point), as a small sequential datapath around one shared 32x32 multiplier."""
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -208,18 +208,23 @@ class SoftmaxUnit(wiring.Component):
         half = rounding_half(out_exponent)
         m.d.sync += [out_half.eq(half), out_half_less.eq(half - (out_exponent != 0))]
 
-        # The barrel multiplies' write-back, t = high if the remainder's next bit is set, is
-        # not decoded from the FSM's state: `barrel_wb`, a register set in the multiply's last
-        # pipeline state, and the lowest bit of `barrel_bits`, shifted down after each, are
-        # its whole enable (the state decode into t's select ran across the die on the 45F,
-        # 99.03 MHz).
-        BARREL = "barrel"
+        # The barrel multiplies t * exp(-2^k), k = -2 .. 4, are one loop of the FSM's states,
+        # run len(EXP_BARREL) times: the constant is a register read from a table by the
+        # loop's index, and the write-back, t = high if the remainder's next bit is set, is
+        # enabled by `barrel_wb` (a register set in the multiply's last pipeline state) and
+        # the lowest bit of `barrel_bits` (shifted down after each), not decoded from the
+        # state. Unrolled, the seven issue states' operand decodes and the state decode into
+        # t's select were the 45F's slowest paths (99.03 and 92.28 MHz), across the die.
         barrel_wb = Signal()
         m.d.sync += barrel_wb.eq(0)
+        barrel_index = Signal(range(len(EXP_BARREL)))
+        barrel_constant = Signal(signed(32))
+        m.d.sync += barrel_constant.eq(Array(Const(c, signed(32)) for c in EXP_BARREL)
+                                       [barrel_index])
 
         def multiplies(name, ops, after):
             """Chain of (a, b, write-back statements) multiplies: issue, operand load,
-            PIPELINE_STAGES multiply states and write-back (`BARREL`: the barrel step's)."""
+            PIPELINE_STAGES multiply states and write-back."""
             names = [f"{name}_{n}" for n in range(len(ops))] + [after]
             for n, (a, b, writeback) in enumerate(ops):
                 # The operand load, then the pipeline.
@@ -230,12 +235,8 @@ class SoftmaxUnit(wiring.Component):
                 for k, stage in enumerate(stages):
                     with m.State(stage):
                         m.next = stages[k + 1] if k + 1 < len(stages) else names[n] + "_WB0"
-                        if writeback is BARREL and k + 1 == len(stages):
-                            m.d.sync += barrel_wb.eq(1)
                 # A write-back is a list of statements, or a tuple of such lists for
                 # successive states (a result too many adders deep for one cycle).
-                if writeback is BARREL:
-                    writeback = []
                 steps = writeback if isinstance(writeback, tuple) else (writeback,)
                 wb_names = [f"{names[n]}_WB{k}" for k in range(len(steps))] + [names[n + 1]]
                 for k, statements in enumerate(steps):
@@ -261,7 +262,7 @@ class SoftmaxUnit(wiring.Component):
                                 [u.eq(rounding_divide_by_pot(u, 1))],
                                 [t.eq(wrap32(x + u))])),
             (EXP_CONSTANT_TERM, t, [t.eq(wrap32(EXP_CONSTANT_TERM + high))]),
-        ] + [(t, c, BARREL) for c in EXP_BARREL]
+        ]
 
         # one_over_one_plus_x_for_x_in_0_1: a first guess and three Newton-Raphson steps.
         recip_ops = [(half_denominator, RECIP_NEG_32_OVER_17,
@@ -274,7 +275,8 @@ class SoftmaxUnit(wiring.Component):
         # Operand sources: each distinct register gets a one-hot select bit, constants go
         # through a register of their own; an issue state sets them, and every cycle the
         # operand registers take the AND-OR of the selected sources.
-        pairs = [(a, b) for a, b, _ in exp_ops + recip_ops] + [(recip_doubled, exp_value)]
+        pairs = ([(a, b) for a, b, _ in exp_ops + recip_ops] +
+                 [(t, barrel_constant), (recip_doubled, exp_value)])
         operands = []
         for side, reg in ((0, mul_a), (1, mul_b)):
             sources = []
@@ -321,7 +323,25 @@ class SoftmaxUnit(wiring.Component):
                         m.next = "EXP_READ"
 
             read_logit("EXP_READ", "EXP_0")
-            multiplies("EXP", exp_ops, after="EXP_CONTRIB")
+            multiplies("EXP", exp_ops, after="EXP_BARREL")
+            barrel_stages = [f"EXP_BARREL_MUL{k}" for k in range(1 + PIPELINE_STAGES)]
+            with m.State("EXP_BARREL"):
+                m.d.sync += choose(t, barrel_constant)
+                m.next = barrel_stages[0]
+            for k, stage in enumerate(barrel_stages):
+                with m.State(stage):
+                    if k + 1 < len(barrel_stages):
+                        m.next = barrel_stages[k + 1]
+                    else:
+                        m.d.sync += barrel_wb.eq(1)
+                        m.next = "EXP_BARREL_WB"
+            with m.State("EXP_BARREL_WB"):
+                with m.If(barrel_index == len(EXP_BARREL) - 1):
+                    m.d.sync += barrel_index.eq(0)
+                    m.next = "EXP_CONTRIB"
+                with m.Else():
+                    m.d.sync += barrel_index.eq(barrel_index + 1)
+                    m.next = "EXP_BARREL"
             with m.State("EXP_CONTRIB"):
                 # The exponential and its contribution to the sum, then the add.
                 exp = Mux(input_is_zero, INT32_MAX, t)

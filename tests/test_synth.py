@@ -140,13 +140,13 @@ def test_estimate_matches_the_calibration_synthesis():
     est = estimate(AccelConfig())
     assert (est.mult18, est.bram_blocks) == (144, 173)
     # The 45F's default without the AddUnit (8x8 MACs + 4 lanes), synthesized with the
-    # Requantizer's low products and the depthwise taps' offset rows in LUTs: 72 MULT18X18D,
-    # 89 DP16KD, 18,187 LUT4 + 4,813 CCU2C + 237 DPR16X4.
+    # Requantizer's low products in LUTs and the depthwise taps as LUT-RAM tables: 72
+    # MULT18X18D, 89 DP16KD, 16,950 LUT4 + 3,718 CCU2C + 453 DPR16X4.
     cfg = default_config("ulx3s-45f", needs_add=False)
     est = estimate(cfg)
     assert (cfg.pw_out, cfg.pw_in, cfg.dw_lanes) == (8, 8, 4)
     assert (est.mult18, est.bram_blocks) == (72, 89)
-    assert 0.95 <= est.luts / (18187 + 2 * 4813 + 2 * 237) <= 1.05
+    assert 0.95 <= est.luts / (16950 + 2 * 3718 + 2 * 453) <= 1.05
 
 
 @pytest.mark.parametrize("needs_add", [True, False], ids=["with-add", "no-add"])
