@@ -70,11 +70,11 @@ class SoftmaxUnit(wiring.Component):
     it borrows the Requantizer's, through the `multiplier` port), each multiply taking
     MULTIPLY_STATES = 9 states of a micro-sequenced FSM (issue: which operands, as one-hot
     source selects; operand load; six pipeline states, the first the lending lane's operand
-    register, the last the high word registered back here; write-back from that register). The operands are a select of
-    registers by registers, not by the FSM's ~20 issue states. No state is more than one
-    adder (or one compare) deep, and the state register is one-hot (`fsm_encoding`), so a
-    write-back's select is a flip-flop rather than a decode of ~140 states: 100+ MHz on an
-    ECP5.
+    register, the last the high word registered back here; write-back from that register).
+    The operands are a select of registers by registers, not by the FSM's 15 issue states
+    (the seven barrel multiplies are one loop of states). No state is more than one adder
+    (or one compare) deep, and the state register is one-hot (`fsm_encoding`), so a
+    write-back's select is a flip-flop rather than a decode of its 157 states.
 
     Phases and cycles (n = length): load n + 1 cycles (one logit per clock into a register,
     the maximum tracked on the fly behind it), exponentials 126 per logit, reciprocal of the
