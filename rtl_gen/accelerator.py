@@ -449,7 +449,14 @@ class Accelerator(wiring.Component):
         # The SoftmaxUnit borrows the Requantizer's first product (idle during a SOFTMAX).
         softmax = SoftmaxUnit(max_length=limits.max_classes, own_multiplier=False)
         m.submodules.pointwise, m.submodules.depthwise = resettable(pw), resettable(dw)
-        m.submodules.mean, m.submodules.softmax = resettable(mean), resettable(softmax)
+        # The SoftmaxUnit, placed beside the lane it borrows a multiplier from, has a reset
+        # register of its own (its input differs from `local_rst`'s, so synthesis keeps both;
+        # the domain's reset resets the unit anyway): the shared net, from across the die,
+        # was the 45F's slowest path into its FSM's loop registers (89.20 MHz).
+        softmax_rst = Signal(reset_less=True)
+        m.d.sync += softmax_rst.eq(seq_rst | ResetSignal())
+        m.submodules.mean = resettable(mean)
+        m.submodules.softmax = resettable(softmax, softmax_rst)
         add = AddUnit(g.lanes) if with_add else None
         if with_add:
             m.submodules.add = resettable(add)
