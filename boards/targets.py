@@ -46,9 +46,10 @@ class Board:
     mult18: int
     bram_blocks: int
     clock_mhz: float            # accelerator clock target (see `default_config`)
-    # Most depthwise lanes nextpnr routes on the device (None: the DSPs and LUTs decide). The
-    # 85F's 8-lane DepthwiseEngine (72 LUT multipliers off one window) never finished
-    # routing (router1, router2, spread placement), at 64% of its LUTs; 4 lanes routed
+    # Most depthwise lanes worth building on the device (None: the DSPs and LUTs decide).
+    # The 85F's 8-lane DepthwiseEngine never finished routing with LUT-multiplier taps; with
+    # LUT-RAM table taps it routes (72.99 MHz, 69d8aa1), but no faster in frames/s than 4
+    # lanes (83.02 MHz, 40a000e) until its group load's fan-out is registered
     # (boards/TIMING.md).
     max_dw_lanes: int | None = None
 
@@ -194,9 +195,10 @@ def default_config(board: str | Board = DEFAULT_BOARD, needs_add: bool = True) -
 
     * ULX3S 85F, 156 MULT18X18D: 16x8 MACs + 4 lanes = 128 + 8 = 136, 94% of them MACs
       (32x8 needs 272), with the AddUnit or without it. Its DSPs and LUTs would take 8 lanes
-      (144 blocks; ~63.8k and ~46.6k of its 83.6k LUT4 slots estimated, 80% being
-      `LUT_BUDGET`), but that DepthwiseEngine does not route (`Board.max_dw_lanes`); 4 lanes
-      routed at 83 MHz. (`AccelConfig()`, the simulations' default, keeps 8 lanes.)
+      (144 blocks; ~58.1k and ~40.9k of its 83.6k LUT4 slots estimated, 80% being
+      `LUT_BUDGET`), and with the taps as LUT-RAM tables they route, at 72.99 MHz: no more
+      frames/s than 4 lanes at 83.02 MHz, so the board caps its lanes at 4
+      (`Board.max_dw_lanes`). (`AccelConfig()`, the simulations' default, keeps 8 lanes.)
     * ULX3S 45F, 72 MULT18X18D: 8x8 MACs + 4 lanes = 64 + 8 = 72, 89% MACs, without the
       AddUnit (25.3k of 43.8k LUT4 slots synthesized) or with it (~33.9k estimated, 77%;
       with the taps as LUT multipliers the AddUnit's LUTs held it at 2 lanes).
