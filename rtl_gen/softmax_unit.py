@@ -222,19 +222,27 @@ class SoftmaxUnit(wiring.Component):
         m.d.sync += barrel_constant.eq(Array(Const(c, signed(32)) for c in EXP_BARREL)
                                        [barrel_index])
 
+        def multiply(state, a, b, then, last_stage=()):
+            """State `state` issues a * b (`choose`), then the operand load and the pipeline
+            (`{state}_MUL0` ..), the last of which runs `last_stage` and goes to `then`."""
+            stages = [f"{state}_MUL{k}" for k in range(1 + PIPELINE_STAGES)]
+            with m.State(state):
+                m.d.sync += choose(a, b)
+                m.next = stages[0]
+            for k, stage in enumerate(stages):
+                with m.State(stage):
+                    if k + 1 < len(stages):
+                        m.next = stages[k + 1]
+                    else:
+                        m.d.sync += list(last_stage)
+                        m.next = then
+
         def multiplies(name, ops, after):
             """Chain of (a, b, write-back statements) multiplies: issue, operand load,
             PIPELINE_STAGES multiply states and write-back."""
             names = [f"{name}_{n}" for n in range(len(ops))] + [after]
             for n, (a, b, writeback) in enumerate(ops):
-                # The operand load, then the pipeline.
-                stages = [f"{names[n]}_MUL{k}" for k in range(1 + PIPELINE_STAGES)]
-                with m.State(names[n]):
-                    m.d.sync += choose(a, b)
-                    m.next = stages[0]
-                for k, stage in enumerate(stages):
-                    with m.State(stage):
-                        m.next = stages[k + 1] if k + 1 < len(stages) else names[n] + "_WB0"
+                multiply(names[n], a, b, names[n] + "_WB0")
                 # A write-back is a list of statements, or a tuple of such lists for
                 # successive states (a result too many adders deep for one cycle).
                 steps = writeback if isinstance(writeback, tuple) else (writeback,)
@@ -324,17 +332,7 @@ class SoftmaxUnit(wiring.Component):
 
             read_logit("EXP_READ", "EXP_0")
             multiplies("EXP", exp_ops, after="EXP_BARREL")
-            barrel_stages = [f"EXP_BARREL_MUL{k}" for k in range(1 + PIPELINE_STAGES)]
-            with m.State("EXP_BARREL"):
-                m.d.sync += choose(t, barrel_constant)
-                m.next = barrel_stages[0]
-            for k, stage in enumerate(barrel_stages):
-                with m.State(stage):
-                    if k + 1 < len(barrel_stages):
-                        m.next = barrel_stages[k + 1]
-                    else:
-                        m.d.sync += barrel_wb.eq(1)
-                        m.next = "EXP_BARREL_WB"
+            multiply("EXP_BARREL", t, barrel_constant, "EXP_BARREL_WB", [barrel_wb.eq(1)])
             with m.State("EXP_BARREL_WB"):
                 with m.If(barrel_index == len(EXP_BARREL) - 1):
                     m.d.sync += barrel_index.eq(0)
@@ -372,13 +370,7 @@ class SoftmaxUnit(wiring.Component):
             multiplies("RECIP", recip_ops, after="OUT_READ")
             read_logit("OUT_READ", "OUT", exp=True)
 
-            out_stages = [f"OUT_MUL{k}" for k in range(1 + PIPELINE_STAGES)]
-            with m.State("OUT"):
-                m.d.sync += choose(recip_doubled, exp_value)
-                m.next = out_stages[0]
-            for k, stage in enumerate(out_stages):
-                with m.State(stage):
-                    m.next = out_stages[k + 1] if k + 1 < len(out_stages) else "OUT_ROUND"
+            multiply("OUT", recip_doubled, exp_value, "OUT_ROUND")
             with m.State("OUT_ROUND"):
                 # RoundingDivideByPOT(high, out_exponent) as its add, then its shift in OUT_WB.
                 m.d.sync += nudged.eq(high + Mux(high < 0, out_half_less, out_half))
